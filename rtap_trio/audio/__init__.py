@@ -1,0 +1,45 @@
+"""Audio sources: microphone, file, and the built-in demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..settings import AudioSettings
+from .base import AudioSource
+from .file import DemoSource, FileSource, demo_recording, load_audio
+from .mic import MicSource, list_input_devices
+
+__all__ = [
+    "AudioSource",
+    "DemoSource",
+    "FileSource",
+    "MicSource",
+    "demo_recording",
+    "list_input_devices",
+    "load_audio",
+    "source_from_settings",
+]
+
+
+def source_from_settings(settings: AudioSettings) -> AudioSource:
+    spec = settings.effective_source
+    if spec == "demo":
+        return DemoSource(
+            frame_samples=settings.frame_samples,
+            realtime=settings.realtime,
+            loop=settings.loop_demo,
+            loop_gap_ms=settings.loop_gap_ms,
+        )
+    if spec.startswith("file:"):
+        return FileSource(
+            Path(spec[5:]),
+            frame_samples=settings.frame_samples,
+            realtime=settings.realtime,
+            trailing_silence_ms=1000,
+        )
+    return MicSource(
+        settings.device,
+        frame_samples=settings.frame_samples,
+        sample_rate=settings.sample_rate,
+        queue_frames=settings.capture_queue_frames,
+    )

@@ -1,0 +1,33 @@
+"""The audio source interface: anything that yields fixed-size 16 kHz mono frames."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+from ..buffers import Samples
+
+__all__ = ["AudioSource"]
+
+
+class AudioSource(abc.ABC):
+    """Yields frames of ``frame_samples`` int16 samples at 16 kHz mono.
+
+    ``open`` does the checks that can fail (device exists, file decodes) so the
+    service fails at start with a clear error, before any task runs. ``frames``
+    may be called again after a crash to resume capture.
+    """
+
+    #: human-readable description for logs and /health
+    name: str
+    #: a live source cannot wait: its channel drops the oldest frame when full
+    live: bool
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    def frames(self) -> AsyncIterator[Samples]: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the device or file."""

@@ -1,0 +1,122 @@
+"""WAV (or any libsndfile format) as an audio source: resampled, downmixed, framed."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import trio
+
+from ..buffers import Samples
+from ..errors import AudioSourceError
+from .base import AudioSource
+
+__all__ = ["DemoSource", "FileSource", "demo_recording", "load_audio"]
+
+
+def load_audio(path: Path, sample_rate: int) -> Samples:
+    """The whole file as int16 mono at ``sample_rate``; raises AudioSourceError.
+
+    Channels are averaged (not just the left one taken) and the rate is
+    converted with soxr's high-quality resampler, never by dropping samples.
+    """
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioSourceError(f"{path}: no such file") from None
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioSourceError(f"{path}: cannot decode audio: {exc}") from None
+    if data.size == 0:
+        raise AudioSourceError(f"{path}: the file holds no audio")
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return (np.clip(mono, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
+def demo_recording() -> Path:
+    """The demo recording shipped in the package (scripts/make_speech.py makes it)."""
+    return Path(str(resources.files("rtap_trio.audio") / "data" / "demo.wav"))
+
+
+class FileSource(AudioSource):
+    """Plays a file once (or looped), paced like a microphone or as fast as possible.
+
+    Unpaced, it is not live: a full channel makes it wait, so replay loses
+    nothing. Paced, it behaves like a microphone and never waits.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        frame_samples: int,
+        sample_rate: int = 16000,
+        realtime: bool = True,
+        loop: bool = False,
+        loop_gap_ms: int = 0,
+        trailing_silence_ms: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.name = f"file:{self.path}"
+        self.live = realtime
+        self._frame_samples = frame_samples
+        self._sample_rate = sample_rate
+        self._loop = loop
+        self._gap = np.zeros(sample_rate * loop_gap_ms // 1000, dtype=np.int16)
+        self._trailing = np.zeros(sample_rate * trailing_silence_ms // 1000, dtype=np.int16)
+        self._audio: Samples | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return 0.0 if self._audio is None else self._audio.size / self._sample_rate
+
+    async def open(self) -> None:
+        if self._audio is None:
+            self._audio = await trio.to_thread.run_sync(load_audio, self.path, self._sample_rate)
+
+    async def frames(self) -> AsyncIterator[Samples]:
+        await self.open()
+        assert self._audio is not None
+        n = self._frame_samples
+        frame_s = n / self._sample_rate
+        started = time.perf_counter()
+        emitted = 0
+        while True:
+            audio = np.concatenate((self._audio, self._gap if self._loop else self._trailing))
+            padded = np.zeros(math.ceil(audio.size / n) * n, dtype=np.int16)
+            padded[: audio.size] = audio
+            for frame in padded.reshape(-1, n):
+                if self.live:
+                    # Sleep to each frame's due time (not a fixed interval) so
+                    # pacing does not drift with scheduling delays.
+                    delay = started + emitted * frame_s - time.perf_counter()
+                    if delay > 0:
+                        await trio.sleep(delay)
+                yield frame
+                emitted += 1
+            if not self._loop:
+                return
+
+
+class DemoSource(FileSource):
+    """The built-in demo: a wake word and a command, looped with a pause between."""
+
+    def __init__(
+        self, *, frame_samples: int, realtime: bool = True, loop: bool = True, loop_gap_ms: int
+    ) -> None:
+        super().__init__(
+            demo_recording(),
+            frame_samples=frame_samples,
+            realtime=realtime,
+            loop=loop,
+            loop_gap_ms=loop_gap_ms,
+            trailing_silence_ms=1000,
+        )
+        self.name = "demo"

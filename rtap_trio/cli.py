@@ -1,0 +1,275 @@
+"""Command line: ``python -m rtap_trio [run|replay|config|models|devices] ...``.
+
+``run`` is the default command. Errors RTAP raises on purpose end the process
+with one line on stderr and the error's exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+
+from . import __version__
+from .errors import RTAPError
+from .settings import Settings, load_settings
+
+__all__ = ["main"]
+
+COMMANDS = ("run", "replay", "config", "models", "devices")
+
+
+def _profile_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        help="settings profile name (settings/NAME.yaml) or a YAML path; "
+        "default $RTAP_ENVIRONMENT or 'default'",
+    )
+    parser.add_argument(
+        "--settings-dir",
+        type=Path,
+        help="folder of profiles (default $RTAP_SETTINGS_DIR, ./settings)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set stt.model_name=tiny.en (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rtap_trio",
+        description="RTAP: real-time audio pipeline (wake word, VAD, whisper.cpp, language).",
+        epilog="'run' is the default command: 'python -m rtap_trio --source demo' runs the demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"rtap_trio {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the service (default)", description="Run the service."
+    )
+    _profile_args(run)
+    run.add_argument(
+        "--source",
+        help="audio source: mic, demo or file:PATH (default: settings; RTAP_AUDIO_MOCK=true: demo)",
+    )
+    run.add_argument("--device", help="microphone device name or index (AUDIO_DEVICE)")
+    run.add_argument(
+        "--no-wake", action="store_true", help="always listen: VAD alone opens an utterance"
+    )
+
+    replay = commands.add_parser(
+        "replay",
+        help="run a file through the pipeline as fast as possible",
+        description="Run an audio file through the full pipeline as fast as possible and print "
+        "one JSON line per transcript.",
+    )
+    _profile_args(replay)
+    replay.add_argument("path", type=Path, help="audio file (WAV or anything libsndfile reads)")
+    replay.add_argument("--no-wake", action="store_true", help="skip the wake word")
+    replay.add_argument("--realtime", action="store_true", help="pace the file like a microphone")
+
+    config = commands.add_parser(
+        "config", help="print the merged, validated settings", description="Print settings."
+    )
+    _profile_args(config)
+    config.add_argument("--format", choices=("yaml", "json"), default="yaml")
+
+    models = commands.add_parser(
+        "models", help="convert or list Whisper models", description="Whisper model cache."
+    )
+    _profile_args(models)
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    convert = models_commands.add_parser("convert", help="convert packaged models to ggml (cached)")
+    convert.add_argument(
+        "names", nargs="*", help="model names (default: the profile's stt.model_name)"
+    )
+    models_commands.add_parser("list", help="list known models and the cache")
+
+    commands.add_parser("devices", help="list audio input devices", description="List inputs.")
+    return parser
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RTAPError(f"--set {item}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value) if value else ""
+    return overrides
+
+
+def _settings(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Settings:
+    overrides = _parse_overrides(args.overrides)
+    overrides.update(extra or {})
+    return load_settings(args.profile, directory=args.settings_dir, overrides=overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (
+        args_list[0] not in COMMANDS and args_list[0] not in ("-h", "--help", "--version")
+    ):
+        args_list.insert(0, "run")
+    args = build_parser().parse_args(args_list)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _cmd_run,
+        "replay": _cmd_replay,
+        "config": _cmd_config,
+        "models": _cmd_models,
+        "devices": _cmd_devices,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        error = _first_rtap_error(exc)
+        if error is None:
+            raise
+        print(f"rtap: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def _first_rtap_error(exc: BaseException) -> RTAPError | None:
+    """The RTAP error behind ``exc``, looking inside exception groups."""
+    if isinstance(exc, RTAPError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_rtap_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import Service
+    from .telemetry import configure_logging
+
+    extra: dict[str, Any] = {}
+    if args.source:
+        extra["audio.source"] = args.source
+        extra["audio.mock"] = False
+    if args.device is not None:
+        extra["audio.device"] = args.device
+    if args.no_wake:
+        extra["wakeword.enabled"] = False
+    settings = _settings(args, extra)
+    service = Service(settings)
+    configure_logging(settings.telemetry, service.session_id)
+    trio.run(service.run)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .app import Service
+    from .audio.file import FileSource
+    from .telemetry import configure_logging
+    from .transport.schemas import Stream
+
+    extra: dict[str, Any] = {
+        "audio.source": f"file:{args.path}",
+        "audio.mock": False,
+        "audio.realtime": bool(args.realtime),
+        # Replay is a batch job: no listening ports.
+        "output.zmq_enabled": False,
+        "output.websocket_enabled": False,
+        "telemetry.enabled": False,
+    }
+    if args.no_wake:
+        extra["wakeword.enabled"] = False
+    settings = _settings(args, extra)
+    audio = settings.audio
+    source = FileSource(
+        args.path,
+        frame_samples=audio.frame_samples,
+        sample_rate=audio.sample_rate,
+        realtime=audio.realtime,
+        trailing_silence_ms=settings.vad.hangover_ms + 200,
+    )
+    service = Service(settings, source=source)
+    configure_logging(settings.telemetry, service.session_id)
+    subscription = service.outbox.subscribe("replay", (Stream.TRANSCRIPTS,), 100_000)
+    keys = (
+        "utterance_id",
+        "text",
+        "language",
+        "language_confidence",
+        "sentiment",
+        "sentiment_confidence",
+        "wake_word",
+        "audio_start_s",
+        "audio_end_s",
+        "latency_ms",
+    )
+
+    async def replay() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.run)
+            async for item in subscription.receive:
+                record = item.message.model_dump(mode="json")
+                print(
+                    json.dumps({key: record[key] for key in keys}, ensure_ascii=False), flush=True
+                )
+
+    started = time.perf_counter()
+    trio.run(replay)
+    elapsed = time.perf_counter() - started
+    if source.duration_s:
+        print(
+            f"replayed {source.duration_s:.1f}s of audio in {elapsed:.1f}s "
+            f"({source.duration_s / elapsed:.1f}x real time, model loading included)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    data = settings.model_dump(mode="json")
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models.whisper import KNOWN_MODELS, default_cache_dir, resolve_whisper_model
+
+    settings = _settings(args)
+    cache = settings.stt.model_cache_dir or default_cache_dir()
+    if args.models_command == "list":
+        for name in KNOWN_MODELS:
+            path = cache / f"ggml-{name}.bin"
+            state = f"{path} ({path.stat().st_size:,} bytes)" if path.is_file() else "not converted"
+            print(f"{name:10s} {state}")
+        return 0
+    for name in args.names or [settings.stt.model_name]:
+        started = time.perf_counter()
+        path = resolve_whisper_model(name, cache)
+        print(
+            f"{name}: {path} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f}s)"
+        )
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from .audio.mic import list_input_devices
+
+    for device in list_input_devices():
+        print(f"{device['index']:3d}  {device['name']}  ({device['channels']} ch)")
+    return 0

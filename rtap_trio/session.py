@@ -1,0 +1,182 @@
+"""One audio session: its state machine and the items that flow through its stages.
+
+The published state follows the session, not a single stage: the front-end can
+already be capturing the next utterance while the last one is transcribed. It
+is derived from what is going on, in priority order: emitting (EMIT), an
+utterance queued or in STT (PROCESSING), capturing after a wake word or speech
+start (LISTENING), else IDLE. Every change is checked against
+:data:`ALLOWED_TRANSITIONS`, published as a ``state_changed`` event and counted.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from loguru import logger
+
+from .buffers import Samples
+from .stages.vad import EndReason
+from .telemetry import Metrics
+from .transport.outbox import Outbox
+from .transport.schemas import EventType
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "PipelineState",
+    "SessionStateMachine",
+    "StateTransitionError",
+    "Transcription",
+    "Utterance",
+]
+
+
+class PipelineState(enum.StrEnum):
+    IDLE = "IDLE"
+    LISTENING = "LISTENING"
+    PROCESSING = "PROCESSING"
+    EMIT = "EMIT"
+    SHUTDOWN = "SHUTDOWN"
+    ERROR = "ERROR"
+
+
+_S = PipelineState
+ALLOWED_TRANSITIONS: frozenset[tuple[PipelineState, PipelineState]] = frozenset(
+    {
+        (_S.IDLE, _S.LISTENING),
+        (_S.LISTENING, _S.IDLE),  # listen timeout, or speech too short
+        (_S.LISTENING, _S.PROCESSING),
+        (_S.PROCESSING, _S.EMIT),
+        (_S.PROCESSING, _S.IDLE),  # nothing to emit (no words, timeout, dropped)
+        (_S.PROCESSING, _S.LISTENING),  # same, while the next utterance is captured
+        (_S.EMIT, _S.IDLE),
+        (_S.EMIT, _S.LISTENING),
+        (_S.EMIT, _S.PROCESSING),  # another utterance is already queued
+        (_S.ERROR, _S.IDLE),
+        (_S.ERROR, _S.LISTENING),
+        (_S.ERROR, _S.PROCESSING),
+    }
+    | {(s, _S.ERROR) for s in _S if s not in (_S.ERROR, _S.SHUTDOWN)}
+    | {(s, _S.SHUTDOWN) for s in _S if s is not _S.SHUTDOWN}
+)
+
+
+class StateTransitionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    id: str
+    session_id: str
+    samples: Samples
+    #: offsets of the utterance in the stream, seconds
+    start_s: float
+    end_s: float
+    wake_word: str | None
+    end_reason: EndReason
+    #: perf_counter() when the end was decided (the hangover had passed)
+    endpointed_at: float
+    hangover_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    utterance: Utterance
+    text: str
+    queue_ms: float
+    preprocess_ms: float
+    stt_ms: float
+
+
+class SessionStateMachine:
+    def __init__(self, session_id: str, outbox: Outbox, metrics: Metrics) -> None:
+        self.session_id = session_id
+        self._outbox = outbox
+        self._metrics = metrics
+        self._state = PipelineState.IDLE
+        self._capturing = False
+        self._in_flight = 0
+        self._emitting = False
+        self.transitions = 0
+
+    @property
+    def state(self) -> PipelineState:
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def capture_started(self, reason: str) -> None:
+        self._capturing = True
+        self._settle(reason)
+
+    def capture_ended(self, reason: str) -> None:
+        self._capturing = False
+        self._settle(reason)
+
+    def utterance_queued(self) -> None:
+        self._capturing = False
+        self._in_flight += 1
+        self._settle("endpoint")
+
+    def utterance_done(self, reason: str) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        self._settle(reason)
+
+    def emit_started(self) -> None:
+        self._emitting = True
+        self._settle("transcript")
+
+    def emit_finished(self) -> None:
+        self._emitting = False
+        self._in_flight = max(0, self._in_flight - 1)
+        self._settle("emitted")
+
+    def fault(self, reason: str) -> None:
+        """A stage crashed: show ERROR, then whatever the counters say."""
+        self._emitting = False
+        if self._state not in (PipelineState.ERROR, PipelineState.SHUTDOWN):
+            self._transition(PipelineState.ERROR, reason)
+        self._settle("recovered")
+
+    def reset_capture(self) -> None:
+        """The front-end restarted: whatever it was capturing is gone."""
+        self.capture_ended("frontend_restart")
+
+    def shutdown(self, reason: str) -> None:
+        if self._state is not PipelineState.SHUTDOWN:
+            self._transition(PipelineState.SHUTDOWN, reason)
+
+    def _target(self) -> PipelineState:
+        if self._emitting:
+            return PipelineState.EMIT
+        if self._in_flight:
+            return PipelineState.PROCESSING
+        if self._capturing:
+            return PipelineState.LISTENING
+        return PipelineState.IDLE
+
+    def _settle(self, reason: str) -> None:
+        if self._state is PipelineState.SHUTDOWN:
+            return
+        target = self._target()
+        if target is not self._state:
+            self._transition(target, reason)
+
+    def _transition(self, to: PipelineState, reason: str) -> None:
+        before = self._state
+        if (before, to) not in ALLOWED_TRANSITIONS:
+            raise StateTransitionError(f"{before} -> {to} is not allowed ({reason})")
+        self._state = to
+        self.transitions += 1
+        self._metrics.state_transitions.labels(before.value, to.value).inc()
+        self._outbox.event(
+            EventType.STATE_CHANGED,
+            self.session_id,
+            **{"from": before.value, "to": to.value, "reason": reason},
+        )
+        logger.bind(component="pipeline", state=to.value).debug(
+            "state {} -> {} ({})", before.value, to.value, reason
+        )

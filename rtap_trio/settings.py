@@ -1,0 +1,422 @@
+"""Settings: one validated object, loaded from YAML profiles and the environment.
+
+A profile is a YAML file in the settings folder that names its parent with
+``extends:`` and overrides only what differs; parents are deep-merged first.
+Values may hold ``${VAR}`` or ``${VAR:default}``. The environment wins over the
+files: ``RTAP_<SECTION>__<KEY>`` for any key, plus the short forms
+``RTAP_LOG_LEVEL``, ``AUDIO_DEVICE`` and ``RTAP_AUDIO_MOCK``. ``RTAP_ENVIRONMENT``
+picks the profile.
+
+Every value remembers where it came from, so that a bad one is reported as one
+line naming the file (or variable), the key path and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = [
+    "AudioSettings",
+    "LanguageSettings",
+    "OutputSettings",
+    "PipelineSettings",
+    "PreprocessSettings",
+    "Settings",
+    "SttSettings",
+    "SupervisorSettings",
+    "TelemetrySettings",
+    "VadSettings",
+    "WakewordSettings",
+    "load_settings",
+    "settings_dir",
+]
+
+DEFAULT_PROFILE = "default"
+ENV_PREFIX = "RTAP_"
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos far more often than intent: reject them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AudioSettings(_Section):
+    source: str = Field("mic", description="mic | demo | file:PATH")
+    device: str | int | None = Field(None, description="input device name or index (mic)")
+    mock: bool = Field(False, description="true plays the built-in demo instead of the mic")
+    sample_rate: Literal[16000] = 16000
+    frame_ms: Literal[10, 20, 30] = 20
+    ring_buffer_size_ms: int = Field(4000, ge=500, le=60_000)
+    capture_queue_frames: int = Field(100, ge=2, le=10_000)
+    realtime: bool = Field(True, description="pace file/demo sources at real time")
+    loop_demo: bool = Field(True, description="repeat the demo recording")
+    loop_gap_ms: int = Field(3000, ge=0, le=60_000)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value in ("mic", "demo") or (value.startswith("file:") and len(value) > 5):
+            return value
+        raise ValueError("must be 'mic', 'demo' or 'file:PATH'")
+
+    @property
+    def frame_samples(self) -> int:
+        return self.sample_rate * self.frame_ms // 1000
+
+    @property
+    def effective_source(self) -> str:
+        return "demo" if self.mock else self.source
+
+
+class WakewordSettings(_Section):
+    enabled: bool = True
+    keywords: list[str] = Field(default_factory=lambda: ["computer"])
+    keyword_paths: list[Path] = Field(default_factory=list)
+    sensitivities: list[float] = Field(default_factory=list)
+    listen_timeout_ms: int = Field(5000, ge=100, le=60_000)
+
+    @field_validator("sensitivities")
+    @classmethod
+    def _in_unit_range(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"sensitivity {value} is outside 0..1")
+        return values
+
+    @model_validator(mode="after")
+    def _one_sensitivity_each(self) -> WakewordSettings:
+        if self.enabled and not (self.keywords or self.keyword_paths):
+            raise ValueError("wake word is enabled but no keywords or keyword_paths are set")
+        count = len(self.keywords) + len(self.keyword_paths)
+        if self.sensitivities and len(self.sensitivities) != count:
+            raise ValueError(f"{len(self.sensitivities)} sensitivities for {count} keywords")
+        return self
+
+    @property
+    def keyword_sensitivities(self) -> list[float]:
+        count = len(self.keywords) + len(self.keyword_paths)
+        return list(self.sensitivities) or [0.5] * count
+
+
+class VadSettings(_Section):
+    aggressiveness: int = Field(2, ge=0, le=3)
+    speech_start_frames: int = Field(3, ge=1, le=50)
+    hangover_ms: int = Field(600, ge=60, le=5000)
+    max_utterance_ms: int = Field(15_000, ge=500, le=30_000)
+    min_utterance_ms: int = Field(200, ge=0, le=5000)
+    pre_roll_ms: int = Field(300, ge=0, le=2000)
+
+
+class PreprocessSettings(_Section):
+    highpass_hz: float = Field(80.0, ge=0.0, le=1000.0, description="0 disables")
+    normalize: bool = True
+    target_peak_dbfs: float = Field(-3.0, ge=-40.0, le=0.0)
+    max_gain_db: float = Field(30.0, ge=0.0, le=60.0)
+
+
+class SttSettings(_Section):
+    model_name: str = "base"
+    model_path: Path | None = None
+    model_cache_dir: Path | None = None
+    device: Literal["cpu", "cuda"] = "cpu"
+    compute_dtype: Literal["f16", "f32"] = "f16"
+    language: str = Field("auto", description="auto, or a language code such as en")
+    n_threads: int = Field(2, ge=1, le=64)
+    workers: int = Field(1, ge=1, le=8)
+    budget_ms: int = Field(15_000, ge=100, le=300_000)
+    warmup: bool = True
+
+    @field_validator("model_path", "model_cache_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # "${RTAP_MODEL_CACHE:}" substitutes to "" when unset; that means "not set".
+        return None if value == "" else value
+
+
+class LanguageSettings(_Section):
+    enabled: bool = True
+    sentiment_enabled: bool = True
+    lid_model_path: Path | None = None
+    sentiment_model_path: Path | None = None
+    budget_ms: int = Field(200, ge=1, le=10_000)
+
+
+class PipelineSettings(_Section):
+    utterance_queue_size: int = Field(4, ge=1, le=100)
+    output_queue_size: int = Field(256, ge=1, le=100_000)
+    frontend_budget_ms: float = Field(10.0, gt=0, le=1000)
+    emit_budget_ms: int = Field(500, ge=1, le=10_000)
+
+
+class SupervisorSettings(_Section):
+    max_restarts: int = Field(5, ge=0, le=1000)
+    window_s: float = Field(60.0, gt=0, le=86_400)
+    backoff_initial_s: float = Field(0.1, ge=0, le=60)
+    backoff_max_s: float = Field(5.0, ge=0, le=600)
+    shutdown_grace_s: float = Field(2.0, gt=0, le=60)
+
+
+class OutputSettings(_Section):
+    bind_address: str = "127.0.0.1"
+    zmq_enabled: bool = True
+    zmq_pub_port_events: int = Field(6552, ge=0, le=65535)
+    zmq_pub_port_transcripts: int = Field(6553, ge=0, le=65535)
+    zmq_send_hwm: int = Field(1000, ge=1, le=1_000_000)
+    websocket_enabled: bool = True
+    websocket_port: int = Field(5802, ge=0, le=65535)
+    websocket_client_queue: int = Field(256, ge=1, le=100_000)
+    websocket_max_clients: int = Field(200, ge=1, le=10_000)
+    websocket_max_message_bytes: int = Field(65_536, ge=1024, le=16_777_216)
+
+
+class TelemetrySettings(_Section):
+    enabled: bool = True
+    bind_address: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    log_transcripts: bool = False
+    resource_interval_s: float = Field(5.0, gt=0, le=3600)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one RTAP service."""
+
+    # Sources are merged by load_settings (which tracks where each value came
+    # from); this model only validates.
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    environment: str = DEFAULT_PROFILE
+    audio: AudioSettings = AudioSettings()
+    wakeword: WakewordSettings = WakewordSettings()
+    vad: VadSettings = VadSettings()
+    preprocess: PreprocessSettings = PreprocessSettings()
+    stt: SttSettings = SttSettings()
+    language: LanguageSettings = LanguageSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    output: OutputSettings = OutputSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+# --------------------------------------------------------------------------- loading
+
+_SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+_SHORT_ENV = {
+    "RTAP_LOG_LEVEL": ("telemetry", "log_level"),
+    "AUDIO_DEVICE": ("audio", "device"),
+    "RTAP_AUDIO_MOCK": ("audio", "mock"),
+}
+_Origins = dict[tuple[str, ...], str]
+
+
+def settings_dir(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The folder holding the profiles: explicit, $RTAP_SETTINGS_DIR, ./settings, or the repo's."""
+    env = os.environ if environ is None else environ
+    candidates = [explicit] if explicit else []
+    if env.get("RTAP_SETTINGS_DIR"):
+        candidates.append(Path(env["RTAP_SETTINGS_DIR"]))
+    candidates += [Path.cwd() / "settings", Path(__file__).resolve().parents[1] / "settings"]
+    for candidate in candidates:
+        if candidate is not None and (candidate / f"{DEFAULT_PROFILE}.yaml").is_file():
+            return candidate
+    raise ConfigError(str(candidates[0] if candidates else "settings"), "", "no default.yaml found")
+
+
+def load_settings(
+    profile: str | None = None,
+    *,
+    directory: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the profile chain, the environment and ``overrides``; validate.
+
+    ``overrides`` maps dotted key paths (``"audio.source"``) to values and wins
+    over everything; the CLI uses it for its flags.
+    """
+    env = os.environ if environ is None else environ
+    folder = settings_dir(directory, env)
+    name = profile or env.get("RTAP_ENVIRONMENT") or DEFAULT_PROFILE
+    origins: _Origins = {}
+    merged = _load_profile_chain(name, folder, env, origins, seen=())
+    merged["environment"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    _apply_environment(merged, env, origins)
+    for dotted, value in (overrides or {}).items():
+        _set_path(merged, tuple(dotted.split(".")), value, origins, "command line")
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise _config_error(exc, origins) from None
+
+
+def _profile_path(name: str, folder: Path) -> Path:
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return Path(name)
+    return folder / f"{name}.yaml"
+
+
+def _load_profile_chain(
+    name: str, folder: Path, env: Mapping[str, str], origins: _Origins, seen: tuple[str, ...]
+) -> dict[str, Any]:
+    path = _profile_path(name, folder)
+    if str(path) in seen:
+        raise ConfigError(str(path), "extends", f"profile inheritance loops: {' -> '.join(seen)}")
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(str(path), "", f"profile '{name}' not found (known: {', '.join(known)})")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(path), where, f"invalid YAML: {reason}") from None
+    document = {} if document is None else document
+    if not isinstance(document, dict):
+        raise ConfigError(str(path), "", "a profile must be a mapping of sections")
+    parent = document.pop("extends", None)
+    base: dict[str, Any] = {}
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(str(path), "extends", "must be a profile name")
+        base = _load_profile_chain(parent, path.parent, env, origins, (*seen, str(path)))
+    document = _substitute(document, env, str(path), ())
+    _deep_merge(base, document, origins, str(path), ())
+    return base
+
+
+def _substitute(value: Any, env: Mapping[str, str], source: str, path: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, source, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, env, source, (*path, str(i))) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        if var in env:
+            return env[var]
+        if default is None:
+            raise ConfigError(source, ".".join(path), f"${{{var}}} is not set and has no default")
+        return default
+
+    result = _SUBST.sub(replace, value)
+    if _SUBST.fullmatch(value):
+        # A value that is wholly one substitution takes the YAML type of what
+        # was substituted, so "${PORT:8080}" is the number 8080.
+        try:
+            return yaml.safe_load(result) if result else result
+        except yaml.YAMLError:
+            return result
+    return result
+
+
+def _deep_merge(
+    into: dict[str, Any],
+    new: Mapping[str, Any],
+    origins: _Origins,
+    source: str,
+    path: tuple[str, ...],
+) -> None:
+    for key, value in new.items():
+        key_path = (*path, str(key))
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value, origins, source, key_path)
+        else:
+            into[key] = value
+            origins[key_path] = source
+            if isinstance(value, dict):
+                for sub in _leaf_paths(value, key_path):
+                    origins[sub] = source
+
+
+def _leaf_paths(value: Mapping[str, Any], path: tuple[str, ...]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, sub in value.items():
+        out.append((*path, str(key)))
+        if isinstance(sub, dict):
+            out += _leaf_paths(sub, (*path, str(key)))
+    return out
+
+
+def _set_path(
+    into: dict[str, Any], path: tuple[str, ...], value: Any, origins: _Origins, source: str
+) -> None:
+    node = into
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[path[-1]] = value
+    origins[path] = source
+
+
+def _apply_environment(merged: dict[str, Any], env: Mapping[str, str], origins: _Origins) -> None:
+    for var, path in _SHORT_ENV.items():
+        if env.get(var, "") != "":
+            _set_path(merged, path, _env_value(env[var]), origins, f"environment variable {var}")
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        parts = tuple(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))
+        if any(not p for p in parts):
+            raise ConfigError(f"environment variable {var}", "", "empty key segment")
+        _set_path(merged, parts, _env_value(raw), origins, f"environment variable {var}")
+
+
+def _env_value(raw: str) -> Any:
+    # Environment strings are parsed as YAML scalars or flow lists, so
+    # RTAP_WAKEWORD__KEYWORDS='[jarvis, computer]' and '0.5' mean what they say.
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return raw if value is None or isinstance(value, dict) else value
+
+
+def _config_error(exc: ValidationError, origins: _Origins) -> ConfigError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(str(part) for part in first["loc"])
+    source = "defaults"
+    for size in range(len(loc), 0, -1):
+        if loc[:size] in origins:
+            source = origins[loc[:size]]
+            break
+    reason = first["msg"]
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif "input" in first and not isinstance(first["input"], dict | list):
+        reason = f"{reason} (got {first['input']!r})"
+    if len(errors) > 1:
+        reason += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return ConfigError(source, ".".join(loc), reason)

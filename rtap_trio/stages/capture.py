@@ -1,0 +1,33 @@
+"""The capture stage: frames from an audio source into the pipeline."""
+
+from __future__ import annotations
+
+import itertools
+
+from ..audio.base import AudioSource
+from ..buffers import AudioFrame, PolicySendChannel
+from ..telemetry import now
+
+__all__ = ["CaptureStage"]
+
+
+class CaptureStage:
+    """Numbers frames and sends them on; the frame counter survives restarts.
+
+    The channel's policy decides what a full channel means: a live source drops
+    the oldest frame (capture never blocks), a replayed file waits.
+    """
+
+    def __init__(self, source: AudioSource, frames: PolicySendChannel[AudioFrame]) -> None:
+        self.source = source
+        self._frames = frames
+        self._index = itertools.count()
+
+    async def run(self) -> None:
+        async for samples in self.source.frames():
+            await self._frames.send(AudioFrame(next(self._index), samples, now()))
+        await self._frames.aclose()
+
+    def stop(self) -> None:
+        """End the stream: downstream stages drain what is queued and finish."""
+        self._frames.close()

@@ -1,0 +1,254 @@
+"""The front-end stage: ring buffer, wake word, VAD and endpointing, frame by frame.
+
+Porcupine and webrtcvad each take a few microseconds per frame, far less than a
+thread hop, so they run inline on the event loop; the per-frame cost is timed
+and counted against ``pipeline.frontend_budget_ms``. Everything heavier happens
+once per utterance, downstream.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+from loguru import logger
+
+from ..buffers import AudioFrame, PolicySendChannel, RingBuffer, Samples
+from ..session import SessionStateMachine, Utterance
+from ..settings import Settings
+from ..telemetry import Metrics, now
+from ..transport.outbox import Outbox
+from ..transport.schemas import EventType
+from .vad import Endpointer, SpeechEnded, SpeechStarted, VoiceActivityDetector
+from .wakeword import WakeWordDetection, WakeWordDetector
+
+__all__ = ["FrontEnd", "FrontEndStatistics"]
+
+# Speech after the last voiced frame that is kept: word endings fade below the
+# VAD threshold before they are inaudible.
+_TAIL_MS = 200
+
+
+class _Mode(enum.Enum):
+    WAIT_WAKE = "wait_wake"  # wake word on: only Porcupine runs
+    AWAIT_SPEECH = "await_speech"  # after a wake word, or always when wake word is off
+    IN_SPEECH = "in_speech"
+
+
+@dataclass(frozen=True, slots=True)
+class FrontEndStatistics:
+    frames: int
+    wake_words: int
+    utterances: int
+    discarded: int
+    budget_exceeded: int
+
+
+class FrontEnd:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: SessionStateMachine,
+        outbox: Outbox,
+        metrics: Metrics,
+        wake: WakeWordDetector | None,
+        frames: trio.MemoryReceiveChannel[AudioFrame],
+        utterances: PolicySendChannel[Utterance],
+    ) -> None:
+        audio = settings.audio
+        self._frame_ms = audio.frame_ms
+        self._frame_s = audio.frame_ms / 1000
+        self._frame_samples = audio.frame_samples
+        self._wake = wake if settings.wakeword.enabled else None
+        self._vad = VoiceActivityDetector(settings.vad.aggressiveness, audio.sample_rate)
+        self._endpointer = Endpointer(settings.vad, audio.frame_ms)
+        self._ring = RingBuffer(audio.ring_buffer_size_ms // audio.frame_ms, audio.frame_samples)
+        self._pre_roll = settings.vad.pre_roll_ms // audio.frame_ms
+        self._tail = _TAIL_MS // audio.frame_ms
+        self._listen_timeout = settings.wakeword.listen_timeout_ms // audio.frame_ms
+        self._hangover_ms = float(settings.vad.hangover_ms)
+        self._budget_s = settings.pipeline.frontend_budget_ms / 1000
+        self._session = session
+        self._outbox = outbox
+        self._metrics = metrics
+        self._frames = frames
+        self._utterances = utterances
+        self._ids = itertools.count(1)
+        # Bound metric children once: a labels() lookup per frame is waste.
+        self._wake_time = metrics.stage_time.labels("wakeword")
+        self._vad_time = metrics.stage_time.labels("vad")
+        self._over_budget = metrics.budget_exceeded.labels("frontend")
+        self._ring_fill = metrics.buffer_utilization.labels("ring_buffer")
+        self._frames_fill = metrics.buffer_utilization.labels("frames")
+        self._stats = dict.fromkeys(
+            ("frames", "wake_words", "utterances", "discarded", "budget_exceeded"), 0
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
+        self._detection: WakeWordDetection | None = None
+        self._listen_deadline = 0
+        self._chunks: list[Samples] = []
+        self._chunks_start = 0
+        self._last_index = -1
+        self._endpointer.reset()
+        if self._wake is not None:
+            self._wake.reset()
+
+    async def run(self) -> None:
+        """Consume frames until the capture side closes, then flush and close."""
+        self._reset()
+        self._session.reset_capture()
+        async for frame in self._frames:
+            utterance = self.process(frame)
+            if utterance is not None:
+                await self._utterances.send(utterance)
+        final = self.flush()
+        if final is not None:
+            await self._utterances.send(final)
+        await self._utterances.aclose()
+
+    def process(self, frame: AudioFrame) -> Utterance | None:
+        """One frame through wake word, VAD and endpointer; an utterance when one ends."""
+        started = now()
+        index = self._ring.append(frame.samples, frame.index)
+        self._last_index = index
+        utterance = None
+        if self._mode is _Mode.WAIT_WAKE:
+            assert self._wake is not None
+            detection = self._wake.process(frame.samples, index)
+            self._wake_time.observe(now() - started)
+            if detection is not None:
+                self._on_wake(detection)
+        else:
+            voiced = self._vad.is_speech(frame.samples)
+            self._vad_time.observe(now() - started)
+            if self._mode is _Mode.IN_SPEECH:
+                self._chunks.append(frame.samples)
+            decision = self._endpointer.push(index, voiced)
+            if isinstance(decision, SpeechStarted):
+                self._on_speech_start(decision, index)
+            elif isinstance(decision, SpeechEnded):
+                utterance = self._on_speech_end(decision)
+            elif (
+                self._mode is _Mode.AWAIT_SPEECH
+                and self._detection is not None
+                and index >= self._listen_deadline
+            ):
+                self._on_listen_timeout()
+        self._count_frame(started)
+        return utterance
+
+    def flush(self) -> Utterance | None:
+        """End of stream: an utterance still open is ended and kept."""
+        decision = self._endpointer.flush(self._last_index)
+        return self._on_speech_end(decision) if decision is not None else None
+
+    def _count_frame(self, started: float) -> None:
+        self._stats["frames"] += 1
+        self._metrics.frames_processed.inc()
+        if now() - started > self._budget_s:
+            self._stats["budget_exceeded"] += 1
+            self._over_budget.inc()
+        if self._stats["frames"] % 25 == 0:  # twice a second is plenty for a gauge
+            self._ring_fill.set(self._ring.statistics().utilization)
+            stats = self._frames.statistics()
+            self._frames_fill.set(stats.current_buffer_used / max(1, stats.max_buffer_size))
+
+    def _on_wake(self, detection: WakeWordDetection) -> None:
+        self._stats["wake_words"] += 1
+        self._detection = detection
+        self._mode = _Mode.AWAIT_SPEECH
+        self._listen_deadline = detection.frame_index + self._listen_timeout
+        self._endpointer.reset()
+        self._session.capture_started("wake_word")
+        self._outbox.event(
+            EventType.WAKE_WORD,
+            self._session.session_id,
+            keyword=detection.keyword,
+            offset_s=round((detection.frame_index + 1) * self._frame_s, 3),
+        )
+        logger.bind(component="frontend", stage="wakeword").info(
+            "wake word {} at {:.2f}s",
+            detection.keyword,
+            (detection.frame_index + 1) * self._frame_s,
+        )
+
+    def _on_speech_start(self, decision: SpeechStarted, index: int) -> None:
+        start = decision.first_frame - self._pre_roll
+        if self._detection is not None:
+            # Pre-roll must not reach back into the wake word itself.
+            start = max(start, self._detection.frame_index + 1)
+        start = max(start, self._ring.oldest_index)
+        self._chunks = [self._ring.since(start, index + 1)]
+        self._chunks_start = start
+        self._mode = _Mode.IN_SPEECH
+        if self._detection is None:
+            self._session.capture_started("speech")
+        self._outbox.event(
+            EventType.SPEECH_START,
+            self._session.session_id,
+            offset_s=round(decision.first_frame * self._frame_s, 3),
+        )
+
+    def _on_speech_end(self, decision: SpeechEnded) -> Utterance | None:
+        wake = self._detection
+        stop = min(decision.last_voiced_frame + 1 + self._tail, decision.decided_frame + 1)
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        samples = samples[: max(0, stop - self._chunks_start) * self._frame_samples]
+        start_s = self._chunks_start * self._frame_s
+        end_s = stop * self._frame_s
+        self._chunks = []
+        self._detection = None
+        self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
+        if self._wake is not None:
+            self._wake.reset()
+        utterance_id = f"{self._session.session_id}-{next(self._ids):04d}"
+        self._outbox.event(
+            EventType.SPEECH_END,
+            self._session.session_id,
+            utterance_id,
+            offset_s=round((decision.last_voiced_frame + 1) * self._frame_s, 3),
+            reason=decision.reason.value,
+        )
+        if decision.too_short:
+            self._stats["discarded"] += 1
+            self._metrics.utterances.labels("too_short").inc()
+            self._outbox.event(
+                EventType.UTTERANCE_DISCARDED,
+                self._session.session_id,
+                utterance_id,
+                reason="too_short",
+            )
+            self._session.capture_ended("too_short")
+            return None
+        self._stats["utterances"] += 1
+        self._session.utterance_queued()
+        return Utterance(
+            id=utterance_id,
+            session_id=self._session.session_id,
+            samples=samples,
+            start_s=round(start_s, 3),
+            end_s=round(end_s, 3),
+            wake_word=wake.keyword if wake else None,
+            end_reason=decision.reason,
+            endpointed_at=now(),
+            hangover_ms=(decision.decided_frame - decision.last_voiced_frame) * self._frame_ms,
+        )
+
+    def _on_listen_timeout(self) -> None:
+        self._detection = None
+        self._mode = _Mode.WAIT_WAKE
+        self._endpointer.reset()
+        if self._wake is not None:
+            self._wake.reset()
+        self._outbox.event(EventType.LISTEN_TIMEOUT, self._session.session_id)
+        self._session.capture_ended("listen_timeout")
+
+    def statistics(self) -> FrontEndStatistics:
+        return FrontEndStatistics(**self._stats)

@@ -1,0 +1,155 @@
+"""Language and sentiment of a transcript, with fastText."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+from loguru import logger
+
+from ..models.fasttext_models import LanguageIdentifier, SentimentClassifier
+from ..session import SessionStateMachine, Transcription
+from ..settings import LanguageSettings, Settings
+from ..telemetry import Metrics, now
+from ..transport.outbox import Outbox
+from ..transport.schemas import LatencyBreakdown
+
+__all__ = ["LanguageAnalyzer", "LanguageStage", "TextAnalysis"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextAnalysis:
+    language: str
+    language_confidence: float
+    sentiment: str
+    sentiment_confidence: float
+
+
+UNKNOWN = TextAnalysis("und", 0.0, "neutral", 0.0)
+
+
+class LanguageAnalyzer:
+    def __init__(self, lid: LanguageIdentifier | None, sentiment: SentimentClassifier | None):
+        self._lid = lid
+        self._sentiment = sentiment
+
+    @classmethod
+    async def load(cls, settings: LanguageSettings) -> LanguageAnalyzer:
+        if not settings.enabled:
+            return cls(None, None)
+        lid = await trio.to_thread.run_sync(LanguageIdentifier, settings.lid_model_path)
+        sentiment = None
+        if settings.sentiment_enabled:
+            sentiment = await trio.to_thread.run_sync(
+                SentimentClassifier, settings.sentiment_model_path
+            )
+        return cls(lid, sentiment)
+
+    def analyze(self, text: str) -> TextAnalysis:
+        """Blocking but fast (tens of microseconds); callers run it in a thread."""
+        if not text.strip():
+            return UNKNOWN
+        language, language_confidence = UNKNOWN.language, UNKNOWN.language_confidence
+        if self._lid is not None:
+            guess = self._lid.identify(text)
+            language, language_confidence = guess.language, guess.confidence
+        sentiment, sentiment_confidence = UNKNOWN.sentiment, UNKNOWN.sentiment_confidence
+        # The sentiment model was trained on English only: elsewhere it would guess.
+        if self._sentiment is not None and language == "en":
+            mood = self._sentiment.classify(text)
+            sentiment, sentiment_confidence = mood.label, mood.confidence
+        return TextAnalysis(language, language_confidence, sentiment, sentiment_confidence)
+
+
+class LanguageStage:
+    """Transcriptions in; language and sentiment added; the transcript published.
+
+    It is the last stage, so it also hands the transcript to the outbox and
+    observes the end-to-end pipeline latency.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        analyzer: LanguageAnalyzer,
+        model_name: str,
+        session: SessionStateMachine,
+        outbox: Outbox,
+        metrics: Metrics,
+        transcriptions: trio.MemoryReceiveChannel[Transcription],
+    ) -> None:
+        self._settings = settings
+        self._analyzer = analyzer
+        self._model_name = model_name
+        self._session = session
+        self._outbox = outbox
+        self._metrics = metrics
+        self._transcriptions = transcriptions
+        self._budget_s = settings.language.budget_ms / 1000
+        self._language_time = metrics.stage_time.labels("language")
+        self._emit_time = metrics.stage_time.labels("emit")
+
+    async def run(self) -> None:
+        async for transcription in self._transcriptions:
+            await self._handle(transcription)
+
+    async def _handle(self, item: Transcription) -> None:
+        utterance = item.utterance
+        started = now()
+        analysis = UNKNOWN
+        try:
+            with trio.move_on_after(self._budget_s) as scope:
+                analysis = await trio.to_thread.run_sync(
+                    self._analyzer.analyze, item.text, abandon_on_cancel=True
+                )
+            if scope.cancelled_caught:
+                self._metrics.budget_exceeded.labels("language").inc()
+                self._metrics.errors.labels("language", "timeout").inc()
+            analysed = now()
+            self._language_time.observe(analysed - started)
+            self._session.emit_started()
+            self._outbox.transcript(
+                session_id=utterance.session_id,
+                utterance_id=utterance.id,
+                text=item.text,
+                language=analysis.language,
+                language_confidence=round(analysis.language_confidence, 4),
+                sentiment=analysis.sentiment,
+                sentiment_confidence=round(analysis.sentiment_confidence, 4),
+                wake_word=utterance.wake_word,
+                audio_start_s=utterance.start_s,
+                audio_end_s=utterance.end_s,
+                model=self._model_name,
+                latency_ms=self._breakdown(item, started, analysed),
+            )
+        except BaseException:
+            self._session.utterance_done("language_failed")
+            raise
+        emitted = now()
+        self._emit_time.observe(emitted - analysed)
+        self._metrics.pipeline_latency.observe(emitted - utterance.endpointed_at)
+        self._metrics.utterances.labels("transcribed").inc()
+        self._session.emit_finished()
+        log = logger.bind(
+            component="language",
+            stage="emit",
+            utterance_id=utterance.id,
+            latency_ms=round((emitted - utterance.endpointed_at) * 1000, 1),
+        )
+        if self._settings.telemetry.log_transcripts:
+            log.info("transcript [{}]: {}", analysis.language, item.text)
+        else:
+            log.info("transcript emitted ({} words)", len(item.text.split()))
+
+    def _breakdown(self, item: Transcription, started: float, analysed: float) -> LatencyBreakdown:
+        emit_ms = (now() - analysed) * 1000
+        return LatencyBreakdown(
+            endpoint=item.utterance.hangover_ms,
+            queue=round(item.queue_ms, 2),
+            preprocess=round(item.preprocess_ms, 2),
+            stt=round(item.stt_ms, 2),
+            language=round((analysed - started) * 1000, 3),
+            emit=round(emit_ms, 3),
+            total=round((now() - item.utterance.endpointed_at) * 1000, 2),
+        )

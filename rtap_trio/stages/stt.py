@@ -1,0 +1,242 @@
+"""Speech to text with whisper.cpp (pywhispercpp), off the event loop.
+
+whisper.cpp is blocking C++: each transcription runs in a worker thread under a
+capacity limiter, one model instance per worker (a whisper context is not safe
+to share between threads). A transcription that outlives its budget is aborted
+through whisper.cpp's abort callback, so the worker is free again at once.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+from loguru import logger
+
+from ..errors import ModelError
+from ..models.whisper import resolve_whisper_model
+from ..session import SessionStateMachine, Transcription, Utterance
+from ..settings import Settings, SttSettings
+from ..telemetry import Metrics, now
+from ..transport.outbox import Outbox
+from ..transport.schemas import EventType
+from .preprocess import Float32, prepare_for_stt
+
+__all__ = ["SttResult", "SttStage", "WhisperEngine", "WhisperPool"]
+
+# whisper.cpp's markers for "nothing was said" that must not reach subscribers.
+_NON_SPEECH = re.compile(
+    r"\[(BLANK_AUDIO|MUSIC|NOISE|SILENCE)[^\]]*\]|\((music|noise|silence)\)", re.I
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SttResult:
+    text: str
+    aborted: bool
+
+
+class WhisperEngine:
+    """One whisper.cpp context. Construct in a worker thread: loading blocks."""
+
+    def __init__(self, settings: SttSettings) -> None:
+        from pywhispercpp.model import Model
+
+        spec = str(settings.model_path) if settings.model_path else settings.model_name
+        self.model_file: Path = resolve_whisper_model(spec, settings.model_cache_dir)
+        self.name = settings.model_name if settings.model_path is None else self.model_file.name
+        english_only = self.model_file.name.endswith(".en.bin") or self.name.endswith(".en")
+        language = "en" if english_only else settings.language
+        self._params: dict[str, Any] = {
+            "n_threads": settings.n_threads,
+            "language": language,
+            "print_progress": False,
+            "print_realtime": False,
+            "print_timestamps": False,
+            "no_context": True,
+            # Utterances are short: one segment and no timestamp tokens
+            # decode faster and nothing downstream uses segment times.
+            "single_segment": True,
+            "no_timestamps": True,
+            "suppress_blank": True,
+        }
+        try:
+            self._model = Model(
+                str(self.model_file),
+                redirect_whispercpp_logs_to=None,
+                context_params={"use_gpu": settings.device == "cuda"},
+                **self._params,
+            )
+        except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file
+            raise ModelError(f"whisper.cpp cannot load {self.model_file}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def transcribe(
+        self, audio: Float32, should_abort: Callable[[], bool] | None = None
+    ) -> SttResult:
+        """Blocking. ``should_abort`` is polled by whisper.cpp between steps."""
+        with self._lock:
+            # pywhispercpp keeps per-call parameters on the model, so the full
+            # set is passed every time rather than trusting what is left over.
+            segments = self._model.transcribe(
+                np.ascontiguousarray(audio, dtype=np.float32),
+                abort_callback=should_abort,
+                **self._params,
+            )
+        text = " ".join(segment.text.strip() for segment in segments)
+        text = re.sub(r"\s+", " ", _NON_SPEECH.sub(" ", text)).strip()
+        return SttResult(text=text, aborted=bool(should_abort and should_abort()))
+
+    def warm_up(self) -> None:
+        # The first call allocates whisper.cpp's compute buffers; pay that at
+        # start, not on the first user's utterance.
+        self.transcribe(np.zeros(16000, dtype=np.float32))
+
+
+class WhisperPool:
+    """``workers`` engines behind a capacity limiter; ``await transcribe(...)``."""
+
+    def __init__(self, engines: list[WhisperEngine]) -> None:
+        if not engines:
+            raise ValueError("a pool needs at least one engine")
+        self._free = list(engines)
+        self._limiter = trio.CapacityLimiter(len(engines))
+        self.name = engines[0].name
+        self.model_file = engines[0].model_file
+
+    @classmethod
+    async def load(cls, settings: SttSettings) -> WhisperPool:
+        """Load (and on first use convert) the model, one engine per worker, warmed up."""
+
+        def load_one() -> WhisperEngine:
+            engine = WhisperEngine(settings)
+            if settings.warmup:
+                engine.warm_up()
+            return engine
+
+        first = await trio.to_thread.run_sync(load_one)
+        engines = [first]
+        for _ in range(settings.workers - 1):
+            engines.append(await trio.to_thread.run_sync(load_one))
+        logger.bind(component="stt").info(
+            "whisper model {} loaded from {} ({} worker(s))",
+            first.name,
+            first.model_file,
+            len(engines),
+        )
+        return cls(engines)
+
+    async def transcribe(self, audio: Float32) -> SttResult:
+        """Transcribe in a worker thread; cancelling aborts whisper.cpp promptly."""
+        abort = threading.Event()
+        async with self._limiter:
+            engine = self._free.pop()
+            try:
+                return await trio.to_thread.run_sync(
+                    engine.transcribe, audio, abort.is_set, abandon_on_cancel=True
+                )
+            finally:
+                # On cancel the thread is abandoned but still running: tell it
+                # to stop. Its engine lock keeps the next call from overlapping.
+                abort.set()
+                self._free.append(engine)
+
+
+class SttStage:
+    """Utterances in, transcriptions out; a blown budget becomes an ``stt_timeout`` event."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: WhisperPool,
+        session: SessionStateMachine,
+        outbox: Outbox,
+        metrics: Metrics,
+        utterances: trio.MemoryReceiveChannel[Utterance],
+        transcriptions: trio.MemorySendChannel[Transcription],
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._session = session
+        self._outbox = outbox
+        self._metrics = metrics
+        self._utterances = utterances
+        self._transcriptions = transcriptions
+        self._budget_s = settings.stt.budget_ms / 1000
+        self._stt_time = metrics.stage_time.labels("stt")
+        self._preprocess_time = metrics.stage_time.labels("preprocess")
+
+    async def run(self) -> None:
+        async for utterance in self._utterances:
+            await self._handle(utterance)
+        await self._transcriptions.aclose()
+
+    async def _handle(self, utterance: Utterance) -> None:
+        done = False
+        try:
+            queued_ms = (now() - utterance.endpointed_at) * 1000
+            started = now()
+            audio = await trio.to_thread.run_sync(
+                prepare_for_stt,
+                utterance.samples,
+                self._settings.audio.sample_rate,
+                self._settings.preprocess,
+            )
+            prepared = now()
+            self._preprocess_time.observe(prepared - started)
+            with trio.move_on_after(self._budget_s) as scope:
+                result = await self._pool.transcribe(audio)
+            finished = now()
+            self._stt_time.observe(finished - prepared)
+            if scope.cancelled_caught:
+                self._timed_out(utterance, (finished - prepared) * 1000)
+                done = True
+                return
+            if not result.text:
+                self._metrics.utterances.labels("no_text").inc()
+                self._outbox.event(
+                    EventType.UTTERANCE_DISCARDED,
+                    utterance.session_id,
+                    utterance.id,
+                    reason="no_text",
+                )
+                done = True
+                self._session.utterance_done("no_text")
+                return
+            await self._transcriptions.send(
+                Transcription(
+                    utterance=utterance,
+                    text=result.text,
+                    queue_ms=queued_ms,
+                    preprocess_ms=(prepared - started) * 1000,
+                    stt_ms=(finished - prepared) * 1000,
+                )
+            )
+            done = True
+        finally:
+            if not done:  # crashed or cancelled mid-way: the utterance is gone
+                self._session.utterance_done("stt_failed")
+
+    def _timed_out(self, utterance: Utterance, elapsed_ms: float) -> None:
+        self._metrics.budget_exceeded.labels("stt").inc()
+        self._metrics.errors.labels("stt", "timeout").inc()
+        self._metrics.utterances.labels("stt_timeout").inc()
+        self._outbox.event(
+            EventType.STT_TIMEOUT,
+            utterance.session_id,
+            utterance.id,
+            budget_ms=self._settings.stt.budget_ms,
+            elapsed_ms=round(elapsed_ms, 1),
+            audio_s=round(utterance.samples.size / self._settings.audio.sample_rate, 3),
+        )
+        logger.bind(component="stt", stage="stt", utterance_id=utterance.id).warning(
+            "transcription over budget ({} ms): aborted", self._settings.stt.budget_ms
+        )
+        self._session.utterance_done("stt_timeout")

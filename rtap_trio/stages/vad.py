@@ -1,0 +1,117 @@
+"""Voice activity (webrtcvad) and the endpointer that turns it into utterances."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import webrtcvad
+
+from ..buffers import Samples
+from ..settings import VadSettings
+
+__all__ = ["EndReason", "Endpointer", "SpeechEnded", "SpeechStarted", "VoiceActivityDetector"]
+
+
+class VoiceActivityDetector:
+    """webrtcvad on one frame at a time. Frames must be 10, 20 or 30 ms."""
+
+    def __init__(self, aggressiveness: int, sample_rate: int) -> None:
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._sample_rate = sample_rate
+
+    def is_speech(self, samples: Samples) -> bool:
+        return bool(self._vad.is_speech(samples.tobytes(), self._sample_rate))
+
+
+class EndReason(enum.StrEnum):
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    END_OF_STREAM = "end_of_stream"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    #: first frame of the run of voiced frames that opened the utterance
+    first_frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    first_frame: int
+    #: last voiced frame: the end of speech that latency is measured from
+    last_voiced_frame: int
+    #: frame on which the end was decided (after the hangover)
+    decided_frame: int
+    reason: EndReason
+    too_short: bool
+
+
+class Endpointer:
+    """Frame-by-frame speech start/end decisions; pure logic, no audio.
+
+    Speech starts after ``speech_start_frames`` voiced frames in a row and ends
+    after ``hangover_ms`` of unvoiced frames, or at ``max_utterance_ms``.
+    """
+
+    def __init__(self, settings: VadSettings, frame_ms: int) -> None:
+        self._start_frames = settings.speech_start_frames
+        self._hangover_frames = max(1, settings.hangover_ms // frame_ms)
+        self._max_frames = max(1, settings.max_utterance_ms // frame_ms)
+        self._min_frames = settings.min_utterance_ms // frame_ms
+        self.reset()
+
+    @property
+    def in_speech(self) -> bool:
+        return self._first is not None
+
+    def reset(self) -> None:
+        self._run_start: int | None = None  # first frame of the current voiced run
+        self._run_length = 0
+        self._first: int | None = None
+        self._last_voiced = -1
+        self._silence = 0
+
+    def push(self, frame_index: int, voiced: bool) -> SpeechStarted | SpeechEnded | None:
+        if self._first is None:
+            if not voiced:
+                self._run_start, self._run_length = None, 0
+                return None
+            if self._run_start is None:
+                self._run_start = frame_index
+            self._run_length += 1
+            if self._run_length < self._start_frames:
+                return None
+            self._first = self._run_start
+            self._last_voiced = frame_index
+            self._silence = 0
+            return SpeechStarted(self._first)
+        if voiced:
+            self._last_voiced = frame_index
+            self._silence = 0
+        else:
+            self._silence += 1
+        if frame_index - self._first + 1 >= self._max_frames:
+            return self._end(frame_index, EndReason.MAX_LENGTH)
+        if self._silence >= self._hangover_frames:
+            return self._end(frame_index, EndReason.SILENCE)
+        return None
+
+    def flush(self, frame_index: int) -> SpeechEnded | None:
+        """The stream ended: close an open utterance, if any."""
+        if self._first is None:
+            return None
+        return self._end(frame_index, EndReason.END_OF_STREAM)
+
+    def _end(self, frame_index: int, reason: EndReason) -> SpeechEnded:
+        assert self._first is not None
+        voiced_frames = self._last_voiced - self._first + 1
+        ended = SpeechEnded(
+            first_frame=self._first,
+            last_voiced_frame=self._last_voiced,
+            decided_frame=frame_index,
+            reason=reason,
+            too_short=voiced_frames < self._min_frames,
+        )
+        self.reset()
+        return ended

@@ -1,0 +1,91 @@
+"""Wake word detection with Porcupine 1.9.5 (offline, no AccessKey).
+
+Porcupine consumes 512-sample blocks while the pipeline moves 10-30 ms frames,
+so :class:`WakeWordDetector` carries the remainder between frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..buffers import Samples
+from ..errors import ConfigError, ModelError
+from ..settings import WakewordSettings
+
+__all__ = ["WakeWordDetection", "WakeWordDetector", "builtin_keywords"]
+
+
+def _porcupine() -> Any:
+    try:
+        import pvporcupine
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelError(
+            "pvporcupine is not installed: pip install --no-deps pvporcupine==1.9.5 "
+            "(scripts/setup.sh does this)"
+        ) from exc
+    return pvporcupine
+
+
+def builtin_keywords() -> list[str]:
+    return sorted(_porcupine().KEYWORDS)
+
+
+@dataclass(frozen=True, slots=True)
+class WakeWordDetection:
+    keyword: str
+    #: absolute index of the frame in which the keyword ended
+    frame_index: int
+
+
+class WakeWordDetector:
+    """One Porcupine handle. Not thread-safe; owned by the front-end task."""
+
+    def __init__(self, settings: WakewordSettings) -> None:
+        porcupine = _porcupine()
+        known = set(porcupine.KEYWORDS)
+        unknown = [k for k in settings.keywords if k not in known]
+        if unknown:
+            raise ConfigError(
+                "settings",
+                "wakeword.keywords",
+                f"unknown keyword(s) {unknown}; built-in: {', '.join(sorted(known))}",
+            )
+        paths = [Path(p) for p in settings.keyword_paths]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ModelError(f"wake word keyword file(s) not found: {', '.join(missing)}")
+        self.keywords = [*settings.keywords, *(p.stem for p in paths)]
+        try:
+            self._handle = porcupine.create(
+                keyword_paths=[porcupine.KEYWORD_PATHS[k] for k in settings.keywords]
+                + [str(p) for p in paths],
+                sensitivities=settings.keyword_sensitivities,
+            )
+        except Exception as exc:  # Porcupine raises its own error hierarchy
+            raise ModelError(f"Porcupine failed to load: {exc}") from exc
+        self.frame_length: int = self._handle.frame_length
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def process(self, samples: Samples, frame_index: int) -> WakeWordDetection | None:
+        """Feed one frame; returns a detection when a keyword ends in it."""
+        pending = np.concatenate((self._pending, samples)) if self._pending.size else samples
+        detection = None
+        n = self.frame_length
+        offset = 0
+        while pending.size - offset >= n:
+            result = self._handle.process(pending[offset : offset + n])
+            offset += n
+            if result >= 0 and detection is None:
+                detection = WakeWordDetection(self.keywords[result], frame_index)
+        self._pending = pending[offset:].copy()
+        return detection
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def close(self) -> None:
+        self._handle.delete()

@@ -1,0 +1,249 @@
+"""Telemetry: Prometheus metrics, the /metrics + /health endpoint, JSON logs.
+
+:class:`Metrics` owns its own registry (no process-global state), so several
+services can live in one process and tests see only their own numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import h11
+import psutil
+import trio
+from loguru import logger
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from .errors import PortInUseError
+from .settings import TelemetrySettings
+
+__all__ = ["HealthReport", "Metrics", "configure_logging", "serve_telemetry"]
+
+# Buckets span a 20 ms frame's front-end cost up to a slow CPU transcription.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Metrics:
+    """Every RTAP metric, named ``rtap_*``, in one private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.pipeline_latency = Histogram(
+            "rtap_pipeline_latency_seconds",
+            "End of speech detected to transcript emitted (hangover excluded).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.frames_processed = Counter(
+            "rtap_frames_processed_total", "Audio frames through the front-end.", registry=r
+        )
+        self.frames_dropped = Counter(
+            "rtap_frames_dropped_total", "Frames dropped on a full channel.", ["edge"], registry=r
+        )
+        self.messages_dropped = Counter(
+            "rtap_messages_dropped_total",
+            "Messages dropped for a slow subscriber.",
+            ["subscriber"],
+            registry=r,
+        )
+        self.stage_time = Histogram(
+            "rtap_stage_processing_time_seconds",
+            "Time one stage spent on one item.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.budget_exceeded = Counter(
+            "rtap_stage_budget_exceeded_total",
+            "Items on which a stage overran its latency budget.",
+            ["stage"],
+            registry=r,
+        )
+        self.buffer_utilization = Gauge(
+            "rtap_buffer_utilization_ratio", "Fill of a buffer or channel.", ["buffer"], registry=r
+        )
+        self.errors = Counter(
+            "rtap_errors_total", "Errors by stage and kind.", ["stage", "error_type"], registry=r
+        )
+        self.state_transitions = Counter(
+            "rtap_state_transitions_total",
+            "Pipeline state machine transitions.",
+            ["from_state", "to_state"],
+            registry=r,
+        )
+        self.task_restarts = Counter(
+            "rtap_task_restarts_total", "Supervised task restarts.", ["task"], registry=r
+        )
+        self.utterances = Counter(
+            "rtap_utterances_total", "Utterances by outcome.", ["outcome"], registry=r
+        )
+        self.websocket_clients = Gauge(
+            "rtap_websocket_clients", "Connected WebSocket clients.", registry=r
+        )
+        self.memory_rss = Gauge("rtap_memory_rss_bytes", "Resident set size.", registry=r)
+        self.cpu_percent = Gauge(
+            "rtap_cpu_percent", "Process CPU use, percent of one core.", registry=r
+        )
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # primes the counter: the first reading is 0
+
+    def sample_resources(self) -> None:
+        self.memory_rss.set(self._process.memory_info().rss)
+        self.cpu_percent.set(self._process.cpu_percent(None))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+HealthReport = Callable[[], dict[str, Any]]
+
+
+async def serve_telemetry(
+    settings: TelemetrySettings,
+    metrics: Metrics,
+    health: HealthReport,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``/metrics`` and ``/health`` over HTTP/1.1; reports the bound port."""
+    try:
+        listeners = await trio.open_tcp_listeners(settings.port, host=settings.bind_address)
+    except OSError as exc:
+        raise PortInUseError(
+            "telemetry", settings.bind_address, settings.port, exc.strerror or str(exc)
+        ) from None
+    port = listeners[0].socket.getsockname()[1]
+
+    async def handler(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(10):
+            await _serve_http(stream, metrics, health)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
+        task_status.started(port)
+        await trio.serve_listeners(handler, listeners)
+
+
+async def _sample_resources(metrics: Metrics, interval_s: float) -> None:
+    while True:
+        metrics.sample_resources()
+        await trio.sleep(interval_s)
+
+
+async def _serve_http(stream: trio.SocketStream, metrics: Metrics, health: HealthReport) -> None:
+    conn = h11.Connection(h11.SERVER)
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                status, content_type, body = _route(event, metrics, health)
+                headers = [
+                    ("content-type", content_type),
+                    ("content-length", str(len(body))),
+                    ("connection", "close"),
+                ]
+                await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+                await stream.send_all(conn.send(h11.Data(data=body)))
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+            return
+    except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    finally:
+        await stream.aclose()
+
+
+def _route(request: h11.Request, metrics: Metrics, health: HealthReport) -> tuple[int, str, bytes]:
+    path = request.target.decode("ascii", "replace").split("?", 1)[0]
+    if request.method not in (b"GET", b"HEAD"):
+        return 405, "text/plain", b"method not allowed\n"
+    if path == "/metrics":
+        metrics.sample_resources()
+        return 200, CONTENT_TYPE_LATEST, metrics.render()
+    if path == "/health":
+        report = health()
+        status = 200 if report.get("status") == "ok" else 503
+        return status, "application/json", json.dumps(report).encode()
+    return 404, "text/plain", b"not found\n"
+
+
+def configure_logging(settings: TelemetrySettings, session_id: str) -> None:
+    """Send loguru's records to stderr as one JSON object per line (or plain text).
+
+    Loguru's logger is process-wide by design; this replaces its sinks.
+    """
+    logger.remove()
+    pid = os.getpid()
+
+    def json_sink(message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        entry: dict[str, Any] = {
+            "timestamp": record["time"].isoformat(),
+            "level": record["level"].name,
+            "message": record["message"],
+            "component": extra.get("component", record["name"]),
+            "session_id": extra.get("session_id", session_id),
+            "pid": pid,
+        }
+        for key in ("stage", "latency_ms", "utterance_id", "state"):
+            if key in extra:
+                entry[key] = extra[key]
+        for key, value in extra.items():
+            if key not in entry and key not in ("component",):
+                entry[key] = value
+        if record["exception"] is not None:
+            exc_type, exc_value, _ = record["exception"]
+            entry["error"] = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"
+        sys.stderr.write(json.dumps(entry, default=str) + "\n")
+
+    if settings.log_format == "json":
+        logger.add(json_sink, level=settings.log_level, backtrace=False, diagnose=False)
+    else:
+        logger.add(
+            sys.stderr,
+            level=settings.log_level,
+            format="{time:HH:mm:ss.SSS} {level:<7} {extra[component]:<10} {message}",
+            backtrace=False,
+            diagnose=False,
+        )
+    logger.configure(extra={"component": "rtap", "session_id": session_id})
+
+
+def now() -> float:
+    """The clock every latency figure uses: monotonic, comparable across threads."""
+    return time.perf_counter()

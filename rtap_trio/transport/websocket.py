@@ -1,0 +1,112 @@
+"""WebSocket emitter: the same messages as ZeroMQ, streamed to browsers.
+
+Each client gets its own bounded outbox subscription (oldest message dropped
+when it falls behind, counted), so a slow browser never holds up the pipeline
+or the other clients. Each text message is one JSON object as on ZeroMQ; its
+``kind`` and ``type`` fields tell what it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+from loguru import logger
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from ..errors import PortInUseError
+from ..settings import OutputSettings
+from ..telemetry import Metrics
+from .outbox import Outbox
+from .schemas import Stream
+
+__all__ = ["WebSocketEmitter"]
+
+
+class WebSocketEmitter:
+    def __init__(self, settings: OutputSettings, outbox: Outbox, metrics: Metrics) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._metrics = metrics
+        self._ids = itertools.count(1)
+        self.clients = 0
+        self.port = settings.websocket_port
+        self._closing = trio.Event()
+        self._no_clients = trio.Event()
+        self._no_clients.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled or :meth:`close`; reports the bound port."""
+        host = self._settings.bind_address
+        async with trio.open_nursery() as nursery:
+            try:
+                server = await nursery.start(
+                    lambda task_status: serve_websocket(
+                        self._handle,
+                        host,
+                        self.port,
+                        None,
+                        max_message_size=self._settings.websocket_max_message_bytes,
+                        task_status=task_status,
+                    )
+                )
+            except OSError as exc:
+                raise PortInUseError(
+                    "websocket", host, self.port, exc.strerror or str(exc)
+                ) from None
+            # After a restart the same port is bound again, even if it was 0.
+            self.port = server.port
+            task_status.started(self.port)
+            await self._closing.wait()
+            nursery.cancel_scope.cancel()
+
+    async def drained(self) -> None:
+        """Wait until every client has been sent what was queued and has gone."""
+        await self._no_clients.wait()
+
+    def close(self) -> None:
+        """Stop accepting; connected clients get what is queued, then a close frame."""
+        self._closing.set()
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        if self.clients >= self._settings.websocket_max_clients:
+            await request.reject(503, body=b"too many clients")
+            return
+        ws = await request.accept()
+        client = next(self._ids)
+        self.clients += 1
+        self._no_clients = trio.Event()
+        self._metrics.websocket_clients.set(self.clients)
+        log = logger.bind(component="websocket", client=client)
+        log.debug("client connected from {}", ws.remote)
+        subscription = self._outbox.subscribe(
+            f"websocket-{client}",
+            (Stream.EVENTS, Stream.TRANSCRIPTS),
+            self._settings.websocket_client_queue,
+        )
+        try:
+            with subscription:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._drain_incoming, ws, nursery.cancel_scope)
+                    async for item in subscription.receive:
+                        await ws.send_message(item.payload.decode())
+                    # The outbox closed: the service is stopping.
+                    await ws.aclose(code=1001, reason="service stopping")
+                    nursery.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients -= 1
+            if self.clients == 0:
+                self._no_clients.set()
+            self._metrics.websocket_clients.set(self.clients)
+            log.debug("client disconnected")
+
+    @staticmethod
+    async def _drain_incoming(ws: WebSocketConnection, scope: trio.CancelScope) -> None:
+        # Clients have nothing to say yet; reading is how a disconnect is noticed.
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed:
+            scope.cancel()

@@ -1,0 +1,132 @@
+"""Shared test helpers: real sockets on 127.0.0.1, nothing mocked."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+import zmq
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from rtap_trio.audio.base import AudioSource
+from rtap_trio.buffers import Samples
+from rtap_trio.settings import Settings, load_settings
+from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
+    """Settings for an in-process service: ephemeral ports, file sources unpaced."""
+    values: dict[str, Any] = {
+        "output.zmq_pub_port_events": 0,
+        "output.zmq_pub_port_transcripts": 0,
+        "output.websocket_port": 0,
+        "telemetry.port": 0,
+        "audio.realtime": False,
+        "audio.loop_demo": False,
+        "telemetry.log_level": "WARNING",
+    }
+    values.update(overrides)
+    return load_settings(profile, environ={}, overrides=values)
+
+
+@dataclass
+class ZmqCollector:
+    """A real SUB socket; receives in a worker thread so trio is never blocked."""
+
+    port: int
+    messages: list[tuple[str, EventMessage | TranscriptMessage]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVTIMEO, 200)
+        self._socket.subscribe(b"")
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._socket.connect(f"tcp://127.0.0.1:{self.port}")
+
+    async def wait_connected(self) -> None:
+        # ZeroMQ's slow joiner: messages published before the handshake are lost.
+        self._monitor.setsockopt(zmq.RCVTIMEO, 5000)
+        await trio.to_thread.run_sync(self._monitor.recv_multipart)
+
+    async def collect_until(self, predicate: Any, limit_s: float) -> None:
+        with trio.fail_after(limit_s):
+            while not any(predicate(m) for _, m in self.messages):
+                try:
+                    topic, payload = await trio.to_thread.run_sync(self._socket.recv_multipart)
+                except zmq.Again:
+                    continue
+                self.messages.append((topic.decode(), parse_message(payload)))
+
+    def close(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self._socket.close(linger=0)
+        self._context.term()
+
+
+async def websocket_collect(
+    port: int,
+    into: list[EventMessage | TranscriptMessage],
+    connected: trio.Event,
+) -> None:
+    """A real WebSocket client: collects messages until the server closes."""
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        connected.set()
+        try:
+            while True:
+                into.append(parse_message(await ws.get_message()))
+        except ConnectionClosed:
+            return
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    return await trio.to_thread.run_sync(get)
+
+
+def health(body: str) -> Mapping[str, Any]:
+    result: Mapping[str, Any] = json.loads(body)
+    return result
+
+
+class GatedSource(AudioSource):
+    """A real source that holds its first frame until ``gate`` is set.
+
+    Subscribers connect first, so no message is published before they listen.
+    With ``hold_open`` it stays open after its audio until that event is set.
+    """
+
+    def __init__(
+        self, inner: AudioSource, gate: trio.Event, hold_open: trio.Event | None = None
+    ) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._hold_open = hold_open
+        self.name = inner.name
+        self.live = inner.live
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def frames(self) -> AsyncIterator[Samples]:
+        await self._gate.wait()
+        async for frame in self._inner.frames():
+            yield frame
+        if self._hold_open is not None:
+            # Like a microphone in a quiet room: no more audio, but not ended.
+            await self._hold_open.wait()
