@@ -90,6 +90,7 @@ class Service:
         self._zmq_context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._publishers: list[tuple[ZmqPublisher, Stream]] = []
         self._servers_scope: trio.CancelScope | None = None
+        self._engines: Engines | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -119,6 +120,7 @@ class Service:
                     )
                 publishers = self._bind_zmq()
                 engines, source = await self._load(log)
+                self._engines = engines
                 pipeline = Pipeline(
                     settings,
                     session_id=self.session_id,
@@ -158,6 +160,8 @@ class Service:
                         websocket.close()
                 servers.cancel_scope.cancel()
         finally:
+            if self._engines is not None:
+                await self._engines.whisper.aclose()
             for publisher, _ in self._publishers:
                 publisher.close()
             if self._zmq_context is not None:

@@ -129,7 +129,8 @@ class SttSettings(_Section):
     model_path: Path | None = None
     model_cache_dir: Path | None = None
     device: Literal["cpu", "cuda"] = "cpu"
-    compute_dtype: Literal["f16", "f32"] = "f16"
+    # f16 only: whisper.cpp 1.8.5 aborts on f32 conv weights (GGML_ASSERT).
+    compute_dtype: Literal["f16"] = "f16"
     language: str = Field("auto", description="auto, or a language code such as en")
     n_threads: int = Field(2, ge=1, le=64)
     workers: int = Field(1, ge=1, le=8)

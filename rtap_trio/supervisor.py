@@ -60,7 +60,8 @@ class RestartPolicy:
 
     def backoff(self, consecutive: int) -> float:
         """Delay before restart number ``consecutive`` (1-based) of a crash streak."""
-        return min(self.backoff_initial_s * 2 ** max(consecutive - 1, 0), self.backoff_max_s)
+        delay = self.backoff_initial_s * 2.0 ** max(consecutive - 1, 0)
+        return float(min(delay, self.backoff_max_s))
 
 
 class TaskState(enum.Enum):

@@ -116,9 +116,10 @@ class Metrics:
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes the counter: the first reading is 0
 
-    def sample_resources(self) -> None:
+    def sample_resources(self, *, cpu: bool = True) -> None:
         self.memory_rss.set(self._process.memory_info().rss)
-        self.cpu_percent.set(self._process.cpu_percent(None))
+        if cpu:  # CPU percent is averaged since the last call: sample on a steady beat
+            self.cpu_percent.set(self._process.cpu_percent(None))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -192,7 +193,7 @@ def _route(request: h11.Request, metrics: Metrics, health: HealthReport) -> tupl
     if request.method not in (b"GET", b"HEAD"):
         return 405, "text/plain", b"method not allowed\n"
     if path == "/metrics":
-        metrics.sample_resources()
+        metrics.sample_resources(cpu=False)
         return 200, CONTENT_TYPE_LATEST, metrics.render()
     if path == "/health":
         report = health()

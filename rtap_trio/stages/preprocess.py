@@ -29,7 +29,8 @@ def prepare_for_stt(samples: Samples, sample_rate: int, settings: PreprocessSett
             target = 10 ** (settings.target_peak_dbfs / 20)
             gain = min(target / peak, 10 ** (settings.max_gain_db / 20))
             audio = audio * np.float32(gain)
-    return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+    clipped: Float32 = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+    return clipped
 
 
 def _highpass(audio: Float32, cutoff_hz: float, sample_rate: int) -> Float32:
@@ -42,4 +43,5 @@ def _highpass(audio: Float32, cutoff_hz: float, sample_rate: int) -> Float32:
     lo = np.clip(centre - window // 2, 0, n)
     hi = np.clip(centre + window - window // 2, 0, n)
     low = (sums[hi] - sums[lo]) / (hi - lo)
-    return (audio - low).astype(np.float32)
+    filtered: Float32 = (audio - low).astype(np.float32)
+    return filtered

@@ -8,6 +8,7 @@ through whisper.cpp's abort callback, so the worker is free again at once.
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 from collections.abc import Callable
@@ -30,10 +31,34 @@ from .preprocess import Float32, prepare_for_stt
 
 __all__ = ["SttResult", "SttStage", "WhisperEngine", "WhisperPool"]
 
+#: How long a cancelled transcription may take to notice its abort flag.
+_ABORT_WAIT_S = 1.0
+
 # whisper.cpp's markers for "nothing was said" that must not reach subscribers.
 _NON_SPEECH = re.compile(
     r"\[(BLANK_AUDIO|MUSIC|NOISE|SILENCE)[^\]]*\]|\((music|noise|silence)\)", re.I
 )
+
+
+def _route_whisper_logs() -> None:
+    """Send whisper.cpp's own log lines to loguru (DEBUG) instead of raw stderr.
+
+    Without this, every transcription prints to stderr around the JSON logs.
+    """
+    import _pywhispercpp
+
+    whisper_log = logger.bind(component="whisper.cpp")
+
+    def forward(level: int, text: str) -> None:
+        text = text.strip()
+        if text:
+            whisper_log.debug(text)
+
+    _pywhispercpp.whisper_log_set(forward)
+    # A model freed during interpreter shutdown would call back into Python
+    # while it is finalising, which aborts the process: hand logging back to
+    # whisper.cpp's default before that, whatever path the exit takes.
+    atexit.register(_pywhispercpp.whisper_log_set, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +73,17 @@ class WhisperEngine:
     def __init__(self, settings: SttSettings) -> None:
         from pywhispercpp.model import Model
 
+        _route_whisper_logs()
         spec = str(settings.model_path) if settings.model_path else settings.model_name
-        self.model_file: Path = resolve_whisper_model(spec, settings.model_cache_dir)
+        self.model_file: Path = resolve_whisper_model(
+            spec, settings.model_cache_dir, ftype=settings.compute_dtype
+        )
         self.name = settings.model_name if settings.model_path is None else self.model_file.name
         english_only = self.model_file.name.endswith(".en.bin") or self.name.endswith(".en")
-        language = "en" if english_only else settings.language
+        # whisper.cpp detects the language when given "" ("auto" works but logs an error).
+        language = (
+            "en" if english_only else ("" if settings.language == "auto" else settings.language)
+        )
         self._params: dict[str, Any] = {
             "n_threads": settings.n_threads,
             "language": language,
@@ -93,6 +124,17 @@ class WhisperEngine:
         text = re.sub(r"\s+", " ", _NON_SPEECH.sub(" ", text)).strip()
         return SttResult(text=text, aborted=bool(should_abort and should_abort()))
 
+    def close(self) -> None:
+        """Free the whisper context now, while Python can still take its log lines."""
+        with self._lock:
+            model = self.__dict__.pop("_model", None)
+            del model
+
+    def wait_idle(self) -> None:
+        """Block until no transcription is running on this engine."""
+        with self._lock:
+            pass
+
     def warm_up(self) -> None:
         # The first call allocates whisper.cpp's compute buffers; pay that at
         # start, not on the first user's utterance.
@@ -132,6 +174,13 @@ class WhisperPool:
         )
         return cls(engines)
 
+    async def aclose(self) -> None:
+        """Free every model now rather than at interpreter exit."""
+        engines, self._free = self._free, []
+        with trio.CancelScope(shield=True):
+            for engine in engines:
+                await trio.to_thread.run_sync(engine.close)
+
     async def transcribe(self, audio: Float32) -> SttResult:
         """Transcribe in a worker thread; cancelling aborts whisper.cpp promptly."""
         abort = threading.Event()
@@ -141,10 +190,15 @@ class WhisperPool:
                 return await trio.to_thread.run_sync(
                     engine.transcribe, audio, abort.is_set, abandon_on_cancel=True
                 )
-            finally:
-                # On cancel the thread is abandoned but still running: tell it
-                # to stop. Its engine lock keeps the next call from overlapping.
+            except trio.Cancelled:
+                # The thread was abandoned but whisper.cpp is still running: ask
+                # it to stop, and wait (shielded, bounded) until it has, so no
+                # thread is left inside whisper.cpp when the service exits.
                 abort.set()
+                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_WAIT_S):
+                    await trio.to_thread.run_sync(engine.wait_idle)
+                raise
+            finally:
                 self._free.append(engine)
 
 

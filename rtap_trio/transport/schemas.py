@@ -52,7 +52,7 @@ class EventType(enum.StrEnum):
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     seq: int = Field(ge=0)
     session_id: str
     utterance_id: str | None = None

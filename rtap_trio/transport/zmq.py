@@ -3,7 +3,8 @@
 Each message is two frames, the topic and the JSON object, so subscribers can
 filter by topic prefix (an event type, or ``transcript``). Sockets are bound at
 start (a taken port fails the start, not a restart loop); sends never block:
-PUB drops for a subscriber past its high-water mark, as PUB does.
+PUB drops for a subscriber past its high-water mark, as PUB does. A publisher
+whose socket broke binds a fresh one on the same port when it is restarted.
 """
 
 from __future__ import annotations
@@ -26,23 +27,30 @@ class ZmqPublisher:
         send_hwm: int,
     ) -> None:
         self.what = what
-        self._socket = context.socket(zmq.PUB)
-        self._socket.setsockopt(zmq.SNDHWM, send_hwm)
-        self._socket.setsockopt(zmq.LINGER, 500)
-        try:
-            if port == 0:
-                self._socket.bind(f"tcp://{host}:*")
-            else:
-                self._socket.bind(f"tcp://{host}:{port}")
-        except zmq.ZMQError as exc:
-            self._socket.close(linger=0)
-            raise PortInUseError(f"zmq {what}", host, port, str(exc)) from None
-        endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.port = int(endpoint.rsplit(":", 1)[1])
+        self._context = context
+        self._host = host
+        self._send_hwm = send_hwm
+        self.port = port
         self.sent = 0
+        self._socket = self._bind()
+
+    def _bind(self) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.PUB)
+        socket.setsockopt(zmq.SNDHWM, self._send_hwm)
+        socket.setsockopt(zmq.LINGER, 500)
+        try:
+            socket.bind(f"tcp://{self._host}:{self.port or '*'}")
+        except zmq.ZMQError as exc:
+            socket.close(linger=0)
+            raise PortInUseError(f"zmq {self.what}", self._host, self.port, str(exc)) from None
+        # Port 0 asked for any port: keep the one bound, so a rebind reuses it.
+        self.port = int(socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        return socket
 
     async def run(self, subscription: Subscription) -> None:
         """Publish everything the subscription yields; returns when the outbox closes."""
+        if self._socket.closed:
+            self._socket = self._bind()
         async for item in subscription.receive:
             try:
                 self._socket.send_multipart([item.topic.encode(), item.payload], flags=zmq.NOBLOCK)

@@ -1,0 +1,716 @@
+#!/usr/bin/env python3
+"""Make RTAP's own speech: the demo recording shipped in the package and the test fixtures.
+
+Everything is synthesised with espeak-ng and resampled with sox, so no recording
+or download is needed and the output is byte-for-byte reproducible on a machine
+with the same espeak-ng and sox (both are deterministic; sox runs with ``-R``,
+which seeds its random generators, and ``-D``, which turns dithering off).
+
+Two findings shape the settings below, both checked by ``--check``:
+
+* Porcupine hardly ever fires on espeak-ng's voice when the speech sits in
+  digital silence (exact zeros): detection then depends on how the 512-sample
+  frames happen to line up with the word. A faint noise floor (RMS 24, about
+  -63 dBFS, like a quiet microphone) under the whole file makes detection
+  reliable at the default sensitivity 0.5 for every frame alignment (RMS 16
+  still missed "jarvis" at about 1 alignment in 80).
+* Of the voices tried, the ``en-us+f2`` variant is by far the one Porcupine
+  accepts best ("computer", "jarvis", "porcupine"; the plain ``en-us`` voice is
+  fine for "bumblebee"), and Whisper transcribes it well.
+
+Usage::
+
+    python scripts/make_speech.py                  # demo + tests/fixtures/
+    python scripts/make_speech.py --demo           # only the demo recording
+    python scripts/make_speech.py --fixtures DIR   # only the fixtures, into DIR
+    python scripts/make_speech.py --check          # check the demo and the fixtures
+
+Tests call :func:`generate_fixtures`, which returns at once when the output is
+already there and was made by this very generator (see ``generator_hash``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import wave
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_PATH = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
+FIXTURES_DIR = REPO / "tests" / "fixtures"
+MANIFEST_NAME = "manifest.json"
+#: Bumped by hand when the manifest's layout changes in a way readers notice.
+MANIFEST_VERSION = 1
+
+SAMPLE_RATE = 16_000
+#: Porcupine 1.9's fixed frame; wake-word checks feed exactly these.
+PORCUPINE_FRAME = 512
+#: Sensitivity every wake word is checked at (Porcupine's default).
+WAKE_SENSITIVITY = 0.5
+
+# Each synthesised piece is scaled to this peak (-6 dBFS): loud enough to be
+# clear, with headroom so the noise floor and resampling never clip.
+SPEECH_PEAK = 0.5 * 32767
+# Quiet microphone hiss under everything; see the module docstring for why it
+# matters to Porcupine. -63 dBFS is far below what webrtcvad calls speech.
+NOISE_FLOOR_RMS = 24.0
+# espeak-ng pads its output with silence; samples below this level (-50 dBFS)
+# at either end are cut so that recorded speech start/end times are real.
+TRIM_LEVEL = 100
+#: Pause between the wake word and the command, like a speaker's comma.
+WAKE_GAP_S = 0.3
+LEAD_S = 0.5
+TRAIL_S = 1.5
+#: Silence between the two utterances of the two-utterance fixture.
+BETWEEN_S = 1.5
+#: Extra silence after the raw (ALSA file-plugin) capture copy.
+RAW_PAD_S = 3.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    """espeak-ng settings: ``-v name -s speed -p pitch``."""
+
+    name: str
+    speed: int  # words per minute
+    pitch: int  # 0-99
+
+    def describe(self) -> str:
+        return f"-v {self.name} -s {self.speed} -p {self.pitch}"
+
+
+# Slower German and Spanish: at 150 wpm espeak-ng's accent costs Whisper words.
+EN_F2 = Voice("en-us+f2", 150, 50)
+EN_M = Voice("en-us", 150, 50)
+DE = Voice("de", 130, 50)
+ES = Voice("es", 130, 50)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One spoken turn: an optional wake word, a pause, then the command or sentence."""
+
+    text: str
+    voice: Voice
+    wake_word: str | None = None
+
+
+@dataclass(frozen=True)
+class Fixture:
+    file: str
+    language: str
+    utterances: tuple[Utterance, ...]
+    description: str
+
+
+#: The demo: wake word, then the command the README's walkthrough shows.
+DEMO = Utterance("What is the weather in Berlin today?", EN_F2, "computer")
+
+FIXTURES: tuple[Fixture, ...] = (
+    Fixture(
+        "computer_garage.wav",
+        "en",
+        (Utterance("Open the garage door.", EN_F2, "computer"),),
+        "wake word 'computer' and an English command",
+    ),
+    Fixture(
+        "jarvis_lights.wav",
+        "en",
+        (Utterance("Turn on the kitchen lights.", EN_F2, "jarvis"),),
+        "wake word 'jarvis' and an English command",
+    ),
+    Fixture(
+        "porcupine_music.wav",
+        "en",
+        (Utterance("Play some relaxing music.", EN_F2, "porcupine"),),
+        "wake word 'porcupine' and an English command",
+    ),
+    Fixture(
+        "bumblebee_tokyo.wav",
+        "en",
+        (Utterance("What time is it in Tokyo?", EN_M, "bumblebee"),),
+        "wake word 'bumblebee' and an English command, male voice",
+    ),
+    Fixture(
+        "en_no_wake.wav",
+        "en",
+        (Utterance("Lock the front door and turn off the lights.", EN_F2),),
+        "English command without a wake word",
+    ),
+    Fixture(
+        "de_kino.wav",
+        "de",
+        (Utterance("Ich möchte heute Abend ins Kino gehen.", DE),),
+        "German sentence without a wake word",
+    ),
+    Fixture(
+        "es_restaurante.wav",
+        "es",
+        (Utterance("Vamos a comer en un restaurante italiano.", ES),),
+        "Spanish sentence without a wake word",
+    ),
+    Fixture(
+        "two_utterances.wav",
+        "en",
+        (
+            Utterance("What is on my calendar tomorrow?", EN_F2, "computer"),
+            Utterance("Remind me to call my mother.", EN_F2, "computer"),
+        ),
+        "two wake word + command turns, 1.5 s of silence between them",
+    ),
+)
+
+#: Derived files: a 44.1 kHz stereo copy and a raw capture copy of this fixture.
+DERIVED_FROM = "jarvis_lights.wav"
+STEREO_FILE = "jarvis_lights_44k_stereo.wav"
+RAW_FILE = "jarvis_lights_s16le_16k_mono.raw"
+NOISE_FILE = "noise_only.wav"
+NOISE_S = 5.0
+
+#: Every wake word used; the false-accept check listens for all of them.
+WAKE_WORDS: tuple[str, ...] = tuple(
+    sorted({u.wake_word for f in FIXTURES for u in f.utterances if u.wake_word} | {"computer"})
+)
+
+Pcm = npt.NDArray[np.int16]
+Signal = npt.NDArray[np.float64]
+
+
+# --- synthesis ---------------------------------------------------------------------
+
+
+def _run(cmd: Sequence[str], data: bytes | None = None) -> bytes:
+    try:
+        done = subprocess.run(list(cmd), input=data, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise SystemExit(f"make_speech: {cmd[0]} is not installed (apt-get install espeak-ng sox)")
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"{' '.join(cmd[:3])}... failed ({done.returncode}): {err}")
+    return done.stdout
+
+
+def tool_versions() -> dict[str, str]:
+    """espeak-ng's and sox's versions: a different version may make different bytes."""
+    espeak = _run(["espeak-ng", "--version"]).decode().strip()
+    sox = _run(["sox", "--version"]).decode().strip()
+    # sox prints "sox:      SoX v14.4.2"; the program name is noise.
+    return {"espeak_ng": espeak.split(" Data at:")[0], "sox": sox.split()[-1]}
+
+
+def synthesize(text: str, voice: Voice) -> Signal:
+    """``text`` spoken at 16 kHz, trimmed to the speech and scaled to SPEECH_PEAK."""
+    # -b 1: the text is UTF-8 whatever the locale (CI may run with LANG=C,
+    # which would garble "möchte").
+    wav = _run(
+        ["espeak-ng", "-b", "1", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch)]
+        + ["--stdout", text]
+    )
+    raw = _run(
+        ["sox", "-R", "-D", "-V1", "-t", "wav", "-"]
+        + ["-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", str(SAMPLE_RATE), "-"],
+        wav,
+    )
+    pcm = np.frombuffer(raw, dtype="<i2").astype(np.float64)
+    loud = np.flatnonzero(np.abs(pcm) > TRIM_LEVEL)
+    if loud.size == 0:
+        raise RuntimeError(f"espeak-ng produced no audible speech for {text!r}")
+    speech = pcm[loud[0] : loud[-1] + 1]
+    return speech * (SPEECH_PEAK / np.abs(speech).max())
+
+
+def noise(n: int, rms: float, seed: int) -> Signal:
+    """Deterministic near-Gaussian noise.
+
+    Built from the raw PCG64 bit stream, which numpy keeps stable across
+    releases (unlike Generator.normal), so the bytes do not change with numpy.
+    """
+    bits = np.random.PCG64(seed).random_raw(n)
+    total = np.zeros(n, dtype=np.float64)
+    for shift in (0, 16, 32, 48):
+        total += ((bits >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.float64)
+    # Sum of four uniforms on [0, 65535]: mean 2 * 65535, variance 4 * 65536**2 / 12.
+    unit = (total - 2 * 65535.0) / (65536.0 * np.sqrt(4 / 12))
+    return unit * rms
+
+
+def _seed(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def _silence(seconds: float) -> Signal:
+    return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float64)
+
+
+def _to_pcm(signal: Signal, seed_name: str) -> Pcm:
+    noisy = signal + noise(signal.size, NOISE_FLOOR_RMS, _seed(seed_name))
+    return np.clip(np.round(noisy), -32768, 32767).astype(np.int16)
+
+
+def _seconds(samples: int) -> float:
+    return round(samples / SAMPLE_RATE, 4)
+
+
+def render(utterances: Sequence[Utterance], seed_name: str) -> tuple[Pcm, list[dict[str, Any]]]:
+    """The utterances with lead, gaps and trail; plus each one's timing in seconds.
+
+    The wake word and the command are separate espeak-ng calls joined with a
+    fixed gap, which is what makes the exact command start time known.
+    """
+    parts: list[Signal] = [_silence(LEAD_S)]
+    pos = parts[0].size
+    timings: list[dict[str, Any]] = []
+    for i, utt in enumerate(utterances):
+        if i:
+            parts.append(_silence(BETWEEN_S))
+            pos += parts[-1].size
+        timing: dict[str, Any] = {
+            "text": utt.text,
+            "spoken_text": f"{utt.wake_word.capitalize()}, {utt.text[0].lower()}{utt.text[1:]}"
+            if utt.wake_word
+            else utt.text,
+            "wake_word": utt.wake_word,
+            "voice": utt.voice.describe(),
+            "wake_start_s": None,
+            "wake_end_s": None,
+        }
+        start = pos
+        if utt.wake_word:
+            wake = synthesize(utt.wake_word, utt.voice)
+            parts += [wake, _silence(WAKE_GAP_S)]
+            timing["wake_start_s"] = _seconds(pos)
+            timing["wake_end_s"] = _seconds(pos + wake.size)
+            pos += wake.size + parts[-1].size
+        command = synthesize(utt.text, utt.voice)
+        parts.append(command)
+        timing["command_start_s"] = _seconds(pos)
+        timing["command_end_s"] = _seconds(pos + command.size)
+        timing["speech_start_s"] = _seconds(start)
+        timing["speech_end_s"] = _seconds(pos + command.size)
+        pos += command.size
+        timings.append(timing)
+    parts.append(_silence(TRAIL_S))
+    return _to_pcm(np.concatenate(parts), seed_name), timings
+
+
+def render_noise(seconds: float, seed_name: str) -> Pcm:
+    """Room noise without speech: low rumble, a faint mains hum and hiss.
+
+    Loud enough (about -48 dBFS) that a VAD or ASR which treats any energy as
+    speech gets caught, yet nothing a real VAD should call speech.
+    """
+    n = round(seconds * SAMPLE_RATE)
+    white = noise(n, 1.0, _seed(seed_name))
+    # Leaky integration turns white noise into a fan-like rumble; a Python loop
+    # over 80k samples costs ~30 ms, cheaper than pulling in scipy for lfilter.
+    rumble = np.empty(n, dtype=np.float64)
+    acc = 0.0
+    for i, x in enumerate(white.tolist()):
+        acc = 0.97 * acc + x
+        rumble[i] = acc
+    rumble *= 100.0 / rumble.std()
+    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+    hum = 60.0 * np.sin(2 * np.pi * 50 * t) + 25.0 * np.sin(2 * np.pi * 150 * t)
+    return _to_pcm(rumble + hum, seed_name + "/hiss")
+
+
+# --- files -------------------------------------------------------------------------
+
+
+def write_wav(path: Path, pcm: Pcm, sample_rate: int = SAMPLE_RATE) -> None:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.astype("<i2").tobytes())
+
+
+def write_stereo_44k(path: Path, pcm: Pcm) -> None:
+    """44.1 kHz stereo copy, right channel 6 dB down so a downmix is not a no-op."""
+    _run(
+        ["sox", "-R", "-D", "-V1", "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1"]
+        + ["-r", str(SAMPLE_RATE), "-", "-b", "16", "-r", "44100", str(path), "remix", "1", "1v0.5"],
+        pcm.astype("<i2").tobytes(),
+    )
+
+
+def read_pcm(path: Path) -> Pcm:
+    """Any fixture as 16 kHz mono int16 (sox averages channels and resamples)."""
+    if path.suffix == ".raw":
+        return np.frombuffer(path.read_bytes(), dtype="<i2").astype(np.int16)
+    with wave.open(str(path), "rb") as src:
+        if (src.getnchannels(), src.getframerate(), src.getsampwidth()) == (1, SAMPLE_RATE, 2):
+            return np.frombuffer(src.readframes(src.getnframes()), dtype="<i2").astype(np.int16)
+    raw = _run(
+        ["sox", "-R", "-D", "-V1", str(path)]
+        + ["-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", str(SAMPLE_RATE), "-"]
+    )
+    return np.frombuffer(raw, dtype="<i2").astype(np.int16)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generator_hash() -> str:
+    """Changes whenever the output could: this script's source or the tools' versions."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(json.dumps(tool_versions(), sort_keys=True).encode())
+    h.update(np.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def generate_demo(path: Path = DEMO_PATH) -> dict[str, Any]:
+    """Write the demo recording to ``path``; returns its timing (seconds)."""
+    pcm, (timing,) = render([DEMO], "demo")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write_wav(tmp, pcm)
+    os.replace(tmp, path)
+    timing["duration_s"] = _seconds(pcm.size)
+    return timing
+
+
+def _entry(file: str, pcm: Pcm, **extra: Any) -> dict[str, Any]:
+    return {
+        "file": file,
+        "format": "wav",
+        "sample_rate": SAMPLE_RATE,
+        "channels": 1,
+        "duration_s": _seconds(pcm.size),
+        **extra,
+    }
+
+
+def _speech_entry(fixture: Fixture, pcm: Pcm, timings: list[dict[str, Any]]) -> dict[str, Any]:
+    first, last = timings[0], timings[-1]
+    return _entry(
+        fixture.file,
+        pcm,
+        description=fixture.description,
+        language=fixture.language,
+        text=" ".join(t["text"] for t in timings),
+        spoken_text=" ".join(t["spoken_text"] for t in timings),
+        wake_word=first["wake_word"],
+        speech_start_s=first["speech_start_s"],
+        speech_end_s=last["speech_end_s"],
+        wake_end_s=first["wake_end_s"],
+        command_start_s=first["command_start_s"],
+        command_end_s=first["command_end_s"],
+        utterances=timings,
+    )
+
+
+def _up_to_date(out_dir: Path, expected_hash: str) -> bool:
+    manifest = out_dir / MANIFEST_NAME
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        if data.get("generator_hash") != expected_hash:
+            return False
+        # A hand-edited or half-copied file must not pass for a good one.
+        return all(_sha256(out_dir / f["file"]) == f["sha256"] for f in data["fixtures"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    # Parallel test workers may all ask for the fixtures at once: one makes
+    # them, the others wait and then find them up to date.
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def generate_fixtures(out_dir: Path = FIXTURES_DIR, *, force: bool = False) -> Path:
+    """Make the test fixtures and ``manifest.json`` in ``out_dir``; return the manifest path.
+
+    Returns without work when the manifest there was written by the same
+    generator (script source + espeak-ng/sox/numpy versions) and every file
+    still has its recorded checksum. Files are written to a scratch directory
+    and moved in, manifest last, so a reader never sees a half-made set.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    expected = generator_hash()
+    with _locked(out_dir):
+        if not force and _up_to_date(out_dir, expected):
+            return manifest_path
+        entries: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".new-") as scratch:
+            tmp = Path(scratch)
+            source: dict[str, tuple[Pcm, dict[str, Any]]] = {}
+            for fixture in FIXTURES:
+                pcm, timings = render(fixture.utterances, fixture.file)
+                write_wav(tmp / fixture.file, pcm)
+                entry = _speech_entry(fixture, pcm, timings)
+                entries.append(entry)
+                source[fixture.file] = (pcm, entry)
+
+            pcm, base = source[DERIVED_FROM]
+            write_stereo_44k(tmp / STEREO_FILE, pcm)
+            with wave.open(str(tmp / STEREO_FILE), "rb") as stereo:
+                stereo_s = _seconds(round(stereo.getnframes() * SAMPLE_RATE / 44100))
+            entries.append(
+                {
+                    **base,
+                    "file": STEREO_FILE,
+                    "sample_rate": 44100,
+                    "channels": 2,
+                    "duration_s": stereo_s,
+                    "description": "44.1 kHz stereo copy (right channel -6 dB) of " + DERIVED_FROM,
+                    "derived_from": DERIVED_FROM,
+                }
+            )
+
+            padded = np.concatenate([pcm, _to_pcm(_silence(RAW_PAD_S), RAW_FILE)])
+            (tmp / RAW_FILE).write_bytes(padded.astype("<i2").tobytes())
+            entries.append(
+                {
+                    **base,
+                    "file": RAW_FILE,
+                    "format": "raw_s16le",
+                    "duration_s": _seconds(padded.size),
+                    "description": f"headerless s16le copy of {DERIVED_FROM} with "
+                    f"{RAW_PAD_S:g} s more silence, for an ALSA file-plugin capture",
+                    "derived_from": DERIVED_FROM,
+                }
+            )
+
+            quiet = render_noise(NOISE_S, NOISE_FILE)
+            write_wav(tmp / NOISE_FILE, quiet)
+            entries.append(
+                _entry(
+                    NOISE_FILE,
+                    quiet,
+                    description="room noise (rumble, 50 Hz hum, hiss), no speech",
+                    language=None,
+                    text="",
+                    spoken_text="",
+                    wake_word=None,
+                    speech_start_s=None,
+                    speech_end_s=None,
+                    wake_end_s=None,
+                    command_start_s=None,
+                    command_end_s=None,
+                    utterances=[],
+                )
+            )
+
+            for entry in entries:
+                entry["sha256"] = _sha256(tmp / entry["file"])
+            old = _old_files(manifest_path)
+            for entry in entries:
+                os.replace(tmp / entry["file"], out_dir / entry["file"])
+            for stale in old - {e["file"] for e in entries}:
+                (out_dir / stale).unlink(missing_ok=True)
+            manifest = {
+                "manifest_version": MANIFEST_VERSION,
+                "generator_hash": expected,
+                "tools": tool_versions(),
+                "sample_rate": SAMPLE_RATE,
+                "wake_sensitivity": WAKE_SENSITIVITY,
+                "wake_words": list(WAKE_WORDS),
+                "notes": "Times are seconds from the file start at its own rate. "
+                "'text' is what ASR should return for the command(s) (wake word left out); "
+                "'spoken_text' is everything spoken. Speech sits on a -63 dBFS noise floor.",
+                "fixtures": entries,
+            }
+            (tmp / MANIFEST_NAME).write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            os.replace(tmp / MANIFEST_NAME, manifest_path)
+    return manifest_path
+
+
+def _old_files(manifest_path: Path) -> set[str]:
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return {str(f["file"]) for f in data["fixtures"] if "/" not in str(f["file"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def load_manifest(manifest_path: Path) -> list[dict[str, Any]]:
+    data = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+    fixtures: list[dict[str, Any]] = data["fixtures"]
+    return fixtures
+
+
+# --- checks --------------------------------------------------------------------------
+
+
+def detect_wake_word(
+    pcm: Pcm, keyword: str, sensitivity: float = WAKE_SENSITIVITY, offset: int = 0
+) -> list[float]:
+    """Times (s, end of the frame that fired) at which Porcupine hears ``keyword``.
+
+    ``offset`` samples of noise floor are put in front first, to shift how the
+    512-sample frames line up with the speech; returned times exclude it.
+    """
+    import pvporcupine
+
+    if offset:
+        pcm = np.concatenate([_to_pcm(_silence(offset / SAMPLE_RATE), "offset"), pcm])
+    porcupine = pvporcupine.create(keywords=[keyword], sensitivities=[sensitivity])
+    try:
+        n = porcupine.frame_length
+        hits = []
+        for i in range(0, pcm.size - n + 1, n):
+            if porcupine.process(pcm[i : i + n].tolist()) >= 0:
+                hits.append(round((i + n - offset) / SAMPLE_RATE, 3))
+        return hits
+    finally:
+        porcupine.delete()
+
+
+def vad_flags(pcm: Pcm, mode: int = 3, frame_ms: int = 20) -> npt.NDArray[np.bool_]:
+    """webrtcvad's speech decision per ``frame_ms`` frame (a trailing partial frame is dropped)."""
+    import webrtcvad
+
+    vad = webrtcvad.Vad(mode)
+    n = SAMPLE_RATE * frame_ms // 1000
+    data = pcm.astype("<i2")
+    return np.array(
+        [
+            vad.is_speech(data[i : i + n].tobytes(), SAMPLE_RATE)
+            for i in range(0, data.size - n + 1, n)
+        ],
+        dtype=bool,
+    )
+
+
+#: Frame alignments every wake-word detection must survive.
+OFFSETS = (0, 128, 256, 384)
+# Porcupine decides shortly after the word ends; a detection later than this
+# after the wake word's end would be a lucky hit on the command instead.
+MAX_WAKE_LATENCY_S = 1.0
+# A turn counts as heard by the VAD when at least this share of its frames
+# (wake word and command separately; pauses between words are not speech) is speech.
+MIN_SPEECH_SHARE = 0.5
+# Away from speech (VAD_MARGIN_S either side) at most this share may be speech.
+MAX_SILENCE_SPEECH_SHARE = 0.02
+VAD_MARGIN_S = 0.3
+# webrtcvad starts without a noise estimate and may call the first few frames
+# of any file speech; the pipeline's minimum speech length absorbs that.
+VAD_WARMUP_S = 0.1
+
+
+def _share(flags: npt.NDArray[np.bool_], start_s: float, end_s: float, frame_s: float) -> float:
+    a, b = int(start_s / frame_s), int(np.ceil(end_s / frame_s))
+    part = flags[max(a, 0) : max(b, 0)]
+    return float(part.mean()) if part.size else 0.0
+
+
+def check_audio(name: str, pcm: Pcm, entry: dict[str, Any], vad_mode: int = 3) -> list[str]:
+    """Problems with one file: wake words missed or falsely heard, VAD disagreeing."""
+    problems: list[str] = []
+    turns: list[dict[str, Any]] = entry.get("utterances", [])
+    for keyword in WAKE_WORDS:
+        expected = [t for t in turns if t["wake_word"] == keyword]
+        for offset in OFFSETS:
+            hits = detect_wake_word(pcm, keyword, offset=offset)
+            where = f"{name}: '{keyword}' (offset {offset})"
+            if len(hits) != len(expected):
+                problems.append(f"{where}: {len(hits)} detections at {hits}, want {len(expected)}")
+                continue
+            for hit, turn in zip(hits, expected, strict=True):
+                if not turn["wake_end_s"] <= hit + 0.05 <= turn["wake_end_s"] + MAX_WAKE_LATENCY_S:
+                    problems.append(f"{where}: fired at {hit}s, wake word ends {turn['wake_end_s']}")
+    frame_s = 0.02
+    flags = vad_flags(pcm, vad_mode)
+    speech = np.zeros(flags.size, dtype=bool)
+    speech[: int(VAD_WARMUP_S / frame_s)] = True
+    for turn in turns:
+        spans = [("command", turn["command_start_s"], turn["command_end_s"])]
+        if turn["wake_word"]:
+            spans.append(("wake word", turn["wake_start_s"], turn["wake_end_s"]))
+        for label, start, end in spans:
+            share = _share(flags, start, end, frame_s)
+            if share < MIN_SPEECH_SHARE:
+                problems.append(f"{name}: VAD hears only {share:.0%} of the {label} as speech")
+        a = int((turn["speech_start_s"] - VAD_MARGIN_S) / frame_s)
+        b = int(np.ceil((turn["speech_end_s"] + VAD_MARGIN_S) / frame_s))
+        speech[max(a, 0) : b] = True
+    if (~speech).any():
+        share = float(flags[~speech].mean())
+        if share > MAX_SILENCE_SPEECH_SHARE:
+            problems.append(f"{name}: VAD calls {share:.1%} of the silence speech")
+    return problems
+
+
+def check_fixtures(manifest_path: Path, vad_mode: int = 3) -> list[str]:
+    """Every fixture checked (see check_audio); returns the problems found."""
+    problems: list[str] = []
+    for entry in load_manifest(manifest_path):
+        path = Path(manifest_path).parent / entry["file"]
+        problems += check_audio(entry["file"], read_pcm(path), entry, vad_mode)
+    return problems
+
+
+def check_demo(path: Path = DEMO_PATH, vad_mode: int = 3) -> list[str]:
+    # The demo's timing is not stored next to it; rendering it again is
+    # cheap and also shows whether the shipped file is current.
+    pcm, timings = render([DEMO], "demo")
+    problems = [] if read_pcm(path).tobytes() == pcm.tobytes() else [f"{path} is out of date"]
+    return problems + check_audio("demo.wav", read_pcm(path), {"utterances": timings}, vad_mode)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo", action="store_true", help=f"write {DEMO_PATH.relative_to(REPO)}")
+    parser.add_argument("--demo-out", type=Path, help="write the demo here instead")
+    parser.add_argument("--fixtures", type=Path, metavar="DIR", help="write the fixtures to DIR")
+    parser.add_argument("--force", action="store_true", help="remake fixtures even if current")
+    parser.add_argument(
+        "--check", action="store_true", help="check wake words and VAD; exit 1 on failure"
+    )
+    args = parser.parse_args(argv)
+
+    demo_path: Path | None = args.demo_out or (DEMO_PATH if args.demo else None)
+    fixtures_dir: Path | None = args.fixtures
+    if demo_path is None and fixtures_dir is None:
+        fixtures_dir = FIXTURES_DIR
+        # --check alone checks the shipped demo without rewriting it.
+        demo_path = None if args.check else DEMO_PATH
+
+    if demo_path is not None:
+        timing = generate_demo(demo_path)
+        print(f"wrote {demo_path}: {json.dumps(timing)}")
+    manifest: Path | None = None
+    if fixtures_dir is not None:
+        manifest = generate_fixtures(fixtures_dir, force=args.force)
+        print(f"fixtures: {manifest}")
+    if not args.check:
+        return 0
+
+    problems = check_demo(demo_path or DEMO_PATH)
+    if manifest is not None:
+        problems += check_fixtures(manifest)
+    for problem in problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    print("check: " + ("failed" if problems else "all wake words detected, VAD agrees"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Bad input at start: one clear line on stderr, a non-zero exit, no hang, no traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import REPO
+
+
+def rtap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "RTAP_LOG_LEVEL": "ERROR", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "rtap_trio", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=environment,
+    )
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *needles: str
+) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rtap: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_unknown_profile() -> None:
+    assert_one_line_error(rtap("config", "--profile", "nope"), 2, "nope", "not found")
+
+
+def test_corrupt_wav(tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + os.urandom(64))
+    assert_one_line_error(
+        rtap("replay", str(bad), "--no-wake", "--profile", "pc2"), 4, str(bad), "cannot decode"
+    )
+
+
+def test_missing_audio_file(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.wav"
+    assert_one_line_error(rtap("replay", str(missing), "--profile", "pc2"), 4, "no such file")
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
+    missing = tmp_path / "ggml-missing.bin"
+    result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={missing}")
+    assert_one_line_error(result, 3, str(missing))
+
+
+def test_corrupt_model_file(tmp_path: Path) -> None:
+    wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
+    broken = tmp_path / "ggml-broken.bin"
+    broken.write_bytes(b"not a ggml file" * 100)
+    result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={broken}")
+    assert_one_line_error(result, 3, str(broken))
+
+
+def test_unknown_audio_device() -> None:
+    result = rtap(
+        "run",
+        "--profile",
+        "pc2",
+        "--source",
+        "mic",
+        env={
+            "AUDIO_DEVICE": "no-such-microphone",
+            "RTAP_TELEMETRY__PORT": "0",
+            "RTAP_OUTPUT__WEBSOCKET_PORT": "0",
+            "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": "0",
+            "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": "0",
+        },
+    )
+    assert_one_line_error(result, 4, "no-such-microphone")
+
+
+@pytest.mark.parametrize(
+    ("variable", "what"),
+    [
+        ("RTAP_TELEMETRY__PORT", "telemetry"),
+        ("RTAP_OUTPUT__WEBSOCKET_PORT", "websocket"),
+        ("RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS", "zmq events"),
+    ],
+)
+def test_port_in_use(taken_port: int, variable: str, what: str) -> None:
+    ports = {
+        "RTAP_TELEMETRY__PORT": "0",
+        "RTAP_OUTPUT__WEBSOCKET_PORT": "0",
+        "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": "0",
+        "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": "0",
+        variable: str(taken_port),
+    }
+    result = rtap("run", "--profile", "pc2", "--source", "demo", env=ports)
+    assert_one_line_error(result, 5, what, f"127.0.0.1:{taken_port}")
+
+
+def test_unknown_wake_word() -> None:
+    result = rtap(
+        "replay",
+        str(REPO / "rtap_trio" / "audio" / "data" / "demo.wav"),
+        "--profile",
+        "pc2",
+        "--set",
+        "wakeword.keywords=[hey_toaster]",
+    )
+    assert_one_line_error(result, 2, "wakeword.keywords", "hey_toaster")
+
+
+def test_stt_budget_blown_gives_stt_timeout_events_and_a_clean_exit() -> None:
+    # 100 ms is far below what whisper needs on these cores: every utterance times out.
+    jfk = REPO.parent / "shared" / "corpus" / "jfk.wav"
+    if not jfk.is_file():
+        pytest.skip("../shared/corpus/jfk.wav is not here")
+    result = rtap(
+        "replay",
+        str(jfk),
+        "--no-wake",
+        "--profile",
+        "pc2",
+        "--set",
+        "stt.budget_ms=100",
+        env={"RTAP_LOG_LEVEL": "WARNING"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == ""  # no transcript
+    warnings = [line for line in result.stderr.splitlines() if "over budget" in line]
+    assert len(warnings) == 2  # jfk.wav holds two utterances at the default hangover
+    assert "Fatal" not in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,103 @@
+"""Emitters on real sockets: restart after a broken socket, back-pressure per client."""
+
+from __future__ import annotations
+
+import trio
+import zmq
+from trio_websocket import open_websocket_url
+
+from rtap_trio.settings import OutputSettings
+from rtap_trio.supervisor import RestartPolicy, Supervisor
+from rtap_trio.telemetry import Metrics
+from rtap_trio.transport.outbox import Outbox
+from rtap_trio.transport.schemas import EventMessage, EventType, Stream, parse_message
+from rtap_trio.transport.websocket import WebSocketEmitter
+from rtap_trio.transport.zmq import ZmqPublisher
+
+from .support import ZmqCollector
+
+
+async def publish_until_received(outbox: Outbox, collector: ZmqCollector, keyword: str) -> None:
+    """PUB/SUB has no delivery guarantee until the subscription has reached the
+    publisher, which happens some time after the handshake: publish until one arrives."""
+    with trio.fail_after(10):
+        while True:
+            outbox.event(EventType.WAKE_WORD, "s1", keyword=keyword)
+            with trio.move_on_after(0.2):
+                await collector.collect_until(lambda m: m.data.get("keyword") == keyword, 1)
+                return
+
+
+async def test_zmq_emitter_restarts_on_a_fresh_socket_and_keeps_publishing() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    outbox = Outbox()
+    publisher = ZmqPublisher(context, "events", "127.0.0.1", 0, 1000)
+    subscription = outbox.subscribe("zmq-events", (Stream.EVENTS,), 100)
+    supervisor = Supervisor(RestartPolicy(backoff_initial_s=0.05))
+    collector = ZmqCollector(publisher.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                supervisor.supervise, "zmq-events", lambda: publisher.run(subscription)
+            )
+            await collector.wait_connected()
+            await publish_until_received(outbox, collector, "computer")
+
+            publisher.close()  # the fault: the socket is gone under the running emitter
+            outbox.event(EventType.WAKE_WORD, "s1", keyword="lost")  # crashes the emitter
+            with trio.fail_after(10):
+                while supervisor.statistics()["zmq-events"].crashes < 1:
+                    await trio.sleep(0.01)
+            await collector.wait_connected()  # SUB reconnects to the new socket
+            await publish_until_received(outbox, collector, "jarvis")
+            outbox.close()
+    finally:
+        collector.close()
+        publisher.close()
+        context.term()
+    stats = supervisor.statistics()["zmq-events"]
+    assert (stats.starts, stats.crashes) == (2, 1)
+    keywords = [m.data["keyword"] for _, m in collector.messages if isinstance(m, EventMessage)]
+    assert "lost" not in keywords  # the message in flight at the fault is lost, nothing else
+    assert keywords[0] == "computer" and keywords[-1] == "jarvis"
+
+
+async def test_slow_websocket_client_loses_oldest_without_stalling_others() -> None:
+    settings = OutputSettings(websocket_port=0, websocket_client_queue=8)
+    metrics = Metrics()
+    outbox = Outbox(on_drop=lambda name: metrics.messages_dropped.labels(name).inc())
+    emitter = WebSocketEmitter(settings, outbox, metrics)
+    fast: list[int] = []
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(emitter.run)
+        async with (
+            open_websocket_url(f"ws://127.0.0.1:{port}/") as slow_ws,
+            open_websocket_url(f"ws://127.0.0.1:{port}/") as fast_ws,
+        ):
+            with trio.fail_after(5):
+                while emitter.clients < 2:
+                    await trio.sleep(0.01)
+
+            # Lockstep with the fast client while the slow one reads nothing:
+            # the fast one still gets every message.
+            with trio.fail_after(30):
+                for _ in range(500):
+                    outbox.event(EventType.STATE_CHANGED, "s1")
+                    fast.append(parse_message(await fast_ws.get_message()).seq)
+            # The slow client reads only now: it gets what fits in its queue,
+            # newest last, and the loss is counted.
+            slow: list[int] = []
+            with trio.move_on_after(1):
+                while True:
+                    slow.append(parse_message(await slow_ws.get_message()).seq)
+        emitter.close()
+    assert fast == list(range(500))
+    assert slow[-1] == 499 and len(slow) < 500
+    dropped = sum(
+        sample.value
+        for metric in metrics.registry.collect()
+        if metric.name == "rtap_messages_dropped"
+        for sample in metric.samples
+        if sample.name == "rtap_messages_dropped_total"
+    )
+    assert dropped == 500 - len(slow)

@@ -1,0 +1,34 @@
+"""The code base stays ruff- and mypy-clean: checked with the suite, so CI enforces it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .support import REPO
+
+PATHS = ["rtap_trio", "tests", "scripts"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_ruff_lint() -> None:
+    result = run("ruff", "check", *PATHS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format() -> None:
+    result = run("ruff", "format", "--check", *PATHS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_mypy_strict() -> None:
+    result = run("mypy", "rtap_trio")
+    assert result.returncode == 0, result.stdout + result.stderr
