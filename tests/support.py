@@ -117,6 +117,7 @@ class GatedSource(AudioSource):
         self._inner = inner
         self._gate = gate
         self._hold_open = hold_open
+        self.finished = trio.Event()
         self.name = inner.name
         self.live = inner.live
 
@@ -127,6 +128,86 @@ class GatedSource(AudioSource):
         await self._gate.wait()
         async for frame in self._inner.frames():
             yield frame
+        self.finished.set()
         if self._hold_open is not None:
             # Like a microphone in a quiet room: no more audio, but not ended.
             await self._hold_open.wait()
+
+
+async def wait_until_idle(service: Any, source: GatedSource, limit_s: float) -> None:
+    """Until the source has sent everything and the pipeline has nothing left to do."""
+    with trio.fail_after(limit_s):
+        await source.finished.wait()
+        pipeline = service.pipeline
+        while (
+            pipeline.frames.statistics().current_buffer_used
+            or pipeline.utterances.statistics().current_buffer_used
+            or pipeline.session.state != "IDLE"
+        ):
+            await trio.sleep(0.05)
+
+
+@dataclass
+class ServiceRun:
+    """What subscribers saw of one in-process service run."""
+
+    transcripts: list[TranscriptMessage]
+    events: list[EventMessage]
+    websocket: list[EventMessage | TranscriptMessage]
+    metrics: str
+    stop_s: float
+
+
+async def run_service(
+    settings: Settings, source: AudioSource, expected_transcripts: int, limit_s: float = 120
+) -> ServiceRun:
+    """Run a service on ``source`` with a real ZeroMQ SUB pair and a WebSocket client.
+
+    The source is held until every subscriber is connected and kept open after
+    its audio (like a quiet microphone) until ``expected_transcripts`` have
+    arrived; then the service is stopped as a signal would stop it.
+    """
+    import time
+
+    from rtap_trio.app import Service
+
+    gate, hold = trio.Event(), trio.Event()
+    gated = GatedSource(source, gate, hold)
+    service = Service(settings, source=gated, handle_signals=False)
+    ws_messages: list[EventMessage | TranscriptMessage] = []
+    async with trio.open_nursery() as nursery:
+        ports = await nursery.start(service.run)
+        assert ports.zmq_events and ports.zmq_transcripts and ports.websocket and ports.telemetry
+        events = ZmqCollector(ports.zmq_events)
+        transcripts = ZmqCollector(ports.zmq_transcripts)
+        try:
+            await events.wait_connected()
+            await transcripts.wait_connected()
+            connected = trio.Event()
+            nursery.start_soon(websocket_collect, ports.websocket, ws_messages, connected)
+            await connected.wait()
+            # The subscription reaches the publisher a moment after the handshake.
+            await trio.sleep(0.2)
+            gate.set()
+            if expected_transcripts:
+                await transcripts.collect_until(
+                    lambda _: len(transcripts.messages) >= expected_transcripts, limit_s
+                )
+            else:  # nothing should come: wait until all the audio has gone through
+                await wait_until_idle(service, gated, limit_s)
+            _, metrics = await http_get(ports.telemetry, "/metrics")
+            started = time.perf_counter()
+            service.stop()
+            await events.collect_until(
+                lambda m: isinstance(m, EventMessage) and m.type == "service_stopping", 10
+            )
+        finally:
+            events.close()
+            transcripts.close()
+    return ServiceRun(
+        transcripts=[m for _, m in transcripts.messages if isinstance(m, TranscriptMessage)],
+        events=[m for _, m in events.messages if isinstance(m, EventMessage)],
+        websocket=ws_messages,
+        metrics=metrics,
+        stop_s=time.perf_counter() - started,
+    )

@@ -1,0 +1,116 @@
+"""The service as a user runs it: ``python -m rtap_trio --source demo``, then SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import zmq
+
+from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage, parse_message
+
+from .support import REPO
+
+DEMO_TEXT = "what is the weather in berlin today"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
+    events_port, transcripts_port, ws_port, metrics_port = free_ports(4)
+    env = {
+        **os.environ,
+        "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(events_port),
+        "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(transcripts_port),
+        "RTAP_OUTPUT__WEBSOCKET_PORT": str(ws_port),
+        "RTAP_TELEMETRY__PORT": str(metrics_port),
+    }
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    subscriber = context.socket(zmq.SUB)
+    subscriber.subscribe(b"")
+    subscriber.setsockopt(zmq.RCVTIMEO, 500)
+    subscriber.connect(f"tcp://127.0.0.1:{transcripts_port}")
+    events = context.socket(zmq.SUB)
+    events.subscribe(b"")
+    events.setsockopt(zmq.RCVTIMEO, 500)
+    events.connect(f"tcp://127.0.0.1:{events_port}")
+    # The default profile, as the README runs it: multilingual base model.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtap_trio", "--source", "demo"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        transcript = None
+        deadline = time.monotonic() + 120
+        while transcript is None and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            try:
+                topic, payload = subscriber.recv_multipart()
+            except zmq.Again:
+                continue
+            message = parse_message(payload)
+            if isinstance(message, TranscriptMessage):
+                assert topic == b"transcript"
+                transcript = message
+        assert transcript is not None, "no transcript within 120 s"
+        assert word_error_rate(DEMO_TEXT, transcript.text) <= 0.3, transcript.text
+        assert transcript.wake_word == "computer" and transcript.language == "en"
+        assert transcript.model == "base"
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/health", timeout=5) as r:
+            assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            assert b"rtap_pipeline_latency_seconds_count" in r.read()
+        with socket.create_connection(("127.0.0.1", ws_port), timeout=5):
+            pass  # the WebSocket port accepts connections (content is tested in-process)
+
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        stop_s = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        subscriber.close(linger=0)
+    assert process.returncode == 0, stderr[-3000:]
+    logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(entry["message"] == "RTAP stopped" for entry in logs)
+    assert all({"timestamp", "level", "component", "session_id"} <= entry.keys() for entry in logs)
+    # Transcript text stays out of the logs by default.
+    assert transcript.text not in stderr
+    stopping = []
+    while True:
+        try:
+            _, payload = events.recv_multipart()
+        except zmq.Again:
+            break
+        message = parse_message(payload)
+        if isinstance(message, EventMessage) and message.type is EventType.SERVICE_STOPPING:
+            stopping.append(message)
+    events.close(linger=0)
+    context.term()
+    assert stopping, "no service_stopping event before exit"
+    print(f"stopped {stop_s:.2f}s after SIGTERM")

@@ -1,0 +1,138 @@
+"""Generated speech through the whole service in-process: real engines, sockets, clients.
+
+Every transcript must arrive on ZeroMQ and on the WebSocket, carry the right
+words (word error rate under a bound), wake word and language, and the state
+machine must walk its cycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtap_trio.audio.file import DemoSource, FileSource
+from rtap_trio.settings import Settings
+from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.transport.schemas import EventType, TranscriptMessage
+
+from .support import ServiceRun, run_service, service_settings
+
+DEMO_TEXT = "What is the weather in Berlin today?"
+#: English on tiny.en and German/Spanish on base, all from espeak-ng voices: the
+#: bound allows about one wrong word in four. Measured WERs are printed.
+MAX_WER = {"en": 0.25, "de": 0.4, "es": 0.4}
+ALL_WAKE_WORDS = ["computer", "jarvis", "porcupine", "bumblebee"]
+
+
+def settings_for(entry: dict[str, Any]) -> Settings:
+    if entry["language"] == "en":
+        return service_settings(
+            "pc2",
+            **{"wakeword.keywords": ALL_WAKE_WORDS, "wakeword.enabled": bool(entry["wake_word"])},
+        )
+    # Other languages need the multilingual model of the default profile.
+    return service_settings("default", **{"wakeword.enabled": False})
+
+
+def check_transport(run: ServiceRun) -> None:
+    assert run.transcripts, "no transcript on ZeroMQ"
+    ws_transcripts = [m for m in run.websocket if isinstance(m, TranscriptMessage)]
+    assert [m.model_dump() for m in ws_transcripts] == [m.model_dump() for m in run.transcripts]
+    assert [m.seq for m in run.transcripts] == list(range(len(run.transcripts)))
+    seqs = [m.seq for m in run.events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "gap or reorder in event seq"
+    assert run.events[-1].type is EventType.SERVICE_STOPPING
+    assert run.stop_s < 2.5
+
+
+def transitions(run: ServiceRun) -> list[tuple[str, str]]:
+    return [(m.data["from"], m.data["to"]) for m in run.events if m.type is EventType.STATE_CHANGED]
+
+
+@pytest.mark.slow
+async def test_demo_through_zmq_websocket_and_metrics() -> None:
+    settings = service_settings("pc2")
+    demo = DemoSource(
+        frame_samples=settings.audio.frame_samples, realtime=False, loop=False, loop_gap_ms=0
+    )
+    run = await run_service(settings, demo, expected_transcripts=1)
+    check_transport(run)
+    transcript = run.transcripts[0]
+    wer = word_error_rate(DEMO_TEXT, transcript.text)
+    print(f"demo: {transcript.text!r} WER {wer:.2f} latency {transcript.latency_ms}")
+    assert wer <= MAX_WER["en"], transcript.text
+    assert transcript.wake_word == "computer" and transcript.language == "en"
+    assert transcript.model == "tiny.en"
+    assert 0 < transcript.audio_start_s < transcript.audio_end_s <= demo.duration_s + 1.5
+    assert transcript.latency_ms.stt > 0
+    assert transcript.latency_ms.total >= transcript.latency_ms.stt
+    assert transitions(run)[:4] == [
+        ("IDLE", "LISTENING"),
+        ("LISTENING", "PROCESSING"),
+        ("PROCESSING", "EMIT"),
+        ("EMIT", "IDLE"),
+    ]
+    assert transitions(run)[-1] == ("IDLE", "SHUTDOWN")
+    wake = [m for m in run.events if m.type is EventType.WAKE_WORD]
+    assert [m.data["keyword"] for m in wake] == ["computer"]
+    assert 'rtap_state_transitions_total{from_state="EMIT",to_state="IDLE"} 1.0' in run.metrics
+    assert "rtap_pipeline_latency_seconds_count 1.0" in run.metrics
+    assert 'rtap_stage_processing_time_seconds_count{stage="stt"} 1.0' in run.metrics
+    assert "rtap_memory_rss_bytes" in run.metrics and "rtap_frames_processed_total" in run.metrics
+
+
+SPEECH_FIXTURES = [
+    "computer_garage.wav",
+    "jarvis_lights.wav",
+    "porcupine_music.wav",
+    "bumblebee_tokyo.wav",
+    "en_no_wake.wav",
+    "de_kino.wav",
+    "es_restaurante.wav",
+    "two_utterances.wav",
+    "jarvis_lights_44k_stereo.wav",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPEECH_FIXTURES)
+async def test_fixture_through_the_service(speech: dict[str, Any], name: str) -> None:
+    entry = speech["by_file"][name]
+    settings = settings_for(entry)
+    source = FileSource(
+        Path(speech["dir"]) / name,
+        frame_samples=settings.audio.frame_samples,
+        realtime=False,
+        trailing_silence_ms=1000,
+    )
+    utterances = entry["utterances"]
+    run = await run_service(settings, source, expected_transcripts=len(utterances))
+    check_transport(run)
+    assert len(run.transcripts) == len(utterances)
+    for transcript, expected in zip(run.transcripts, utterances, strict=True):
+        wer = word_error_rate(expected["text"], transcript.text)
+        print(
+            f"{name}: {transcript.text!r} WER {wer:.2f} lang {transcript.language} "
+            f"({transcript.language_confidence:.2f}) stt {transcript.latency_ms.stt:.0f} ms"
+        )
+        assert wer <= MAX_WER[entry["language"]], transcript.text
+        assert transcript.language == entry["language"]
+        assert transcript.wake_word == expected["wake_word"]
+        # The utterance sits where the recording has it (pre-roll and tail allowed).
+        assert transcript.audio_start_s <= expected["command_start_s"] + 0.2
+        assert transcript.audio_end_s >= expected["command_end_s"] - 0.2
+
+
+@pytest.mark.slow
+async def test_noise_only_gives_no_wake_word_and_no_transcript(speech: dict[str, Any]) -> None:
+    settings = service_settings("pc2", **{"wakeword.keywords": ALL_WAKE_WORDS})
+    source = FileSource(
+        Path(speech["dir"]) / "noise_only.wav",
+        frame_samples=settings.audio.frame_samples,
+        realtime=False,
+    )
+    run = await run_service(settings, source, expected_transcripts=0)
+    assert run.transcripts == []
+    assert not [m for m in run.events if m.type is EventType.WAKE_WORD]
