@@ -20,6 +20,8 @@ import yaml
 from . import __version__
 from .errors import RTAPError
 from .settings import Settings, load_settings
+from .transport.outbox import Subscription
+from .transport.schemas import Stream
 
 __all__ = ["main"]
 
@@ -67,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="microphone device name or index (AUDIO_DEVICE)")
     run.add_argument(
         "--no-wake", action="store_true", help="always listen: VAD alone opens an utterance"
+    )
+    run.add_argument(
+        "--print",
+        dest="print_transcripts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print each transcript as a JSON line on stdout (default: on for the demo source)",
     )
 
     replay = commands.add_parser(
@@ -170,15 +179,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args, extra)
     service = Service(settings)
     configure_logging(settings.telemetry, service.session_id)
-    trio.run(service.run)
+    show = args.print_transcripts
+    if show is None:  # the demo is there to be watched
+        show = settings.audio.effective_source == "demo"
+    if not show:
+        trio.run(service.run)
+        return 0
+    subscription = service.outbox.subscribe("stdout", (Stream.TRANSCRIPTS,), 1000)
+
+    async def run_and_print() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.run)
+            await _print_transcripts(subscription)
+
+    trio.run(run_and_print)
     return 0
+
+
+_PRINTED_KEYS = (
+    "utterance_id",
+    "text",
+    "language",
+    "language_confidence",
+    "sentiment",
+    "sentiment_confidence",
+    "wake_word",
+    "audio_start_s",
+    "audio_end_s",
+    "latency_ms",
+)
+
+
+async def _print_transcripts(subscription: Subscription) -> None:
+    """One JSON line per transcript on stdout until the service closes its outbox."""
+    async for item in subscription.receive:
+        record = item.message.model_dump(mode="json")
+        print(
+            json.dumps({key: record[key] for key in _PRINTED_KEYS}, ensure_ascii=False), flush=True
+        )
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .app import Service
     from .audio.file import FileSource
     from .telemetry import configure_logging
-    from .transport.schemas import Stream
 
     extra: dict[str, Any] = {
         "audio.source": f"file:{args.path}",
@@ -203,27 +247,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     service = Service(settings, source=source)
     configure_logging(settings.telemetry, service.session_id)
     subscription = service.outbox.subscribe("replay", (Stream.TRANSCRIPTS,), 100_000)
-    keys = (
-        "utterance_id",
-        "text",
-        "language",
-        "language_confidence",
-        "sentiment",
-        "sentiment_confidence",
-        "wake_word",
-        "audio_start_s",
-        "audio_end_s",
-        "latency_ms",
-    )
 
     async def replay() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(service.run)
-            async for item in subscription.receive:
-                record = item.message.model_dump(mode="json")
-                print(
-                    json.dumps({key: record[key] for key in keys}, ensure_ascii=False), flush=True
-                )
+            await _print_transcripts(subscription)
 
     started = time.perf_counter()
     trio.run(replay)

@@ -147,3 +147,14 @@ def test_stt_budget_blown_gives_stt_timeout_events_and_a_clean_exit() -> None:
     warnings = [line for line in result.stderr.splitlines() if "over budget" in line]
     assert len(warnings) == 2  # jfk.wav holds two utterances at the default hangover
     assert "Fatal" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_truncated_model_file(tmp_path: Path) -> None:
+    from rtap_trio.models.whisper import resolve_whisper_model
+
+    whole = resolve_whisper_model("tiny.en")
+    cut = tmp_path / "ggml-cut.bin"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
+    result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={cut}")
+    assert_one_line_error(result, 3, str(cut), "runs past the end")

@@ -88,7 +88,7 @@ def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
 
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
+        stdout, stderr = process.communicate(timeout=15)
         stop_s = time.monotonic() - sent
     finally:
         if process.poll() is None:
@@ -99,7 +99,9 @@ def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
     logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(entry["message"] == "RTAP stopped" for entry in logs)
     assert all({"timestamp", "level", "component", "session_id"} <= entry.keys() for entry in logs)
-    # Transcript text stays out of the logs by default.
+    # The demo prints transcripts on stdout; their text stays out of the logs.
+    printed = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert printed and printed[0]["text"] == transcript.text
     assert transcript.text not in stderr
     stopping = []
     while True:

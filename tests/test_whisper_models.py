@@ -338,11 +338,30 @@ def test_failed_conversion_leaves_the_previous_file_and_no_temp(
 # --------------------------------------------------------------------------- #
 
 
-def test_existing_path_is_returned_as_is(tmp_path: Path) -> None:
+def test_existing_ggml_path_is_returned_as_is(tiny_en: Converted, tmp_path: Path) -> None:
     model_file = tmp_path / "my-finetune.bin"
-    model_file.write_bytes(b"whatever")
+    model_file.symlink_to(tiny_en.path)
     assert resolve_whisper_model(str(model_file), tmp_path / "cache") == model_file
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data: b"whatever" * 10, "wrong magic"),
+        (lambda data: data[: len(data) // 3], "runs past the end"),
+        (lambda data: data[:60], "ends early"),
+        (lambda data: data + b"\0" * 64, "corrupt tensor header"),
+    ],
+)
+def test_damaged_ggml_path_is_refused_before_whisper_cpp_sees_it(
+    tiny_en: Converted, tmp_path: Path, damage: Any, reason: str
+) -> None:
+    # whisper.cpp segfaults on such files instead of failing: they must not reach it.
+    model_file = tmp_path / "damaged.bin"
+    model_file.write_bytes(damage(tiny_en.path.read_bytes()))
+    with pytest.raises(ModelError, match=reason):
+        resolve_whisper_model(str(model_file), tmp_path / "cache")
 
 
 def test_missing_path_names_the_path(tmp_path: Path) -> None:

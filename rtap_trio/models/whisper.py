@@ -877,6 +877,68 @@ def cached_model_path(name: str, cache_dir: Path | None = None) -> Path:
     return (cache_dir if cache_dir is not None else default_cache_dir()) / f"ggml-{name}.bin"
 
 
+#: Bytes per element of the ggml tensor types a whisper file may hold (f32, f16);
+#: and (block elements, block bytes) of the quantised ones whisper.cpp reads.
+_GGML_TYPE_BYTES = {0: 4.0, 1: 2.0}
+_GGML_QUANT_BLOCKS = {2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34)}
+
+
+def check_ggml_file(path: Path) -> None:
+    """Refuse a file whisper.cpp would crash on rather than reject.
+
+    pywhispercpp does not check whisper.cpp's load result, so a file that is
+    not ggml, or is cut short, ends the process with a segfault. This walks
+    the header, the vocabulary and every tensor header and checks that the
+    tensor data adds up to the file size exactly.
+    """
+
+    def fail(reason: str) -> ModelError:
+        return ModelError(f"{path} is not a usable whisper.cpp ggml model: {reason}")
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+
+        def ints(count: int) -> tuple[int, ...]:
+            raw = f.read(4 * count)
+            if len(raw) != 4 * count:
+                raise fail("the file ends early")
+            return struct.unpack(f"<{count}i", raw)
+
+        (magic,) = ints(1)
+        if magic != GGML_MAGIC:
+            raise fail("wrong magic number (not a ggml file)")
+        hparams = ints(11)
+        n_vocab, n_mels = hparams[0], hparams[9]
+        mel_rows, mel_cols = ints(2)
+        if not (0 < n_vocab < 1_000_000 and 0 < n_mels <= 256 and mel_rows == n_mels):
+            raise fail("implausible header")
+        f.seek(4 * mel_rows * mel_cols, 1)
+        (tokens,) = ints(1)
+        for _ in range(tokens):
+            (length,) = ints(1)
+            if not 0 <= length < 1024:
+                raise fail("corrupt vocabulary")
+            f.seek(length, 1)
+        while f.tell() < size:
+            n_dims, name_length, tensor_type = ints(3)
+            if not (1 <= n_dims <= 4 and 0 < name_length < 256):
+                raise fail(f"corrupt tensor header at byte {f.tell() - 12}")
+            elements = 1
+            for dim in ints(n_dims):
+                elements *= dim
+            f.seek(name_length, 1)
+            if tensor_type in _GGML_TYPE_BYTES:
+                data = int(elements * _GGML_TYPE_BYTES[tensor_type])
+            elif tensor_type in _GGML_QUANT_BLOCKS:
+                block, block_bytes = _GGML_QUANT_BLOCKS[tensor_type]
+                data = elements // block * block_bytes
+            else:
+                raise fail(f"unknown tensor type {tensor_type}")
+            f.seek(data, 1)
+        if f.tell() != size:
+            raise fail(f"the last tensor runs past the end ({f.tell()} > {size} bytes)")
+
+
 def _is_complete(path: Path, expected_size: int) -> bool:
     try:
         size = path.stat().st_size
@@ -939,6 +1001,7 @@ def resolve_whisper_model(
     if name_or_path not in KNOWN_MODELS:
         path = Path(name_or_path).expanduser()
         if path.is_file():
+            check_ggml_file(path)
             return path
         if path.exists():
             raise ModelError(f"Whisper model path {path} is not a regular file")
