@@ -25,7 +25,7 @@ from .pipeline import Engines, Pipeline
 from .session import PipelineState
 from .settings import Settings
 from .stages.language import LanguageAnalyzer
-from .stages.stt import WhisperPool
+from .stages.stt import ABORT_WAIT_S, WhisperPool
 from .supervisor import RestartPolicy, Supervisor
 from .telemetry import Metrics, serve_telemetry
 from .transport.outbox import Outbox
@@ -195,8 +195,10 @@ class Service:
         if self._runtime.stopping:
             return
         self._runtime.stopping = True
-        # The emitters' flush comes after the drain, inside the same grace period.
-        grace = max(self.settings.supervisor.shutdown_grace_s - _FLUSH_S, 0.0)
+        # A transcription cut off at the deadline takes up to ABORT_WAIT_S to
+        # stop, and the emitters' flush comes after: both fit in the grace period.
+        grace = self.settings.supervisor.shutdown_grace_s - _FLUSH_S - ABORT_WAIT_S
+        grace = max(grace, 0.0)
         self._drain_scope.deadline = trio.current_time() + grace
         if self._runtime.pipeline is not None:
             self._runtime.pipeline.stop()

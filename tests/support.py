@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -211,3 +212,32 @@ async def run_service(
         metrics=metrics,
         stop_s=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class ServicePorts:
+    """Free ports for a service run as a subprocess, and the variables that set them."""
+
+    events: int
+    transcripts: int
+    websocket: int
+    telemetry: int
+
+    @classmethod
+    def free(cls) -> ServicePorts:
+        sockets = [socket.socket() for _ in range(4)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(sock.getsockname()[1] for sock in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(self.events),
+            "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(self.transcripts),
+            "RTAP_OUTPUT__WEBSOCKET_PORT": str(self.websocket),
+            "RTAP_TELEMETRY__PORT": str(self.telemetry),
+        }

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from rtap_trio.models.whisper import default_cache_dir
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import TranscriptMessage, parse_message
 
-from .support import REPO
+from .support import REPO, ServicePorts
 
 TEXT = "turn on the kitchen lights"
 RATE = 16000
@@ -235,26 +234,12 @@ def test_device_by_index_by_substring_and_unknown(alsa_home: AlsaHome, tmp_path:
     assert f"{index:3d}  {DEVICE}  " in result.stdout, result.stdout
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.mark.slow
 def test_service_transcribes_the_alsa_device(alsa_home: AlsaHome) -> None:
-    events_port, transcripts_port, ws_port, metrics_port = free_ports(4)
+    ports = ServicePorts.free()
     env = {
         **alsa_home.env,
-        "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(events_port),
-        "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(transcripts_port),
-        "RTAP_OUTPUT__WEBSOCKET_PORT": str(ws_port),
-        "RTAP_TELEMETRY__PORT": str(metrics_port),
+        **ports.env(),
         # The device is not paced: frames arrive hundreds of times faster than
         # real time. The largest queue allowed (200 s of audio) keeps the speech
         # while the pipeline catches up; after it the device gives only zeros.
@@ -269,7 +254,7 @@ def test_service_transcribes_the_alsa_device(alsa_home: AlsaHome) -> None:
     subscriber = context.socket(zmq.SUB)
     subscriber.subscribe(b"")
     subscriber.setsockopt(zmq.RCVTIMEO, 500)
-    subscriber.connect(f"tcp://127.0.0.1:{transcripts_port}")
+    subscriber.connect(f"tcp://127.0.0.1:{ports.transcripts}")
     command = ["--profile", "pc2", "--source", "mic", "--device", DEVICE, "--no-wake"]
     process = subprocess.Popen(
         [sys.executable, "-m", "rtap_trio", *command],

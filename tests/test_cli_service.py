@@ -17,41 +17,27 @@ import zmq
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage, parse_message
 
-from .support import REPO
+from .support import REPO, ServicePorts
 
 DEMO_TEXT = "what is the weather in berlin today"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.mark.slow
 def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
-    events_port, transcripts_port, ws_port, metrics_port = free_ports(4)
+    ports = ServicePorts.free()
     env = {
         **os.environ,
-        "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(events_port),
-        "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(transcripts_port),
-        "RTAP_OUTPUT__WEBSOCKET_PORT": str(ws_port),
-        "RTAP_TELEMETRY__PORT": str(metrics_port),
+        **ports.env(),
     }
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     subscriber = context.socket(zmq.SUB)
     subscriber.subscribe(b"")
     subscriber.setsockopt(zmq.RCVTIMEO, 500)
-    subscriber.connect(f"tcp://127.0.0.1:{transcripts_port}")
+    subscriber.connect(f"tcp://127.0.0.1:{ports.transcripts}")
     events = context.socket(zmq.SUB)
     events.subscribe(b"")
     events.setsockopt(zmq.RCVTIMEO, 500)
-    events.connect(f"tcp://127.0.0.1:{events_port}")
+    events.connect(f"tcp://127.0.0.1:{ports.events}")
     # The default profile, as the README runs it: multilingual base model.
     process = subprocess.Popen(
         [sys.executable, "-m", "rtap_trio", "--source", "demo"],
@@ -79,11 +65,11 @@ def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
         assert transcript.wake_word == "computer" and transcript.language == "en"
         assert transcript.model == "base"
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/health", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.telemetry}/health", timeout=5) as r:
             assert r.status == 200 and json.loads(r.read())["status"] == "ok"
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.telemetry}/metrics", timeout=5) as r:
             assert b"rtap_pipeline_latency_seconds_count" in r.read()
-        with socket.create_connection(("127.0.0.1", ws_port), timeout=5):
+        with socket.create_connection(("127.0.0.1", ports.websocket), timeout=5):
             pass  # the WebSocket port accepts connections (content is tested in-process)
 
         sent = time.monotonic()

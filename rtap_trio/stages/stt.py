@@ -32,7 +32,7 @@ from .preprocess import Float32, prepare_for_stt
 __all__ = ["SttResult", "SttStage", "WhisperEngine", "WhisperPool"]
 
 #: How long a cancelled transcription may take to notice its abort flag.
-_ABORT_WAIT_S = 1.0
+ABORT_WAIT_S = 0.5
 
 # whisper.cpp's markers for "nothing was said" that must not reach subscribers.
 _NON_SPEECH = re.compile(
@@ -195,7 +195,7 @@ class WhisperPool:
                 # it to stop, and wait (shielded, bounded) until it has, so no
                 # thread is left inside whisper.cpp when the service exits.
                 abort.set()
-                with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_WAIT_S):
+                with trio.CancelScope(shield=True), trio.move_on_after(ABORT_WAIT_S):
                     await trio.to_thread.run_sync(engine.wait_idle)
                 raise
             finally:
