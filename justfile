@@ -49,6 +49,18 @@ train-sentiment:
 models:
     {{py}} -m rtap_trio models convert tiny.en base
 
+# benchmarks: JSON + Markdown report in bench-results/ (`just bench --quick` for a smoke run)
+bench *ARGS:
+    {{py}} -m rtap_trio bench {{ARGS}}
+
+# accuracy on ../shared/corpus (or a folder given): WER, wake word, language ID
+eval *ARGS:
+    {{py}} -m rtap_trio eval {{ARGS}}
+
+# rebuild whisper.cpp (pywhispercpp) from source for this CPU
+build-native:
+    scripts/build_native.sh
+
 # build the container image
 image:
     podman build -t rtap-trio:latest -f Containerfile .
