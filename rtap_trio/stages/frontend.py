@@ -119,15 +119,19 @@ class FrontEnd:
         index = self._ring.append(frame.samples, frame.index)
         self._last_index = index
         utterance = None
+        # webrtcvad adapts to the background as it goes, and a cold one calls
+        # the first ~80 ms speech: it hears every frame, so that it is warm
+        # when a wake word hands over to it.
+        voiced = self._vad.is_speech(frame.samples)
+        vad_done = now()
+        self._vad_time.observe(vad_done - started)
         if self._mode is _Mode.WAIT_WAKE:
             assert self._wake is not None
             detection = self._wake.process(frame.samples, index)
-            self._wake_time.observe(now() - started)
+            self._wake_time.observe(now() - vad_done)
             if detection is not None:
                 self._on_wake(detection)
         else:
-            voiced = self._vad.is_speech(frame.samples)
-            self._vad_time.observe(now() - started)
             if self._mode is _Mode.IN_SPEECH:
                 self._chunks.append(frame.samples)
             decision = self._endpointer.push(index, voiced)

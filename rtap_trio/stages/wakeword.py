@@ -68,24 +68,30 @@ class WakeWordDetector:
         except Exception as exc:  # Porcupine raises its own error hierarchy
             raise ModelError(f"Porcupine failed to load: {exc}") from exc
         self.frame_length: int = self._handle.frame_length
-        self._pending = np.zeros(0, dtype=np.int16)
+        # Samples waiting for a full Porcupine block; preallocated so the
+        # per-frame path does not allocate.
+        self._pending = np.zeros(2 * self.frame_length, dtype=np.int16)
+        self._held = 0
 
     def process(self, samples: Samples, frame_index: int) -> WakeWordDetection | None:
         """Feed one frame; returns a detection when a keyword ends in it."""
-        pending = np.concatenate((self._pending, samples)) if self._pending.size else samples
-        detection = None
         n = self.frame_length
+        detection = None
         offset = 0
-        while pending.size - offset >= n:
-            result = self._handle.process(pending[offset : offset + n])
-            offset += n
-            if result >= 0 and detection is None:
-                detection = WakeWordDetection(self.keywords[result], frame_index)
-        self._pending = pending[offset:].copy()
+        while offset < samples.size:
+            take = min(n - self._held, samples.size - offset)
+            self._pending[self._held : self._held + take] = samples[offset : offset + take]
+            self._held += take
+            offset += take
+            if self._held == n:
+                self._held = 0
+                result = self._handle.process(self._pending[:n])
+                if result >= 0 and detection is None:
+                    detection = WakeWordDetection(self.keywords[result], frame_index)
         return detection
 
     def reset(self) -> None:
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._held = 0
 
     def close(self) -> None:
         self._handle.delete()

@@ -1,0 +1,124 @@
+"""The front-end stage on generated speech, with the real Porcupine and webrtcvad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from rtap_trio.audio.file import load_audio
+from rtap_trio.buffers import AudioFrame, FullPolicy, open_channel
+from rtap_trio.session import PipelineState, SessionStateMachine, Utterance
+from rtap_trio.stages.frontend import FrontEnd
+from rtap_trio.stages.wakeword import WakeWordDetector
+from rtap_trio.telemetry import Metrics
+from rtap_trio.transport.outbox import Outbox
+from rtap_trio.transport.schemas import EventMessage, EventType, Stream
+
+from .support import service_settings
+
+
+def run_frontend(
+    samples: np.ndarray, **overrides: Any
+) -> tuple[list[Utterance], list[EventMessage], SessionStateMachine, FrontEnd]:
+    settings = service_settings("pc2", **overrides)
+    outbox, metrics = Outbox(), Metrics()
+    events = outbox.subscribe("test", (Stream.EVENTS,), 10_000)
+    session = SessionStateMachine("s", outbox, metrics)
+    _, frames_receive = trio.open_memory_channel[AudioFrame](0)
+    utterances_send, _ = open_channel("u", 100, FullPolicy.DROP_OLDEST)
+    wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
+    frontend = FrontEnd(
+        settings,
+        session=session,
+        outbox=outbox,
+        metrics=metrics,
+        wake=wake,
+        frames=frames_receive,
+        utterances=utterances_send,
+    )
+    n = settings.audio.frame_samples
+    padded = np.zeros(-(-samples.size // n) * n, dtype=np.int16)
+    padded[: samples.size] = samples
+    utterances: list[Utterance] = []
+    for index, frame in enumerate(padded.reshape(-1, n)):
+        utterance = frontend.process(AudioFrame(index, frame, 0.0))
+        if utterance is not None:
+            utterances.append(utterance)
+    final = frontend.flush()
+    if final is not None:
+        utterances.append(final)
+    outbox.close()
+    received = []
+    while True:
+        try:
+            received.append(events.receive.receive_nowait().message)
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return utterances, [m for m in received if isinstance(m, EventMessage)], session, frontend
+
+
+def fixture_audio(speech: dict[str, Any], name: str) -> tuple[np.ndarray, dict[str, Any]]:
+    entry = speech["by_file"][name]
+    return load_audio(Path(speech["dir"]) / name, 16000), entry
+
+
+def test_wake_word_then_command_gives_one_utterance_after_the_wake_word(
+    speech: dict[str, Any],
+) -> None:
+    audio, entry = fixture_audio(speech, "computer_garage.wav")
+    utterances, events, session, frontend = run_frontend(audio)
+    assert len(utterances) == 1
+    utterance = utterances[0]
+    assert utterance.wake_word == "computer"
+    # Pre-roll reaches back towards the command but never into the wake word.
+    assert entry["wake_end_s"] - 0.05 <= utterance.start_s <= entry["command_start_s"]
+    assert entry["command_end_s"] - 0.1 <= utterance.end_s <= entry["command_end_s"] + 0.3
+    assert utterance.samples.size == round((utterance.end_s - utterance.start_s) * 16000)
+    assert [e.type for e in events if e.type is not EventType.STATE_CHANGED] == [
+        EventType.WAKE_WORD,
+        EventType.SPEECH_START,
+        EventType.SPEECH_END,
+    ]
+    assert session.state is PipelineState.PROCESSING  # handed on, not yet transcribed
+    stats = frontend.statistics()
+    assert (stats.wake_words, stats.utterances, stats.discarded) == (1, 1, 0)
+
+
+def test_wake_word_then_silence_times_out_back_to_idle(speech: dict[str, Any]) -> None:
+    audio, entry = fixture_audio(speech, "jarvis_lights.wav")
+    # Keep the wake word and the pause after it (on the fixture's noise floor),
+    # then only the same faint hiss: no command follows.
+    cut = int((entry["command_start_s"] - 0.05) * 16000)
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal(16000 * 3) * 24).astype(np.int16)
+    utterances, events, session, _ = run_frontend(
+        np.concatenate([audio[:cut], quiet]),
+        **{"wakeword.keywords": ["jarvis"], "wakeword.listen_timeout_ms": 2000},
+    )
+    assert utterances == []
+    kinds = [e.type for e in events if e.type is not EventType.STATE_CHANGED]
+    assert kinds == [EventType.WAKE_WORD, EventType.LISTEN_TIMEOUT]
+    assert session.state is PipelineState.IDLE
+
+
+def test_without_wake_word_vad_alone_opens_each_utterance(speech: dict[str, Any]) -> None:
+    audio, entry = fixture_audio(speech, "two_utterances.wav")
+    utterances, _, _, _ = run_frontend(audio, **{"wakeword.enabled": False})
+    # Each turn is "wake word, pause, command": without wake word detection the
+    # spoken wake word is speech too, and the 0.3 s pause is shorter than the
+    # hangover, so each turn is one utterance.
+    assert len(utterances) == 2
+    assert all(u.wake_word is None for u in utterances)
+    first, second = entry["utterances"]
+    assert utterances[0].start_s <= first["speech_start_s"] <= utterances[0].end_s
+    assert utterances[1].start_s <= second["speech_start_s"] <= utterances[1].end_s
+
+
+def test_noise_alone_opens_nothing(speech: dict[str, Any]) -> None:
+    audio, _ = fixture_audio(speech, "noise_only.wav")
+    utterances, _, session, frontend = run_frontend(audio, **{"wakeword.enabled": False})
+    assert utterances == [] and session.state is PipelineState.IDLE
+    assert frontend.statistics().frames == -(-audio.size // 320)
