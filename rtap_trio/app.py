@@ -119,7 +119,12 @@ class Service:
                     )
                 websocket = None
                 if settings.output.websocket_enabled:
-                    websocket = WebSocketEmitter(settings.output, self.outbox, self.metrics)
+                    websocket = WebSocketEmitter(
+                        settings.output,
+                        self.outbox,
+                        self.metrics,
+                        send_budget_s=settings.pipeline.emit_budget_ms / 1000,
+                    )
                     self.ports.websocket = await servers.start(
                         self.supervisor.supervise_started, "websocket", websocket.run
                     )

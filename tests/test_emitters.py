@@ -101,3 +101,28 @@ async def test_slow_websocket_client_loses_oldest_without_stalling_others() -> N
         if sample.name == "rtap_messages_dropped_total"
     )
     assert dropped == 500 - len(slow)
+
+
+async def test_websocket_client_that_stops_reading_is_disconnected_after_the_emit_budget() -> None:
+    settings = OutputSettings(websocket_port=0, websocket_client_queue=64)
+    metrics = Metrics()
+    outbox = Outbox()
+    emitter = WebSocketEmitter(settings, outbox, metrics, send_budget_s=0.2)
+    payload = "x" * 30_000  # big events fill the socket buffers quickly
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(emitter.run)
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/", message_queue_size=1):
+            with trio.fail_after(5):
+                while emitter.clients < 1:
+                    await trio.sleep(0.01)
+            # The client reads nothing: TCP buffers fill, a send blocks, the
+            # budget passes, the server lets the client go.
+            with trio.fail_after(30):
+                while emitter.clients:
+                    outbox.event(EventType.STATE_CHANGED, "s1", blob=payload)
+                    await trio.sleep(0.001)
+        emitter.close()
+    exceeded = metrics.registry.get_sample_value(
+        "rtap_stage_budget_exceeded_total", {"stage": "emit"}
+    )
+    assert exceeded == 1.0

@@ -22,10 +22,21 @@ from .schemas import Stream
 
 __all__ = ["WebSocketEmitter"]
 
+#: A close handshake the client does not answer within this is abandoned.
+_CLOSE_TIMEOUT_S = 1.0
+
 
 class WebSocketEmitter:
-    def __init__(self, settings: OutputSettings, outbox: Outbox, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: OutputSettings,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        send_budget_s: float = 0.5,
+    ) -> None:
         self._settings = settings
+        self._send_budget_s = send_budget_s
         self._outbox = outbox
         self._metrics = metrics
         self._ids = itertools.count(1)
@@ -47,6 +58,7 @@ class WebSocketEmitter:
                         self.port,
                         None,
                         max_message_size=self._settings.websocket_max_message_bytes,
+                        disconnect_timeout=_CLOSE_TIMEOUT_S,
                         task_status=task_status,
                     )
                 )
@@ -89,9 +101,20 @@ class WebSocketEmitter:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._drain_incoming, ws, nursery.cancel_scope)
                     async for item in subscription.receive:
-                        await ws.send_message(item.payload.decode())
-                    # The outbox closed: the service is stopping.
-                    await ws.aclose(code=1001, reason="service stopping")
+                        with trio.move_on_after(self._send_budget_s) as budget:
+                            await ws.send_message(item.payload.decode())
+                        if budget.cancelled_caught:
+                            # A client that cannot take one message within the
+                            # emit budget is stuck: free its resources.
+                            self._metrics.budget_exceeded.labels("emit").inc()
+                            self._metrics.errors.labels("websocket", "send_timeout").inc()
+                            log.warning("client stuck for {:g}s: disconnected", self._send_budget_s)
+                            # Its closing handshake cannot complete either.
+                            with trio.move_on_after(_CLOSE_TIMEOUT_S):
+                                await ws.aclose(code=1013, reason="too slow")
+                            break
+                    else:  # the outbox closed: the service is stopping
+                        await ws.aclose(code=1001, reason="service stopping")
                     nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
