@@ -7,12 +7,15 @@ machine must walk its cycle.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rtap_trio.audio.base import AudioSource
 from rtap_trio.audio.file import DemoSource, FileSource
+from rtap_trio.buffers import Samples
 from rtap_trio.settings import Settings
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventType, TranscriptMessage
@@ -136,3 +139,43 @@ async def test_noise_only_gives_no_wake_word_and_no_transcript(speech: dict[str,
     run = await run_service(settings, source, expected_transcripts=0)
     assert run.transcripts == []
     assert not [m for m in run.events if m.type is EventType.WAKE_WORD]
+
+
+class MalformedFrameSource(AudioSource):
+    """Real demo audio with one malformed frame, as a misbehaving driver might give."""
+
+    def __init__(self, inner: AudioSource, at_frame: int) -> None:
+        self._inner = inner
+        self._at = at_frame
+        self.name = f"faulty:{inner.name}"
+        self.live = inner.live
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def frames(self) -> AsyncIterator[Samples]:
+        index = 0
+        async for frame in self._inner.frames():
+            if index == self._at:
+                yield frame[:-1]  # one sample short
+            yield frame
+            index += 1
+
+
+@pytest.mark.slow
+async def test_crashed_stage_is_restarted_and_the_pipeline_goes_on() -> None:
+    settings = service_settings("pc2", **{"supervisor.backoff_initial_s": 0.01})
+    demo = DemoSource(
+        frame_samples=settings.audio.frame_samples, realtime=False, loop=False, loop_gap_ms=0
+    )
+    run = await run_service(
+        settings, MalformedFrameSource(demo, at_frame=5), expected_transcripts=1
+    )
+    errors = [m for m in run.events if m.type is EventType.STAGE_ERROR]
+    assert [(m.data["stage"], m.data["error_type"]) for m in errors] == [("frontend", "ValueError")]
+    assert ("IDLE", "ERROR") in transitions(run) and ("ERROR", "IDLE") in transitions(run)
+    assert 'rtap_task_restarts_total{task="frontend"} 1.0' in run.metrics
+    assert 'rtap_errors_total{error_type="ValueError",stage="frontend"} 1.0' in run.metrics
+    transcript = run.transcripts[0]
+    assert word_error_rate(DEMO_TEXT, transcript.text) <= MAX_WER["en"], transcript.text
+    assert transcript.wake_word == "computer"
