@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from .transport.schemas import Stream
 
 __all__ = ["main"]
 
-COMMANDS = ("run", "replay", "config", "models", "devices")
+COMMANDS = ("run", "replay", "config", "models", "devices", "eval", "bench")
 
 
 def _profile_args(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +108,44 @@ def build_parser() -> argparse.ArgumentParser:
     models_commands.add_parser("list", help="list known models and the cache")
 
     commands.add_parser("devices", help="list audio input devices", description="List inputs.")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy on recordings with references: WER, wake word, language ID",
+        description="Word error rate (full pipeline vs bare engine), wake word detection and "
+        "false accepts, language ID on a folder of recordings; JSON + Markdown into --out.",
+    )
+    _profile_args(evaluate)
+    evaluate.add_argument(
+        "path", nargs="?", type=Path, help="folder of recordings (default ../shared/corpus)"
+    )
+    evaluate.add_argument(
+        "--references",
+        type=Path,
+        help="reference file (default: PATH/manifest.json, or eval/shared_corpus.json)",
+    )
+    evaluate.add_argument("--only", action="append", metavar="FILE", help="only these files")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-results"), help="report folder")
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks: front-end, latency, STT vs faster-whisper, throughput, memory",
+        description="Measure front-end cost, end-of-speech latency to a ZeroMQ subscriber, STT "
+        "time against faster-whisper, replay throughput, peak RSS and WebSocket fan-out; "
+        "bench.json + bench.md into --out.",
+    )
+    _profile_args(bench)
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="report folder")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s; CI)")
+    bench.add_argument(
+        "--corpus", type=Path, help="folder of real recordings (default ../shared/corpus)"
+    )
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=("frontend", "stt_ab", "throughput", "latency", "memory", "fanout"),
+        help="run only this section (repeatable)",
+    )
     return parser
 
 
@@ -139,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _cmd_config,
         "models": _cmd_models,
         "devices": _cmd_devices,
+        "eval": _cmd_eval,
+        "bench": _cmd_bench,
     }
     try:
         return handlers[args.command](args)
@@ -301,3 +342,39 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     for device in list_input_devices():
         print(f"{device['index']:3d}  {device['name']}  ({device['channels']} ch)")
     return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import run_eval_command
+
+    return run_eval_command(
+        path=args.path,
+        references=args.references,
+        profile=args.profile,
+        settings_dir=args.settings_dir,
+        overrides=_parse_overrides(args.overrides),
+        only=args.only,
+        out=args.out,
+        command=f"python -m rtap_trio {shlex.join(sys.argv[1:])}",
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import BenchOptions, run_bench
+
+    report = run_bench(
+        BenchOptions(
+            settings=_settings(args),
+            out=args.out,
+            quick=args.quick,
+            corpus=args.corpus,
+            only=args.only or [],
+            profile=args.profile,
+            settings_dir=args.settings_dir,
+            overrides=list(args.overrides),
+            argv=list(sys.argv[1:]),
+        )
+    )
+    print((args.out / "bench.md").read_text(encoding="utf-8"), end="")
+    failed = [name for name, s in report["sections"].items() if s["status"] == "error"]
+    return 1 if failed else 0

@@ -136,6 +136,26 @@ class SttSettings(_Section):
     workers: int = Field(1, ge=1, le=8)
     budget_ms: int = Field(15_000, ge=100, le=300_000)
     warmup: bool = True
+    # whisper.cpp encodes a 30 s window (1500 frames of 20 ms) whatever the
+    # utterance length; encoding only the utterance is the largest CPU saving,
+    # but a window close to the speech makes Whisper repeat itself or loop
+    # (seen with +100 frames on 2-3 s commands), hence a floor: 768 kept the
+    # words of tiny.en on every fixture, while base flipped a Spanish command
+    # at any window under 30 s, so "auto" is pc2's choice, not the default
+    # (docs/cuda.md, "CPU speed").
+    audio_ctx: Literal["auto"] | int = Field(
+        0, description="0 (full 30 s window), auto (sized to the utterance), or frames"
+    )
+    audio_ctx_floor: int = Field(768, ge=1, le=1500)
+    audio_ctx_margin: int = Field(64, ge=0, le=1500)
+    flash_attn: bool = Field(False, description="whisper.cpp flash attention")
+
+    @field_validator("audio_ctx")
+    @classmethod
+    def _ctx_in_range(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 0 <= value <= 1500:
+            raise ValueError("must be 'auto', 0 (full window) or 1..1500 encoder frames")
+        return value
 
     @field_validator("model_path", "model_cache_dir", mode="before")
     @classmethod

@@ -33,11 +33,23 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing rtap_trio and its dependencies"
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,bench,eval]'
 # pvporcupine 1.9.5 is the last release that runs offline without an AccessKey.
 # --no-deps: it declares enum34, which shadows the standard library's enum.
 .venv/bin/python -m pip install -q --no-deps pvporcupine==1.9.5
 .venv/bin/python -m pip uninstall -q -y enum34 2>/dev/null || true
+
+# A whisper.cpp build for this CPU (scripts/build_native.sh, 1.5-5 min) is
+# opt-in: with stt.audio_ctx sized to the utterance it measured no faster than
+# the PyPI wheel on the CI machine (docs/cuda.md, "CPU speed"). RTAP_NATIVE=1
+# builds it; a failed build keeps the wheel, so setup still completes.
+if [ "${RTAP_NATIVE:-0}" = "0" ]; then
+  echo "setup: using the PyPI build of whisper.cpp (RTAP_NATIVE=1 builds one for this CPU)"
+elif ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+  echo "setup: no C++ compiler: keeping the PyPI build of whisper.cpp (install g++, then run scripts/build_native.sh)"
+elif ! scripts/build_native.sh; then
+  echo "setup: WARNING: the native whisper.cpp build failed (see above); using the PyPI wheel" >&2
+fi
 
 echo "setup: converting Whisper models (once; cached)"
 .venv/bin/python -m rtap_trio models convert tiny.en base

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import trio
@@ -29,15 +29,19 @@ from ..transport.outbox import Outbox
 from ..transport.schemas import EventType
 from .preprocess import Float32, prepare_for_stt
 
-__all__ = ["SttResult", "SttStage", "WhisperEngine", "WhisperPool"]
+__all__ = ["SttResult", "SttStage", "WhisperEngine", "WhisperPool", "audio_ctx_for"]
 
 #: How long a cancelled transcription may take to notice its abort flag.
 ABORT_WAIT_S = 0.5
 
-# whisper.cpp's markers for "nothing was said" that must not reach subscribers.
-_NON_SPEECH = re.compile(
-    r"\[(BLANK_AUDIO|MUSIC|NOISE|SILENCE)[^\]]*\]|\((music|noise|silence)\)", re.I
-)
+# Whisper writes sounds it hears in brackets or parentheses ("[BLANK_AUDIO]",
+# "(upbeat music)", "[ Silence ]"); none of that was said.
+_NON_SPEECH = re.compile(r"\[[^\]]*\]|\([^)]*\)")
+
+
+def clean_transcript(text: str) -> str:
+    """Whisper's text without sound annotations and with single spaces."""
+    return re.sub(r"\s+", " ", _NON_SPEECH.sub(" ", text)).strip()
 
 
 def _route_whisper_logs() -> None:
@@ -59,6 +63,27 @@ def _route_whisper_logs() -> None:
     # while it is finalising, which aborts the process: hand logging back to
     # whisper.cpp's default before that, whatever path the exit takes.
     atexit.register(_pywhispercpp.whisper_log_set, None)
+
+
+#: whisper.cpp's encoder sees 20 ms frames (hop 160, stride-2 convolution)
+#: and at most 30 s of them.
+SAMPLES_PER_AUDIO_FRAME = 320
+FULL_AUDIO_CTX = 1500
+
+
+def audio_ctx_for(samples: int, setting: Literal["auto"] | int, *, floor: int, margin: int) -> int:
+    """The ``audio_ctx`` to give whisper.cpp for ``samples`` of 16 kHz audio.
+
+    0 means whisper.cpp's own full 30 s window. "auto" sizes the window to the
+    utterance plus ``margin`` frames, never under ``floor``: Whisper was only
+    trained on 30 s windows, and a window that ends right at the speech makes
+    it drop or invent words.
+    """
+    if setting != "auto":
+        return setting
+    frames = -(-samples // SAMPLES_PER_AUDIO_FRAME)
+    ctx = max(floor, frames + margin)
+    return 0 if ctx >= FULL_AUDIO_CTX else ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +121,21 @@ class WhisperEngine:
             "single_segment": True,
             "no_timestamps": True,
             "suppress_blank": True,
+            "audio_ctx": 0,
         }
+        self._audio_ctx = settings.audio_ctx
+        self._audio_ctx_floor = settings.audio_ctx_floor
+        self._audio_ctx_margin = settings.audio_ctx_margin
+        #: The audio_ctx of the latest transcription (0: the full window).
+        self.last_audio_ctx = 0
         try:
             self._model = Model(
                 str(self.model_file),
                 redirect_whispercpp_logs_to=None,
-                context_params={"use_gpu": settings.device == "cuda"},
+                context_params={
+                    "use_gpu": settings.device == "cuda",
+                    "flash_attn": settings.flash_attn,
+                },
                 **self._params,
             )
         except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file
@@ -112,16 +146,24 @@ class WhisperEngine:
         self, audio: Float32, should_abort: Callable[[], bool] | None = None
     ) -> SttResult:
         """Blocking. ``should_abort`` is polled by whisper.cpp between steps."""
+        audio_ctx = audio_ctx_for(
+            audio.size,
+            self._audio_ctx,
+            floor=self._audio_ctx_floor,
+            margin=self._audio_ctx_margin,
+        )
         with self._lock:
+            self.last_audio_ctx = audio_ctx
             # pywhispercpp keeps per-call parameters on the model, so the full
-            # set is passed every time rather than trusting what is left over.
+            # set is passed every time rather than trusting what is left over:
+            # a short window left by the last utterance would cut this one.
             segments = self._model.transcribe(
                 np.ascontiguousarray(audio, dtype=np.float32),
                 abort_callback=should_abort,
-                **self._params,
+                **{**self._params, "audio_ctx": audio_ctx},
             )
         text = " ".join(segment.text.strip() for segment in segments)
-        text = re.sub(r"\s+", " ", _NON_SPEECH.sub(" ", text)).strip()
+        text = clean_transcript(text)
         return SttResult(text=text, aborted=bool(should_abort and should_abort()))
 
     def close(self) -> None:

@@ -1,0 +1,227 @@
+"""What every benchmark shares: statistics, the audio it plays, a paced source, free ports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+from loguru import logger
+
+from ..audio.base import AudioSource
+from ..audio.file import load_audio
+from ..buffers import Samples
+
+__all__ = [
+    "REPO",
+    "SAMPLE_RATE",
+    "ArraySource",
+    "Clip",
+    "concatenate",
+    "corpus_clips",
+    "default_corpus",
+    "fixture_clips",
+    "free_ports",
+    "progress",
+    "quiet_logging",
+    "summarize",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_RATE = 16_000
+
+
+def default_corpus() -> Path:
+    return REPO.parent / "shared" / "corpus"
+
+
+def progress(message: str) -> None:
+    """One line on stderr: a full run takes minutes and should say where it is."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def summarize(values: Iterable[float], digits: int = 3) -> dict[str, float | int]:
+    """n, mean, p50, p95, p99 and max; percentiles interpolate, so p50 <= p95 <= p99."""
+    data = np.asarray(list(values), dtype=np.float64)
+    if data.size == 0:
+        return {"n": 0}
+    p50, p95, p99 = np.percentile(data, [50, 95, 99])
+    return {
+        "n": int(data.size),
+        "mean": round(float(data.mean()), digits),
+        "p50": round(float(p50), digits),
+        "p95": round(float(p95), digits),
+        "p99": round(float(p99), digits),
+        "max": round(float(data.max()), digits),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """One recording, 16 kHz mono int16, and what is said in it (when known)."""
+
+    name: str
+    samples: Samples
+    language: str | None = None
+    text: str | None = None
+    has_speech: bool = True
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.size / SAMPLE_RATE
+
+
+def _make_speech_module() -> Any:
+    # The generator is a script, not part of the package: load it the way
+    # tests/conftest.py does, so the bench uses the very same fixtures.
+    path = REPO / "scripts" / "make_speech.py"
+    spec = importlib.util.spec_from_file_location("make_speech", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_speech"] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def fixture_clips() -> list[Clip]:
+    """The project's generated speech (16 kHz mono WAVs only); [] if it cannot be made."""
+    out = REPO / "tests" / "fixtures"
+    try:
+        manifest_path = Path(_make_speech_module().generate_fixtures(out))
+    except Exception as exc:  # no espeak-ng/sox, or run from an installed wheel
+        progress(f"generated fixtures unavailable ({exc}); using the corpus only")
+        return []
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    clips = []
+    for entry in manifest["fixtures"]:
+        if entry["format"] != "wav" or entry["sample_rate"] != SAMPLE_RATE:
+            continue  # the resampling variants say nothing new about speed
+        if entry["channels"] != 1:
+            continue
+        clips.append(
+            Clip(
+                name=entry["file"],
+                samples=load_audio(out / entry["file"], SAMPLE_RATE),
+                language=entry.get("language"),
+                text=entry.get("text"),
+                has_speech=bool(entry.get("utterances")),
+            )
+        )
+    return clips
+
+
+# What ../shared/corpus/MANIFEST.md says is in each file we use.
+_CORPUS = {
+    "jfk.wav": (
+        "en",
+        "And so my fellow Americans, ask not what your country can do for you, "
+        "ask what you can do for your country.",
+    ),
+    "living_room_light_en.wav": ("en", "Turn on the living room light."),
+    "living_room_light_de.wav": ("de", None),
+    "living_room_light_es.wav": ("es", None),
+}
+
+
+def corpus_clips(corpus: Path) -> list[Clip]:
+    """The corpus files read in place (never copied into the repository)."""
+    clips = []
+    for name, (language, text) in _CORPUS.items():
+        path = corpus / name
+        if path.is_file():
+            clips.append(Clip(name, load_audio(path, SAMPLE_RATE), language, text))
+    return clips
+
+
+def concatenate(clips: Sequence[Clip], gap_s: float, total_s: float | None = None) -> Samples:
+    """Clips one after another with silence between, repeated up to ``total_s`` if given."""
+    gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.int16)
+    parts: list[Samples] = []
+    length = 0
+    while True:
+        for clip in clips:
+            parts += [clip.samples, gap]
+            length += clip.samples.size + gap.size
+            if total_s is not None and length >= total_s * SAMPLE_RATE:
+                return np.concatenate(parts)
+        if total_s is None:
+            return np.concatenate(parts) if parts else gap
+
+
+class ArraySource(AudioSource):
+    """Frames of an in-memory recording, optionally paced like a microphone.
+
+    Paced, frame ``i`` is yielded at ``t0 + (i + 1) * frame`` (a microphone
+    delivers a frame once all of it has been heard), so an offset in the
+    recording maps to wall-clock time as ``started_wall + offset``. With a
+    ``gate`` nothing is yielded until it is set, so subscribers can connect first.
+    """
+
+    def __init__(
+        self,
+        samples: Samples,
+        *,
+        frame_samples: int,
+        paced: bool,
+        gate: trio.Event | None = None,
+        trailing_silence_s: float = 0.0,
+    ) -> None:
+        self.name = "bench"
+        self.live = paced
+        self._gate = gate
+        tail = np.zeros(int(trailing_silence_s * SAMPLE_RATE), dtype=np.int16)
+        audio = np.concatenate((samples, tail))
+        frames = -(-audio.size // frame_samples)
+        padded = np.zeros(frames * frame_samples, dtype=np.int16)
+        padded[: audio.size] = audio
+        self._frames = padded.reshape(frames, frame_samples)
+        self._frame_s = frame_samples / SAMPLE_RATE
+        self.duration_s = padded.size / SAMPLE_RATE
+        self.started_wall = 0.0
+        self.started_perf = 0.0
+        self.finished_perf = 0.0
+        self.finished = trio.Event()
+
+    async def open(self) -> None:
+        return None
+
+    async def frames(self) -> AsyncIterator[Samples]:
+        if self._gate is not None:
+            await self._gate.wait()
+        self.started_perf, self.started_wall = time.perf_counter(), time.time()
+        for index, frame in enumerate(self._frames):
+            if self.live:
+                # Sleep to each frame's due time so scheduling delays never accumulate.
+                delay = self.started_perf + (index + 1) * self._frame_s - time.perf_counter()
+                if delay > 0:
+                    await trio.sleep(delay)
+            yield frame
+        self.finished_perf = time.perf_counter()
+        self.finished.set()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on 127.0.0.1, for a child process to bind."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def quiet_logging() -> None:
+    """Only warnings from the services the bench starts: its own output is the report."""
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{time:HH:mm:ss} {level} {message}")

@@ -1,0 +1,173 @@
+"""End of speech to transcript received by a real ZeroMQ subscriber, and where the time goes.
+
+The service runs in this process on a microphone-paced source (so frame ``i``
+arrives at ``t0 + (i + 1) * 20 ms``) and a SUB socket on 127.0.0.1 receives
+both streams in a thread, stamping each message as it arrives. The end of
+speech is the end of the last voiced frame, taken from the ``speech_end``
+event's offset, so ``received - (t0 + offset)`` is what a user waits.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import zmq
+
+from ..app import Service
+from ..buffers import Samples
+from ..settings import Settings
+from .common import ArraySource, summarize
+
+__all__ = ["ZmqReceiver", "measure_latency"]
+
+
+@dataclass
+class ZmqReceiver:
+    """One SUB socket on several ports; a thread receives and stamps with time.time()."""
+
+    ports: list[int]
+    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVTIMEO, 100)
+        self._socket.subscribe(b"")
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        for port in self.ports:
+            self._socket.connect(f"tcp://127.0.0.1:{port}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="bench-zmq-sub", daemon=True)
+
+    async def start(self) -> None:
+        # ZeroMQ's slow joiner: wait for every handshake, or early messages are lost.
+        self._monitor.setsockopt(zmq.RCVTIMEO, 5000)
+        for _ in self.ports:
+            await trio.to_thread.run_sync(self._monitor.recv_multipart)
+        self._thread.start()
+        await trio.sleep(0.2)  # the subscription reaches the publisher after the handshake
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self._socket.recv_multipart()
+            except zmq.Again:
+                continue
+            # Stamp first: parsing is the subscriber's business, not the pipeline's.
+            stamp = time.time()
+            self.received.append((stamp, topic.decode(), json.loads(payload)))
+
+    def transcripts(self) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, m) for t, topic, m in self.received if topic == "transcript"]
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self._socket.close(linger=0)
+        self._context.term()
+
+
+def _settings(settings: Settings) -> Settings:
+    # Every utterance must count, so VAD alone opens one; ports are ephemeral.
+    return settings.model_copy(
+        update={
+            "wakeword": settings.wakeword.model_copy(update={"enabled": False}),
+            "output": settings.output.model_copy(
+                update={
+                    "zmq_pub_port_events": 0,
+                    "zmq_pub_port_transcripts": 0,
+                    "websocket_port": 0,
+                }
+            ),
+            "telemetry": settings.telemetry.model_copy(update={"port": 0}),
+        }
+    )
+
+
+async def measure_latency(settings: Settings, audio: Samples, limit_s: float) -> dict[str, Any]:
+    settings = _settings(settings)
+    gate = trio.Event()
+    source = ArraySource(
+        audio,
+        frame_samples=settings.audio.frame_samples,
+        paced=True,
+        gate=gate,
+        trailing_silence_s=settings.vad.hangover_ms / 1000 + 0.5,
+    )
+    service = Service(settings, source=source, handle_signals=False)
+    receiver: ZmqReceiver | None = None
+    try:
+        # When the source ends the service drains, flushes its emitters and
+        # returns on its own: the nursery ends with it.
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(service.run)
+            assert ports.zmq_events is not None and ports.zmq_transcripts is not None
+            receiver = ZmqReceiver([ports.zmq_events, ports.zmq_transcripts])
+            await receiver.start()
+            gate.set()
+            with trio.move_on_after(limit_s) as scope:
+                await source.finished.wait()
+            if scope.cancelled_caught:
+                service.stop()
+        await trio.sleep(0.3)  # the last messages are on their way through the socket
+    finally:
+        if receiver is not None:
+            receiver.close()
+    assert receiver is not None
+    return _analyse(receiver, source, settings)
+
+
+_PARTS = ("endpoint", "queue", "preprocess", "stt", "language", "emit")
+
+
+def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> dict[str, Any]:
+    ends = {
+        m["utterance_id"]: float(m["data"]["offset_s"])
+        for _, topic, m in receiver.received
+        if topic == "speech_end"
+    }
+    rows: list[dict[str, float]] = []
+    for received, message in receiver.transcripts():
+        offset = ends.get(message["utterance_id"])
+        if offset is None:
+            continue
+        parts = message["latency_ms"]
+        total = (received - (source.started_wall + offset)) * 1000
+        transport = (received - message["emitted_at"]) * 1000
+        row = {name: float(parts[name]) for name in _PARTS}
+        row["transport"] = transport
+        row["total"] = total
+        # Waiting for a busy STT worker is STT capacity, not pipeline overhead:
+        # it is reported on its own as "queue".
+        row["overhead"] = total - row["endpoint"] - row["stt"] - row["queue"]
+        # Frame delivery and scheduling: what no stage accounts for.
+        row["unattributed"] = total - sum(row[name] for name in (*_PARTS, "transport"))
+        row["audio_s"] = float(message["audio_end_s"]) - float(message["audio_start_s"])
+        rows.append(row)
+    keys = ("total", "overhead", *_PARTS, "transport", "unattributed")
+    return {
+        "model": settings.stt.model_name,
+        "wake_word": False,
+        "hangover_ms": settings.vad.hangover_ms,
+        "audio_s": round(source.duration_s, 1),
+        "utterances": len(rows),
+        "transcripts_received": len(receiver.transcripts()),
+        "ms": {key: summarize((row[key] for row in rows), 2) for key in keys},
+        "per_utterance": [{k: round(v, 2) for k, v in row.items()} for row in rows],
+        "definitions": {
+            "total": "end of the last voiced frame -> transcript received by a ZeroMQ SUB",
+            "overhead": "total - endpoint hangover - STT - queue (preprocess, language, "
+            "emit, transport, frame delivery)",
+            "queue": "waiting for a free STT worker (grows when STT is slower than speech)",
+            "transport": "message emitted_at -> received by the SUB socket",
+            "unattributed": "total minus every named part: frame delivery and scheduling",
+        },
+    }

@@ -1,0 +1,238 @@
+"""The report: machine and versions, targets, JSON and a short Markdown table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TARGETS",
+    "command_line",
+    "headline",
+    "machine",
+    "now_utc",
+    "versions",
+    "write_report",
+]
+
+_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16")
+_PACKAGES = (
+    "rtap-trio",
+    "pywhispercpp",
+    "faster-whisper",
+    "ctranslate2",
+    "numpy",
+    "trio",
+    "trio-websocket",
+    "pyzmq",
+    "pvporcupine",
+    "webrtcvad-wheels",
+    "fasttext-predict",
+)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 0
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "cpu_model": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "flags": {flag: flag in flags for flag in _FLAGS},
+        "load_average_at_start": [round(x, 2) for x in load],
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    try:
+        import _pywhispercpp
+
+        # whisper.cpp's own view of the CPU features it was built with.
+        found["whisper.cpp system_info"] = str(_pywhispercpp.whisper_print_system_info()).strip()
+    except Exception:  # the report must not fail on a diagnostic
+        found["whisper.cpp system_info"] = None
+    return found
+
+
+#: headline -> (path in the report, comparison, target, unit)
+TARGETS: dict[str, tuple[tuple[str, ...], str, float | None, str]] = {
+    "front-end per frame p50": (("frontend", "per_frame_ms", "p50"), "<=", None, "ms"),
+    "front-end per frame p95": (("frontend", "per_frame_ms", "p95"), "<=", None, "ms"),
+    "front-end per frame p99": (("frontend", "per_frame_ms", "p99"), "<=", 0.2, "ms"),
+    "front-end per frame p99, CPU time": (
+        ("frontend", "per_frame_cpu_ms", "p99"),
+        "<=",
+        0.2,
+        "ms",
+    ),
+    "front-end per frame p99, back-to-back (warm caches), wake word": (
+        ("frontend", "wake_word", "unpaced", "per_frame_ms", "p99"),
+        "<=",
+        None,
+        "ms",
+    ),
+    "front-end per frame p99, back-to-back (warm caches), VAD": (
+        ("frontend", "vad", "unpaced", "per_frame_ms", "p99"),
+        "<=",
+        None,
+        "ms",
+    ),
+    "front-end CPU while LISTENING": (("frontend", "cpu_percent_listening"), "<=", None, "%"),
+    "front-end CPU while IDLE (wake word)": (
+        ("frontend", "cpu_percent_idle_wake_word"),
+        "<=",
+        None,
+        "%",
+    ),
+    "end of speech -> ZeroMQ transcript p50": (("latency", "ms", "total", "p50"), "<=", None, "ms"),
+    "end of speech -> ZeroMQ transcript p95": (("latency", "ms", "total", "p95"), "<=", None, "ms"),
+    "waiting for an STT worker p95": (("latency", "ms", "queue", "p95"), "<=", None, "ms"),
+    "pipeline overhead outside STT, queue and hangover p95": (
+        ("latency", "ms", "overhead", "p95"),
+        "<=",
+        5.0,
+        "ms",
+    ),
+    "STT per utterance p50 (whisper.cpp)": (
+        ("stt_ab", "whisper_cpp", "per_utterance_ms", "p50"),
+        "<=",
+        None,
+        "ms",
+    ),
+    "STT whisper.cpp / faster-whisper int8": (
+        ("stt_ab", "ratios", "whisper_cpp/faster_whisper_int8", "total"),
+        "<=",
+        0.8,
+        "x",
+    ),
+    "STT whisper.cpp / faster-whisper float32": (
+        ("stt_ab", "ratios", "whisper_cpp/faster_whisper_float32", "total"),
+        "<=",
+        None,
+        "x",
+    ),
+    "replay throughput": (("throughput", "realtime_factor"), ">=", None, "x real time"),
+    "replay throughput, tiny.en": (
+        ("throughput_tiny_en", "realtime_factor"),
+        ">=",
+        10.0,
+        "x real time",
+    ),
+    "peak RSS, service on the demo": (("memory", "peak_rss_mb"), "<=", 200.0, "MB"),
+    "WebSocket delivery p99, 100 clients": (("fanout", "delay_ms", "p99"), "<=", None, "ms"),
+}
+
+
+def _lookup(report: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = report
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    tiny = report.get("model") == "tiny.en"
+    for name, (path, op, target, unit) in TARGETS.items():
+        value = _lookup(report, path)
+        if value is None:
+            continue
+        if name == "replay throughput" and tiny:
+            name, target = "replay throughput, tiny.en", 10.0
+        met = None
+        if target is not None:
+            met = value <= target if op == "<=" else value >= target
+        rows.append(
+            {"figure": name, "value": value, "unit": unit, "target": target, "op": op, "met": met}
+        )
+    return rows
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    flags = ", ".join(flag for flag, present in m["flags"].items() if present) or "none"
+    lines = [
+        f"# RTAP benchmark ({report['profile']}, model {report['model']}"
+        f"{', quick' if report['quick'] else ''})",
+        "",
+        f"{report['date']} on {m['cpu_model']}, {m['cores_usable']} of {m['cores']} cores "
+        f"({flags}); load average {m['load_average_at_start'][0]} at start, "
+        f"{m.get('load_average_at_end', ['?'])[0]} at the end.",
+        f"`{report['command']}`, {report['duration_s']} s.",
+        "",
+        "| figure | value | target | |",
+        "|---|---:|---:|---|",
+    ]
+    for row in report["headline"]:
+        target = "" if row["target"] is None else f"{row['op']} {row['target']:g}"
+        met = {True: "ok", False: "**missed**", None: ""}[row["met"]]
+        lines.append(f"| {row['figure']} | {row['value']:g} {row['unit']} | {target} | {met} |")
+    skipped = [
+        f"- {name}: {section.get('status')} ({section.get('reason') or section.get('error')})"
+        for name, section in report["sections"].items()
+        if section.get("status") != "ok"
+    ]
+    if skipped:
+        lines += ["", "Not measured:", "", *skipped]
+    latency = report.get("latency")
+    if isinstance(latency, dict) and "ms" in latency:
+        lines += [
+            "",
+            f"End of speech -> transcript, {latency['utterances']} utterances (ms):",
+            "",
+            "| part | p50 | p95 |",
+            "|---|---:|---:|",
+        ]
+        for part, stats in latency["ms"].items():
+            if stats.get("n"):
+                lines.append(f"| {part} | {stats['p50']:g} | {stats['p95']:g} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "bench.json"
+    md_path = out / "bench.md"
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    md_path.write_text(_markdown(report), encoding="utf-8")
+    return json_path, md_path
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def command_line(argv: list[str]) -> str:
+    return shlex.join(["python", "-m", "rtap_trio", *argv])

@@ -1,0 +1,178 @@
+"""``python -m rtap_trio bench``: every measurement in turn, one report.
+
+Sections run one after another (never side by side: on two cores they would
+measure each other). A section that fails is recorded as an error with its
+message and the others still run; faster-whisper missing is a skip, not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..settings import Settings
+from . import report as reporting
+from .common import (
+    Clip,
+    concatenate,
+    corpus_clips,
+    default_corpus,
+    fixture_clips,
+    progress,
+    quiet_logging,
+)
+from .fanout import measure_fanout
+from .frontend import measure_frontend
+from .latency import measure_latency
+from .memory import measure_service_rss
+from .stt_ab import measure_stt_ab
+from .throughput import measure_throughput
+
+__all__ = ["SECTIONS", "BenchOptions", "run_bench"]
+
+SECTIONS = ("frontend", "stt_ab", "throughput", "latency", "memory", "fanout")
+
+
+@dataclass
+class BenchOptions:
+    settings: Settings
+    out: Path
+    quick: bool = False
+    corpus: Path | None = None
+    only: list[str] = field(default_factory=list)
+    #: how the child process of the memory section gets the same settings
+    profile: str | None = None
+    settings_dir: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Audio:
+    fixtures: list[Clip]
+    corpus: list[Clip]
+
+    @property
+    def speech(self) -> list[Clip]:
+        return [clip for clip in self.fixtures if clip.has_speech] + self.corpus
+
+    def named(self, name: str) -> list[Clip]:
+        return [clip for clip in self.corpus + self.fixtures if clip.name == name]
+
+
+def _with_tiny(settings: Settings) -> Settings:
+    # Same profile, tiny.en: the model the throughput target is stated for.
+    stt = settings.stt.model_copy(update={"model_name": "tiny.en", "language": "en"})
+    return settings.model_copy(update={"stt": stt})
+
+
+def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], dict[str, Any]]]:
+    settings, quick = options.settings, options.quick
+    speech = audio.speech
+    if not speech:
+        raise RuntimeError("no speech to measure: neither generated fixtures nor a corpus")
+    jfk = audio.named("jfk.wav") or speech[:1]
+    english = [clip for clip in speech if clip.language == "en"]
+    # Quick: two short English utterances (whisper pads every one to 30 s anyway).
+    short = english[:2] if len(english) >= 2 else speech[:2]
+    # An English-only model on German says nothing about speed that English does not.
+    english_only = settings.stt.model_name.endswith(".en")
+    # Real speech first, then the generated; six utterances keep the full run short.
+    ab_clips = [c for c in audio.corpus + speech if c.language == "en" or not english_only]
+    ab_clips = list({clip.name: clip for clip in ab_clips}.values())[:6]
+    long_audio = concatenate(jfk if audio.corpus else speech, 1.0, 12 if quick else 45)
+
+    def throughput() -> dict[str, Any]:
+        result = trio.run(measure_throughput, settings, long_audio)
+        if not quick and settings.stt.model_name != "tiny.en":
+            progress("throughput with tiny.en too (the model the target is for)")
+            tiny = trio.run(measure_throughput, _with_tiny(settings), long_audio)
+            result["tiny_en"] = tiny
+        return result
+
+    def memory() -> dict[str, Any]:
+        overrides = list(options.overrides)
+        if quick:  # the demo unpaced: a transcript within seconds instead of a loop
+            overrides.append("audio.realtime=false")
+        return measure_service_rss(
+            options.profile,
+            options.settings_dir,
+            overrides,
+            transcripts=1 if quick else 2,
+            limit_s=60 if quick else 120,
+        )
+
+    return {
+        "frontend": lambda: measure_frontend(
+            settings, concatenate(audio.fixtures or speech, 1.0), quick=quick
+        ),
+        "stt_ab": lambda: measure_stt_ab(settings, short if quick else ab_clips, quick=quick),
+        "throughput": throughput,
+        "latency": lambda: trio.run(
+            measure_latency,
+            settings,
+            concatenate(short if quick else speech[:6], 1.5),
+            60 if quick else 240,
+        ),
+        "memory": memory,
+        "fanout": lambda: trio.run(measure_fanout, 100, 10 if quick else 50, 0.02),
+    }
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Run the sections asked for, write bench.json and bench.md, return the report."""
+    quiet_logging()
+    started = time.perf_counter()
+    settings = options.settings
+    report: dict[str, Any] = {
+        "date": reporting.now_utc(),
+        "command": reporting.command_line(options.argv),
+        "profile": settings.environment,
+        "model": settings.stt.model_name,
+        "threads": settings.stt.n_threads,
+        "quick": options.quick,
+        "machine": reporting.machine(),
+        "versions": reporting.versions(),
+        "sections": {},
+    }
+    corpus = options.corpus or default_corpus()
+    audio = _Audio(fixture_clips(), corpus_clips(corpus))
+    report["audio"] = {
+        "fixtures": [clip.name for clip in audio.fixtures],
+        "corpus": str(corpus),
+        "corpus_files": [clip.name for clip in audio.corpus],
+    }
+    sections = _sections(options, audio)
+    for name in options.only or SECTIONS:
+        progress(f"{name} ...")
+        section_started = time.perf_counter()
+        try:
+            result = sections[name]()
+            status = {"status": "ok"}
+            if name == "stt_ab" and "faster_whisper" in result:
+                status = dict(result["faster_whisper"])  # skipped: not installed
+            elif name == "memory" and result.get("status") != "ok":
+                status = {"status": "error", "error": "the child printed no transcript in time"}
+        except Exception as exc:
+            result = {"traceback": traceback.format_exc(limit=8)}
+            status = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        seconds = round(time.perf_counter() - section_started, 1)
+        report[name] = result
+        report["sections"][name] = {**status, "seconds": seconds}
+        progress(f"{name}: {status['status']} in {seconds} s")
+    if isinstance(report.get("throughput"), dict) and "tiny_en" in report["throughput"]:
+        report["throughput_tiny_en"] = report["throughput"].pop("tiny_en")
+    report["duration_s"] = round(time.perf_counter() - started, 1)
+    # Other work on the machine inflates every absolute figure; ratios suffer less.
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["headline"] = reporting.headline(report)
+    json_path, md_path = reporting.write_report(report, options.out)
+    progress(f"report: {json_path} and {md_path}")
+    return report

@@ -1,0 +1,118 @@
+"""``python -m rtap_trio bench --quick``: the report's structure and sanity, real engines.
+
+Performance budgets here are benchmarks with generous ratios, never tight
+wall-clock asserts: a busy CI machine must not fail them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtap_trio.bench.common import summarize
+from rtap_trio.bench.stt_ab import ct2_model_dir
+
+from .support import REPO
+
+
+def _ordered(stats: dict[str, Any]) -> None:
+    assert stats["n"] >= 1
+    assert stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+
+
+def test_summarize_is_ordered_and_empty_safe() -> None:
+    stats = summarize([5.0, 1.0, 3.0, 100.0, 2.0])
+    assert stats["n"] == 5 and stats["max"] == 100.0
+    _ordered(stats)
+    assert summarize([]) == {"n": 0}
+
+
+def test_tiny_en_ct2_directory_is_loadable_by_faster_whisper() -> None:
+    model_dir = ct2_model_dir("tiny.en", None)
+    for name in ("model.bin", "config.json", "tokenizer.json"):
+        assert (model_dir / name).is_file(), name
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    command = ["-m", "rtap_trio", "bench", "--profile", "pc2", "--quick", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a hang guard, not a performance assert
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| figure | value |" in done.stdout  # the Markdown table is printed too
+    report: dict[str, Any] = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    return report, out
+
+
+@pytest.mark.slow
+def test_quick_bench_report_structure(quick_report: tuple[dict[str, Any], Path]) -> None:
+    report, out = quick_report
+    assert (out / "bench.md").read_text(encoding="utf-8").startswith("# RTAP benchmark")
+    assert report["quick"] is True and report["model"] == "tiny.en"
+    assert "bench" in report["command"] and "--quick" in report["command"]
+    dt.datetime.fromisoformat(report["date"])
+    machine = report["machine"]
+    assert machine["cores"] >= 1 and machine["cpu_model"]
+    assert {"avx2", "avx512f"} <= set(machine["flags"])
+    assert report["versions"]["pywhispercpp"]
+    fw_installed = importlib.util.find_spec("faster_whisper") is not None
+    for name, section in report["sections"].items():
+        if name == "stt_ab" and not fw_installed:
+            assert section["status"] == "skipped", section
+        else:
+            assert section["status"] == "ok", (name, section)
+    assert report["headline"], "no headline figures"
+    for row in report["headline"]:
+        assert isinstance(row["value"], int | float), row
+
+
+@pytest.mark.slow
+def test_quick_bench_figures_are_sane(quick_report: tuple[dict[str, Any], Path]) -> None:
+    report, _ = quick_report
+    frontend = report["frontend"]
+    _ordered(frontend["per_frame_ms"])
+    _ordered(frontend["per_frame_cpu_ms"])
+    # Target 0.2 ms per 20 ms frame; 25x that in CPU time (immune to preemption by
+    # other processes) still says "cheap", and a busy machine cannot fail it.
+    assert frontend["per_frame_cpu_ms"]["p99"] < 5.0
+    assert frontend["per_frame_ms"]["p50"] < 5.0
+    assert 0 < frontend["cpu_percent_listening"] < 100
+
+    latency = report["latency"]
+    assert latency["utterances"] >= 1
+    _ordered(latency["ms"]["total"])
+    assert latency["ms"]["total"]["p50"] > latency["hangover_ms"]  # the hangover is inside
+
+    stt = report["stt_ab"]
+    assert stt["whisper_cpp"]["per_utterance_ms"]["p50"] > 0
+    assert any(stt["whisper_cpp"]["texts"].values())
+    if "faster_whisper_int8" in stt:
+        assert any(stt["faster_whisper_int8"]["texts"].values())
+        for ratio in stt["ratios"].values():
+            assert ratio["total"] > 0
+            _ordered(ratio["per_utterance"])
+
+    throughput = report["throughput"]
+    assert throughput["transcripts"] >= 1 and throughput["realtime_factor"] > 0
+
+    memory = report["memory"]
+    assert memory["transcripts"] >= 1 and memory["peak_rss_mb"] > 0
+
+    fanout = report["fanout"]
+    assert fanout["clients"] == 100
+    assert fanout["clients_all_received"] == 100
+    assert fanout["deliveries"] == 100 * fanout["messages"]
+    _ordered(fanout["delay_ms"])
