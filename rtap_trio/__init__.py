@@ -16,7 +16,6 @@ from .errors import (
     PortInUseError,
     RestartsExhaustedError,
     RTAPError,
-    StageError,
 )
 from .settings import Settings, load_settings
 
@@ -29,7 +28,6 @@ __all__ = [
     "RestartsExhaustedError",
     "Service",
     "Settings",
-    "StageError",
     "__version__",
     "load_settings",
 ]

@@ -276,6 +276,7 @@ class Service:
             for name, stats in self.supervisor.statistics().items()
         }
         failed = [name for name, t in tasks.items() if t["state"] == "failed"]
+        outbox = self.outbox.statistics()
         state = pipeline.session.state if pipeline else None
         ok = pipeline is not None and not failed and state is not PipelineState.ERROR
         return {
@@ -286,8 +287,5 @@ class Service:
             "uptime_s": round(time.time() - self._runtime.started_at, 1),
             "ports": self.ports.as_dict(),
             "tasks": tasks,
-            "outbox": {
-                "published": self.outbox.statistics().published,
-                "subscribers": self.outbox.statistics().subscribers,
-            },
+            "outbox": {"published": outbox.published, "subscribers": outbox.subscribers},
         }

@@ -52,14 +52,6 @@ class PortInUseError(RTAPError):
         super().__init__(f"{what}: cannot bind {host}:{port}: {reason}")
 
 
-class StageError(RTAPError):
-    """A pipeline stage failed on one item; the supervisor restarts the stage."""
-
-    def __init__(self, stage: str, reason: str) -> None:
-        self.stage = stage
-        super().__init__(f"stage {stage}: {reason}")
-
-
 class RestartsExhaustedError(RTAPError):
     """A supervised task crashed more often than its restart policy allows."""
 

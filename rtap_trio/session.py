@@ -104,10 +104,6 @@ class SessionStateMachine:
     def state(self) -> PipelineState:
         return self._state
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
     def capture_started(self, reason: str) -> None:
         self._capturing = True
         self._settle(reason)

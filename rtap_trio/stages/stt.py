@@ -9,6 +9,7 @@ through whisper.cpp's abort callback, so the worker is free again at once.
 from __future__ import annotations
 
 import atexit
+import functools
 import re
 import threading
 from collections.abc import Callable
@@ -44,6 +45,7 @@ def clean_transcript(text: str) -> str:
     return re.sub(r"\s+", " ", _NON_SPEECH.sub(" ", text)).strip()
 
 
+@functools.cache  # once per process: every engine shares whisper.cpp's one logger
 def _route_whisper_logs() -> None:
     """Send whisper.cpp's own log lines to loguru (DEBUG) instead of raw stderr.
 
@@ -89,7 +91,6 @@ def audio_ctx_for(samples: int, setting: Literal["auto"] | int, *, floor: int, m
 @dataclass(frozen=True, slots=True)
 class SttResult:
     text: str
-    aborted: bool
 
 
 class WhisperEngine:
@@ -164,7 +165,7 @@ class WhisperEngine:
             )
         text = " ".join(segment.text.strip() for segment in segments)
         text = clean_transcript(text)
-        return SttResult(text=text, aborted=bool(should_abort and should_abort()))
+        return SttResult(text=text)
 
     def close(self) -> None:
         """Free the whisper context now, while Python can still take its log lines."""
