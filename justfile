@@ -47,7 +47,7 @@ train-sentiment:
 
 # convert the packaged Whisper models to ggml (cached)
 models:
-    {{py}} -m rtap_trio models convert tiny.en base
+    {{py}} -m rtap_trio models convert --dtype q8_0 --dtype f16 tiny.en base
 
 # benchmarks: JSON + Markdown report in bench-results/ (`just bench --quick` for a smoke run)
 bench *ARGS:

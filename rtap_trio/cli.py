@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "names", nargs="*", help="model names (default: the profile's stt.model_name)"
     )
+    convert.add_argument(
+        "--dtype",
+        action="append",
+        choices=("f16", "q8_0"),
+        help="weight type, repeatable (default: the profile's stt.compute_dtype)",
+    )
     models_commands.add_parser("list", help="list known models and the cache")
 
     commands.add_parser("devices", help="list audio input devices", description="List inputs.")
@@ -317,22 +323,28 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.whisper import KNOWN_MODELS, default_cache_dir, resolve_whisper_model
+    from .models.whisper import (
+        KNOWN_MODELS,
+        cached_model_path,
+        default_cache_dir,
+        resolve_whisper_model,
+    )
 
     settings = _settings(args)
     cache = settings.stt.model_cache_dir or default_cache_dir()
     if args.models_command == "list":
-        for name in KNOWN_MODELS:
-            path = cache / f"ggml-{name}.bin"
-            state = f"{path} ({path.stat().st_size:,} bytes)" if path.is_file() else "not converted"
-            print(f"{name:10s} {state}")
+        for name, model in KNOWN_MODELS.items():
+            for dtype in model.ggml_sizes:
+                path = cached_model_path(name, cache, dtype)  # type: ignore[arg-type]
+                size = f"{path} ({path.stat().st_size:,} bytes)" if path.is_file() else None
+                print(f"{name:10s} {dtype:5s} {size or 'not converted'}")
         return 0
     for name in args.names or [settings.stt.model_name]:
-        started = time.perf_counter()
-        path = resolve_whisper_model(name, cache)
-        print(
-            f"{name}: {path} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f}s)"
-        )
+        for dtype in args.dtype or [settings.stt.compute_dtype]:
+            started = time.perf_counter()
+            path = resolve_whisper_model(name, cache, ftype=dtype)
+            elapsed = time.perf_counter() - started
+            print(f"{name} {dtype}: {path} ({path.stat().st_size:,} bytes, {elapsed:.1f}s)")
     return 0
 
 

@@ -52,5 +52,5 @@ elif ! scripts/build_native.sh; then
 fi
 
 echo "setup: converting Whisper models (once; cached)"
-.venv/bin/python -m rtap_trio models convert tiny.en base
+.venv/bin/python -m rtap_trio models convert --dtype q8_0 --dtype f16 tiny.en base
 echo "setup: done"

@@ -8,6 +8,7 @@ conversions share one session-wide cache so each model is converted once.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -31,14 +32,20 @@ from rtap_trio.models.whisper import (
     KNOWN_MODELS,
     KnownModel,
     PackageResource,
+    check_ggml_file,
     convert_ct2_to_ggml,
     default_cache_dir,
     mel_filters,
+    quantize_q8_0,
     resolve_whisper_model,
 )
 
 TINY_EN_F16_SIZE = 77_704_715  # official ggml-tiny.en.bin
 BASE_F16_SIZE = 147_951_465  # official ggml-base.bin
+TINY_EN_Q8_0_SIZE = 43_550_795  # whisper.cpp's quantize tool on ggml-tiny.en.bin, q8_0
+# sha256 of what whisper.cpp 1.8.5's own `whisper-quantize ggml-tiny.en.bin out q8_0`
+# writes from the f16 file this converter makes (built from pywhispercpp 1.5.1's sdist).
+TINY_EN_Q8_0_SHA256 = "61e9a0e72b4561f999906d79ed8f98e1e724c86130bb429a4f9fd9cb562d0b78"
 JFK_WAV = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "jfk.wav"
 JFK_PHRASE = "ask not what your country can do for you"
 
@@ -170,6 +177,42 @@ def test_base_converts_to_the_official_ggml_size(base: Converted, model_cache: P
 def test_base_transcribes_jfk(base: Converted) -> None:
     text = _transcribe(base.path, "en")
     print(f"\nbase: {text!r}")
+    assert JFK_PHRASE in _normalise(text)
+
+
+def test_q8_0_blocks_follow_ggml_reference_quantisation() -> None:
+    # Block 1: max |x| = 1 -> scale 1/127. Block 2: max |x| = 127 -> scale 1, so
+    # x = 2.5 and -2.5 show the rounding: C's roundf goes away from zero (3, -3),
+    # numpy's round would give 2 and -2. Block 3: all zeros -> scale 0, no NaN.
+    first = np.linspace(-1.0, 1.0, 32, dtype=np.float32)
+    second = np.zeros(32, np.float32)
+    second[:3] = (127.0, 2.5, -2.5)
+    rows = np.stack([np.concatenate([first, second]), np.concatenate([second * 0, second * 0])])
+    blocks = quantize_q8_0(rows)
+    assert blocks.dtype.itemsize == 34 and blocks.shape == (4,)
+    assert blocks["d"][0] == np.float16(1 / 127)
+    expected_first = np.sign(first * 127) * np.floor(np.abs(first * 127) + 0.5)
+    np.testing.assert_array_equal(blocks["qs"][0], expected_first.astype(np.int8))
+    assert blocks["d"][1] == 1.0 and list(blocks["qs"][1][:3]) == [127, 3, -3]
+    assert blocks["d"][2] == 0.0 and not blocks["qs"][2:].any()
+    # Dequantised, every weight is within half a step of the original.
+    restored = blocks["qs"][0] * np.float32(blocks["d"][0])
+    assert np.max(np.abs(restored - first)) <= float(blocks["d"][0]) / 2 + 1e-3
+
+
+def test_tiny_en_q8_0_is_byte_identical_to_the_quantize_tool_and_transcribes_jfk(
+    tiny_en: Converted, model_cache: Path
+) -> None:
+    path = resolve_whisper_model("tiny.en", model_cache, ftype="q8_0")
+    assert path == model_cache / "ggml-tiny.en-q8_0.bin"
+    assert path.stat().st_size == TINY_EN_Q8_0_SIZE
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == TINY_EN_Q8_0_SHA256
+    # whisper.cpp reads GGML_QNT_VERSION (2) * 1000 + GGML_FTYPE_MOSTLY_Q8_0 (7).
+    assert _header(path)[-1] == 2007
+    check_ggml_file(path)
+    assert tiny_en.path.stat().st_size == TINY_EN_F16_SIZE  # the f16 file is kept apart
+    text = _transcribe(path, "en")
+    print(f"\ntiny.en q8_0: {text!r}")
     assert JFK_PHRASE in _normalise(text)
 
 
@@ -384,6 +427,8 @@ def test_convert_false_with_empty_cache_says_how_to_convert(tmp_path: Path) -> N
     with pytest.raises(ModelError) as info:
         resolve_whisper_model("tiny.en", tmp_path, convert=False)
     assert "python -m rtap_trio models convert tiny.en" in str(info.value)
+    with pytest.raises(ModelError, match=r"models convert --dtype q8_0 tiny.en"):
+        resolve_whisper_model("tiny.en", tmp_path, convert=False, ftype="q8_0")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -397,7 +442,7 @@ def test_missing_source_package_names_the_pip_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     absent = PackageResource("rtap_no_such_model_pkg", "model.bin", "rtap-no-such-model-pkg")
-    fake = KnownModel("ghost", (absent,), (absent,), ggml_size=1)
+    fake = KnownModel("ghost", (absent,), (absent,), ggml_sizes={"f16": 1})
     monkeypatch.setattr(whisper, "KNOWN_MODELS", {**KNOWN_MODELS, "ghost": fake})
     with pytest.raises(ModelError, match=r"pip install rtap-no-such-model-pkg"):
         resolve_whisper_model("ghost", tmp_path)

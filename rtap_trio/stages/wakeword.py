@@ -85,10 +85,15 @@ class WakeWordDetector:
             offset += take
             if self._held == n:
                 self._held = 0
-                result = self._handle.process(self._pending[:n])
+                result = self.process_block(self._pending[:n])
                 if result >= 0 and detection is None:
                     detection = WakeWordDetection(self.keywords[result], frame_index)
         return detection
+
+    def process_block(self, block: Samples) -> int:
+        """One Porcupine block of exactly ``frame_length`` samples: keyword index or -1."""
+        result: int = self._handle.process(block)
+        return result
 
     def reset(self) -> None:
         self._held = 0
