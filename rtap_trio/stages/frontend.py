@@ -79,8 +79,8 @@ class FrontEnd:
         self._utterances = utterances
         self._ids = itertools.count(1)
         # Bound metric children once: a labels() lookup per frame is waste.
-        self._wake_time = metrics.stage_time.labels("wakeword")
-        self._vad_time = metrics.stage_time.labels("vad")
+        self._wake_time = metrics.frontend_steps.wakeword
+        self._vad_time = metrics.frontend_steps.vad
         self._over_budget = metrics.budget_exceeded.labels("frontend")
         self._ring_fill = metrics.buffer_utilization.labels("ring_buffer")
         self._frames_fill = metrics.buffer_utilization.labels("frames")
@@ -155,7 +155,6 @@ class FrontEnd:
 
     def _count_frame(self, started: float) -> None:
         self._stats["frames"] += 1
-        self._metrics.frames_processed.inc()
         if now() - started > self._budget_s:
             self._stats["budget_exceeded"] += 1
             self._over_budget.inc()
