@@ -9,7 +9,7 @@ import numpy as np
 import trio
 
 from rtap_trio.audio.file import load_audio
-from rtap_trio.buffers import AudioFrame, FullPolicy, open_channel
+from rtap_trio.buffers import AudioFrame
 from rtap_trio.session import PipelineState, SessionStateMachine, Utterance
 from rtap_trio.stages.frontend import FrontEnd
 from rtap_trio.stages.wakeword import WakeWordDetector
@@ -27,17 +27,9 @@ def run_frontend(
     outbox, metrics = Outbox(), Metrics()
     events = outbox.subscribe("test", (Stream.EVENTS,), 10_000)
     session = SessionStateMachine("s", outbox, metrics)
-    _, frames_receive = trio.open_memory_channel[AudioFrame](0)
-    utterances_send, _ = open_channel("u", 100, FullPolicy.DROP_OLDEST)
     wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
-    frontend = FrontEnd(
-        settings,
-        session=session,
-        outbox=outbox,
-        metrics=metrics,
-        wake=wake,
-        frames=frames_receive,
-        utterances=utterances_send,
+    frontend = FrontEnd.detached(
+        settings, session=session, outbox=outbox, metrics=metrics, wake=wake
     )
     n = settings.audio.frame_samples
     padded = np.zeros(-(-samples.size // n) * n, dtype=np.int16)

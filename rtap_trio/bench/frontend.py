@@ -14,10 +14,9 @@ import time
 from typing import Any
 
 import numpy as np
-import trio
 
-from ..buffers import AudioFrame, FullPolicy, PolicySendChannel, Samples, open_channel
-from ..session import SessionStateMachine, Utterance
+from ..buffers import AudioFrame, Samples
+from ..session import SessionStateMachine
 from ..settings import Settings
 from ..stages.frontend import FrontEnd
 from ..stages.wakeword import WakeWordDetector
@@ -34,19 +33,8 @@ class _Harness:
         metrics = Metrics()
         self.session = SessionStateMachine("bench", outbox, metrics)
         self.wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
-        # The channels are only held by the stage; frames are handed to process().
-        frames: trio.MemoryReceiveChannel[AudioFrame]
-        utterances: PolicySendChannel[Utterance]
-        _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
-        utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
-        self.frontend = FrontEnd(
-            settings,
-            session=self.session,
-            outbox=outbox,
-            metrics=metrics,
-            wake=self.wake,
-            frames=frames,
-            utterances=utterances,
+        self.frontend = FrontEnd.detached(
+            settings, session=self.session, outbox=outbox, metrics=metrics, wake=self.wake
         )
         self.index = 0
         self.utterances = 0

@@ -16,7 +16,14 @@ import numpy as np
 import trio
 from loguru import logger
 
-from ..buffers import AudioFrame, PolicySendChannel, RingBuffer, Samples
+from ..buffers import (
+    AudioFrame,
+    FullPolicy,
+    PolicySendChannel,
+    RingBuffer,
+    Samples,
+    open_channel,
+)
 from ..session import SessionStateMachine, Utterance
 from ..settings import Settings
 from ..telemetry import Metrics, now
@@ -88,6 +95,32 @@ class FrontEnd:
             ("frames", "wake_words", "utterances", "discarded", "budget_exceeded"), 0
         )
         self._reset()
+
+    @classmethod
+    def detached(
+        cls,
+        settings: Settings,
+        *,
+        session: SessionStateMachine,
+        outbox: Outbox,
+        metrics: Metrics,
+        wake: WakeWordDetector | None,
+    ) -> FrontEnd:
+        """A front-end driven frame by frame through :meth:`process`, not :meth:`run`.
+
+        For benchmarks and tests: the channels it is given are never used.
+        """
+        _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
+        utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
+        return cls(
+            settings,
+            session=session,
+            outbox=outbox,
+            metrics=metrics,
+            wake=wake,
+            frames=frames,
+            utterances=utterances,
+        )
 
     def _reset(self) -> None:
         self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
