@@ -224,6 +224,7 @@ def _markdown(report: dict[str, Any]) -> str:
     ]
     if skipped:
         lines += ["", "Not measured:", "", *skipped]
+    lines += _stt_ab_table(report.get("stt_ab"))
     latency = report.get("latency")
     if isinstance(latency, dict) and "ms" in latency:
         lines += [
@@ -237,6 +238,32 @@ def _markdown(report: dict[str, Any]) -> str:
             if stats.get("n"):
                 lines.append(f"| {part} | {stats['p50']:g} | {stats['p95']:g} |")
     return "\n".join(lines) + "\n"
+
+
+def _stt_ab_table(stt: Any) -> list[str]:
+    if not isinstance(stt, dict) or "whisper_cpp" not in stt:
+        return []
+    lines = [
+        "",
+        f"STT A/B, {stt['model']}, {stt['threads']} threads, {len(stt['clips'])} clips "
+        f"({stt['audio_s']} s of audio), median of the repetitions per clip:",
+        "",
+        "| engine | total | whisper.cpp / engine | word errors | WER |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, section in stt.items():
+        if not (isinstance(section, dict) and section.get("status") == "ok"):
+            continue
+        ratio = stt.get("ratios", {}).get(f"whisper_cpp/{name}", {}).get("total")
+        errors = section.get("word_errors", {})
+        wer = errors.get("wer")
+        lines.append(
+            f"| {name.replace('_', ' ')} | {section['total_s']:g} s "
+            f"| {'' if ratio is None else f'{ratio:g} x'} "
+            f"| {errors.get('errors', '?')} of {errors.get('reference_words', '?')} "
+            f"| {'' if wer is None else f'{100 * wer:.1f} %'} |"
+        )
+    return lines
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -171,6 +171,15 @@ def measure_stt_ab(settings: Settings, clips: list[Clip], *, quick: bool) -> dic
             "realtime_factor": round(result["audio_s"] / total, 2) if total else None,
             "texts": dict(zip(result["clips"], texts[name], strict=True)),
         }
+    # Speed only counts at equal accuracy: every engine scored on the same clips.
+    from ..evaluation import ErrorCounts, word_errors
+
+    for name in names:
+        counts = ErrorCounts()
+        for clip, text in zip(clips, texts[name], strict=True):
+            if clip.text is not None:
+                counts += word_errors(clip.text, text, clip.language)
+        result[name]["word_errors"] = counts.as_dict()
     cpp_times = [float(np.median(t)) for t in times["whisper_cpp"]]
     ratios: dict[str, Any] = {}
     for name in names[1:]:
