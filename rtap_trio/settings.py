@@ -151,6 +151,10 @@ class SttSettings(_Section):
     audio_ctx_floor: int = Field(768, ge=1, le=1500)
     audio_ctx_margin: int = Field(64, ge=0, le=1500)
     flash_attn: bool = Field(True, description="whisper.cpp flash attention")
+    # language auto over the full window: detect the language on the encoder
+    # pass that transcribes (greedy, through libwhisper; see
+    # stages/whisper_direct.py) instead of whisper_full's extra encoder pass.
+    one_pass_language: bool = True
 
     @field_validator("audio_ctx")
     @classmethod

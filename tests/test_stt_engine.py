@@ -58,9 +58,61 @@ def _command(name: str, index: int = 0) -> tuple[np.ndarray, str]:
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
     # pc2's STT settings: tiny.en with the window sized to the utterance.
-    settings = SttSettings(model_name="tiny.en", language="en", n_threads=2, audio_ctx="auto")
+    settings = SttSettings(
+        model_name="tiny.en", compute_dtype="f16", language="en", n_threads=2, audio_ctx="auto"
+    )
     assert settings.audio_ctx_floor < FULL_AUDIO_CTX
     return WhisperEngine(settings)
+
+
+@pytest.fixture(scope="module")
+def base_engines() -> tuple[WhisperEngine, WhisperEngine]:
+    """The default profile's engine (one pass) and the same model through whisper_full."""
+    one_pass = WhisperEngine(SttSettings(n_threads=2))
+    whisper_full = WhisperEngine(SttSettings(n_threads=2, one_pass_language=False))
+    assert one_pass.one_pass and not whisper_full.one_pass
+    return one_pass, whisper_full
+
+
+# --------------------------------------------------------------------------- one pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "language"),
+    [("de_kino.wav", "de"), ("es_restaurante.wav", "es"), ("computer_garage.wav", "en")],
+)
+def test_one_pass_detects_the_language_and_gives_whisper_fulls_words(
+    base_engines: tuple[WhisperEngine, WhisperEngine], fixture: str, language: str
+) -> None:
+    one_pass, whisper_full = base_engines
+    audio, text = _command(fixture)
+    fast = one_pass.transcribe(audio)
+    reference = whisper_full.transcribe(audio)
+    print(f"\n{fixture}: one pass {fast!r}, whisper_full {reference.text!r}")
+    assert fast.language == language
+    assert fast.text == reference.text
+    assert _wer(text, fast.text) <= 0.3
+
+
+@pytest.mark.slow
+def test_one_pass_on_noise_is_no_text_and_abort_stops_it(
+    base_engines: tuple[WhisperEngine, WhisperEngine],
+) -> None:
+    one_pass, _ = base_engines
+    with wave.open(str(FIXTURES / "noise_only.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    noise = prepare_for_stt(pcm[: 3 * RATE], RATE, PreprocessSettings())
+    assert one_pass.transcribe(noise).text == ""
+    audio, _ = _command("computer_garage.wav")
+    assert one_pass.transcribe(audio, should_abort=lambda: True).text == ""
+
+
+def test_one_pass_is_only_for_multilingual_models_detecting_over_the_full_window() -> None:
+    assert not WhisperEngine(SttSettings(model_name="tiny.en", n_threads=2)).one_pass
+    fixed = WhisperEngine(SttSettings(language="de", n_threads=2))
+    assert not fixed.one_pass  # a fixed language already costs one encoder pass
+    assert not WhisperEngine(SttSettings(audio_ctx="auto", n_threads=2)).one_pass
 
 
 # --------------------------------------------------------------------------- policy

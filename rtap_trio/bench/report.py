@@ -101,7 +101,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], str, float | None, str]] = {
         0.2,
         "ms",
     ),
-    "front-end per frame p99 while IDLE (Porcupine, then VAD)": (
+    "front-end per frame p99, wake word on (IDLE: VAD + Porcupine)": (
         ("frontend", "per_frame_ms_idle_wake_word", "p99"),
         "<=",
         0.2,

@@ -554,7 +554,9 @@ def _write_tensor(out: BinaryIO, ct2: _Ct2Model, plan: _TensorPlan) -> None:
         # copy=False: an f16 -> f16 block is written straight from the mapping.
         converted = block.astype(want, copy=False)
         if plan.ggml_type == _GGML_Q8_0:
-            converted = quantize_q8_0(converted)
+            # whisper-quantize works from the f16 file: quantise f16 values,
+            # so an f32 source gives the same bytes as an f16 one.
+            converted = quantize_q8_0(block.astype("<f2").astype(np.float32))
         out.write(np.ascontiguousarray(converted).data)
         ct2.release()
 
@@ -1052,8 +1054,9 @@ def resolve_whisper_model(
 
     * An existing file path is returned as given (after ``~`` expansion).
     * A known name (see :data:`KNOWN_MODELS`) maps to
-      ``<cache>/ggml-<name>.bin``, converted once from its wheel if missing or
-      of the wrong size. ``convert=False`` turns that conversion into an error.
+      ``<cache>/ggml-<name>.bin`` (``ggml-<name>-q8_0.bin`` for q8_0),
+      converted once from its wheel if missing or of the wrong size.
+      ``convert=False`` turns that conversion into an error.
     * Anything else raises :class:`ModelError`.
 
     ``ftype`` applies to known names only: "f16" or "q8_0". An f32 model

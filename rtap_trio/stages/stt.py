@@ -29,6 +29,7 @@ from ..telemetry import Metrics, now
 from ..transport.outbox import Outbox
 from ..transport.schemas import EventType
 from .preprocess import Float32, prepare_for_stt
+from .whisper_direct import DirectWhisper
 
 __all__ = ["SttResult", "SttStage", "WhisperEngine", "WhisperPool", "audio_ctx_for"]
 
@@ -91,6 +92,8 @@ def audio_ctx_for(samples: int, setting: Literal["auto"] | int, *, floor: int, m
 @dataclass(frozen=True, slots=True)
 class SttResult:
     text: str
+    #: The language whisper detected, when it was asked to ("" otherwise).
+    language: str = ""
 
 
 class WhisperEngine:
@@ -129,6 +132,25 @@ class WhisperEngine:
         self._audio_ctx_margin = settings.audio_ctx_margin
         #: The audio_ctx of the latest transcription (0: the full window).
         self.last_audio_ctx = 0
+        self._lock = threading.Lock()
+        #: Language detection and decoding on one encoder pass (see whisper_direct):
+        #: only where whisper_full would encode twice, i.e. a multilingual model
+        #: asked to detect the language over the full window.
+        self._direct: DirectWhisper | None = None
+        self.one_pass = (
+            settings.one_pass_language
+            and language == ""
+            and not english_only
+            and settings.audio_ctx == 0
+        )
+        if self.one_pass:
+            self._direct = DirectWhisper(
+                self.model_file,
+                n_threads=settings.n_threads,
+                flash_attn=settings.flash_attn,
+                use_gpu=settings.device == "cuda",
+            )
+            return
         try:
             self._model = Model(
                 str(self.model_file),
@@ -141,7 +163,6 @@ class WhisperEngine:
             )
         except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file
             raise ModelError(f"whisper.cpp cannot load {self.model_file}: {exc}") from exc
-        self._lock = threading.Lock()
 
     def transcribe(
         self, audio: Float32, should_abort: Callable[[], bool] | None = None
@@ -155,6 +176,9 @@ class WhisperEngine:
         )
         with self._lock:
             self.last_audio_ctx = audio_ctx
+            if self._direct is not None:
+                text, language = self._direct.transcribe(audio, should_abort)
+                return SttResult(text=clean_transcript(text), language=language)
             # pywhispercpp keeps per-call parameters on the model, so the full
             # set is passed every time rather than trusting what is left over:
             # a short window left by the last utterance would cut this one.
@@ -172,6 +196,8 @@ class WhisperEngine:
         with self._lock:
             model = self.__dict__.pop("_model", None)
             del model
+            if self._direct is not None:
+                self._direct.close()
 
     def wait_idle(self) -> None:
         """Block until no transcription is running on this engine."""

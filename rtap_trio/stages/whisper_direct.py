@@ -1,0 +1,259 @@
+"""Language detection and greedy decoding on one encoder pass, through libwhisper itself.
+
+With ``language: auto``, whisper.cpp 1.8.5's ``whisper_full`` encodes the
+window once to detect the language and then again to transcribe: for base on
+a CPU that second pass is most of the time an utterance takes, and the reason
+whisper.cpp trailed faster-whisper, which detects on the encoder output it
+then decodes from. This module does the same with whisper.cpp: one
+``whisper_encode``, one decoder step on ``<|startoftranscript|>`` whose
+language-token logits pick the language, then greedy decoding.
+
+pywhispercpp 1.5.1 binds ``whisper_get_logits`` as a single float, so its
+low-level API cannot decode; the few calls needed are bound here with ctypes,
+from the very libwhisper that pywhispercpp loaded into this process.
+
+The decoding mirrors ``whisper_full``'s first pass as the service configures it
+(temperature 0, ``no_timestamps``, ``single_segment``, ``suppress_blank``):
+the prompt ``[SOT, language, transcribe, no-timestamps]``, the same suppressed
+tokens, the arg-max token, and its no-speech rule (no-speech probability
+> 0.6 and mean log-probability < -1: no text). What it leaves out is the
+temperature fallback; a runaway decode is bounded instead by a token budget
+that grows with the audio.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import ModelError
+
+__all__ = ["DirectWhisper", "loaded_libwhisper"]
+
+Float32 = npt.NDArray[np.float32]
+
+_NO_SPEECH_THRESHOLD = 0.6  # whisper_full_default_params: no_speech_thold
+_LOGPROB_THRESHOLD = -1.0  # whisper_full_default_params: logprob_thold
+# Tokens allowed per utterance: a floor for short commands plus generous
+# speech rates (about 3 tokens a second is usual), never past half the
+# decoder's context, as whisper_full.
+_MIN_TOKENS = 16
+_TOKENS_PER_SECOND = 12
+_SAMPLE_RATE = 16_000
+
+
+class _Aheads(ctypes.Structure):
+    _fields_ = [("n_heads", ctypes.c_size_t), ("heads", ctypes.c_void_p)]
+
+
+class _ContextParams(ctypes.Structure):
+    # whisper.h 1.8.5, struct whisper_context_params.
+    _fields_ = [
+        ("use_gpu", ctypes.c_bool),
+        ("flash_attn", ctypes.c_bool),
+        ("gpu_device", ctypes.c_int),
+        ("dtw_token_timestamps", ctypes.c_bool),
+        ("dtw_aheads_preset", ctypes.c_int),
+        ("dtw_n_top", ctypes.c_int),
+        ("dtw_aheads", _Aheads),
+        ("dtw_mem_size", ctypes.c_size_t),
+    ]
+
+
+def loaded_libwhisper() -> Path:
+    """The libwhisper shared library pywhispercpp's extension loaded into this process.
+
+    The wheel ships it renamed (``pywhispercpp.libs/libwhisper-<hash>.so``), a
+    native build next to the extension: the process's own mappings say which.
+    """
+    import _pywhispercpp  # noqa: F401  # loads libwhisper
+
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        for line in maps:
+            path = line.rstrip("\n").split(" ", 5)[-1].strip()
+            if "/libwhisper" in path and ".so" in path:
+                return Path(path)
+    raise ModelError("pywhispercpp is imported but no libwhisper is mapped in this process")
+
+
+def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
+    ctx = ctypes.c_void_p
+    c_int = ctypes.c_int
+    library.whisper_context_default_params_by_ref.restype = ctypes.POINTER(_ContextParams)
+    library.whisper_context_default_params_by_ref.argtypes = []
+    library.whisper_free_context_params.argtypes = [ctypes.POINTER(_ContextParams)]
+    library.whisper_init_from_file_with_params.restype = ctx
+    library.whisper_init_from_file_with_params.argtypes = [ctypes.c_char_p, _ContextParams]
+    library.whisper_free.argtypes = [ctx]
+    library.whisper_pcm_to_mel.argtypes = [ctx, ctypes.POINTER(ctypes.c_float), c_int, c_int]
+    library.whisper_encode.argtypes = [ctx, c_int, c_int]
+    library.whisper_decode.argtypes = [ctx, ctypes.POINTER(ctypes.c_int32), c_int, c_int, c_int]
+    library.whisper_get_logits.restype = ctypes.POINTER(ctypes.c_float)
+    library.whisper_get_logits.argtypes = [ctx]
+    for name in (
+        "whisper_n_vocab",
+        "whisper_n_text_ctx",
+        "whisper_is_multilingual",
+        "whisper_token_sot",
+        "whisper_token_eot",
+        "whisper_token_not",
+        "whisper_token_beg",
+        "whisper_token_solm",
+        "whisper_token_prev",
+        "whisper_token_nosp",
+        "whisper_token_translate",
+        "whisper_token_transcribe",
+    ):
+        getattr(library, name).argtypes = [ctx]
+        getattr(library, name).restype = c_int
+    library.whisper_token_lang.argtypes = [ctx, c_int]
+    library.whisper_token_lang.restype = c_int
+    library.whisper_lang_max_id.argtypes = []
+    library.whisper_lang_max_id.restype = c_int
+    library.whisper_lang_str.argtypes = [c_int]
+    library.whisper_lang_str.restype = ctypes.c_char_p
+    library.whisper_token_to_str.argtypes = [ctx, c_int]
+    library.whisper_token_to_str.restype = ctypes.c_char_p
+    tokens = ctypes.POINTER(ctypes.c_int32)
+    library.whisper_tokenize.argtypes = [ctx, ctypes.c_char_p, tokens, c_int]
+    library.whisper_tokenize.restype = c_int
+    return library
+
+
+class DirectWhisper:
+    """One whisper.cpp context decoded from Python; not thread-safe (the engine locks)."""
+
+    def __init__(
+        self, model_file: Path, *, n_threads: int, flash_attn: bool, use_gpu: bool
+    ) -> None:
+        self._lib = _bind(ctypes.CDLL(str(loaded_libwhisper())))
+        lib = self._lib
+        defaults = lib.whisper_context_default_params_by_ref()
+        params = _ContextParams.from_buffer_copy(defaults.contents)
+        lib.whisper_free_context_params(defaults)
+        params.use_gpu = use_gpu
+        params.flash_attn = flash_attn
+        self._ctx: int | None = lib.whisper_init_from_file_with_params(
+            str(model_file).encode(), params
+        )
+        if not self._ctx:
+            raise ModelError(f"whisper.cpp cannot load {model_file}")
+        ctx = self._ctx
+        if not lib.whisper_is_multilingual(ctx):
+            self.close()
+            raise ModelError(f"{model_file}: an English-only model has no language to detect")
+        self._threads = n_threads
+        self._n_vocab = lib.whisper_n_vocab(ctx)
+        self._max_tokens = lib.whisper_n_text_ctx(ctx) // 2
+        self._sot = lib.whisper_token_sot(ctx)
+        self._eot = lib.whisper_token_eot(ctx)
+        self._no_timestamps = lib.whisper_token_not(ctx)
+        self._transcribe = lib.whisper_token_transcribe(ctx)
+        self._no_speech = lib.whisper_token_nosp(ctx)
+        languages = range(lib.whisper_lang_max_id() + 1)
+        self._language_tokens = np.array([lib.whisper_token_lang(ctx, i) for i in languages])
+        self._language_codes = [lib.whisper_lang_str(i).decode() for i in languages]
+        # whisper_process_logits: never timestamps, task, language or special tokens.
+        suppressed = np.zeros(self._n_vocab, dtype=bool)
+        suppressed[lib.whisper_token_beg(ctx) :] = True
+        for token in (
+            self._no_timestamps,
+            self._sot,
+            self._no_speech,
+            lib.whisper_token_solm(ctx),
+            lib.whisper_token_translate(ctx),
+            self._transcribe,
+            lib.whisper_token_prev(ctx),
+        ):
+            suppressed[token] = True
+        suppressed[self._language_tokens] = True
+        self._suppressed = suppressed
+        # suppress_blank: the first token may be neither end-of-text nor a space.
+        self._suppressed_first = suppressed.copy()
+        self._suppressed_first[[self._eot, self._token_id(b" ")]] = True
+
+    def _token_id(self, text: bytes) -> int:
+        tokens = (ctypes.c_int32 * 4)()
+        if self._lib.whisper_tokenize(self._ctx, text, tokens, 4) != 1:
+            raise ModelError(f"whisper.cpp vocabulary has no single token for {text!r}")
+        return int(tokens[0])
+
+    def _decode(self, tokens: list[int], n_past: int) -> npt.NDArray[np.float32]:
+        """Logits after ``tokens`` (a copy: the next call overwrites whisper.cpp's)."""
+        array = (ctypes.c_int32 * len(tokens))(*tokens)
+        if self._lib.whisper_decode(self._ctx, array, len(tokens), n_past, self._threads) != 0:
+            raise RuntimeError("whisper.cpp failed to decode")
+        pointer = self._lib.whisper_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(pointer, shape=(len(tokens) * self._n_vocab,))
+        return np.array(logits[-self._n_vocab :], dtype=np.float32)
+
+    def transcribe(
+        self, audio: Float32, should_abort: Callable[[], bool] | None = None
+    ) -> tuple[str, str]:
+        """(text, detected language code). Blocking; abort is checked between tokens."""
+        if self._ctx is None:
+            raise RuntimeError("DirectWhisper is closed")
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        lib, ctx = self._lib, self._ctx
+        pointer = samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        if lib.whisper_pcm_to_mel(ctx, pointer, samples.size, self._threads) != 0:
+            raise RuntimeError("whisper.cpp failed to compute the log-mel spectrogram")
+        if lib.whisper_encode(ctx, 0, self._threads) != 0:
+            raise RuntimeError("whisper.cpp failed to encode")
+
+        # The language: its token's logit after <|startoftranscript|>.
+        after_sot = self._decode([self._sot], 0)
+        best = int(np.argmax(after_sot[self._language_tokens]))
+        language = self._language_codes[best]
+        prompt = [int(self._language_tokens[best]), self._transcribe, self._no_timestamps]
+        # The no-speech probability is read at the same position, before any
+        # suppression (as openai-whisper does; whisper_full reads it there too).
+        no_speech = float(_softmax(after_sot)[self._no_speech])
+        logits = self._decode(prompt, 1)
+        n_past = 1 + len(prompt)
+
+        budget = min(
+            self._max_tokens,
+            _MIN_TOKENS + int(_TOKENS_PER_SECOND * samples.size / _SAMPLE_RATE),
+        )
+        tokens: list[int] = []
+        logprob_sum = 0.0
+        while True:
+            if should_abort is not None and should_abort():
+                return "", language
+            logits[self._suppressed_first if not tokens else self._suppressed] = -np.inf
+            token = int(np.argmax(logits))
+            logprob_sum += float(_log_softmax_at(logits, token))
+            if token == self._eot or len(tokens) >= budget:
+                break
+            tokens.append(token)
+            logits = self._decode([token], n_past)
+            n_past += 1
+        mean_logprob = logprob_sum / (len(tokens) + 1)
+        if no_speech > _NO_SPEECH_THRESHOLD and mean_logprob < _LOGPROB_THRESHOLD:
+            return "", language
+        # Tokens are byte pieces: a character may span two of them.
+        pieces = b"".join(lib.whisper_token_to_str(ctx, token) for token in tokens)
+        return pieces.decode("utf-8", errors="replace").strip(), language
+
+    def close(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx:
+            self._lib.whisper_free(ctx)
+
+
+def _softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    exp = np.exp(shifted)
+    result: npt.NDArray[np.float64] = exp / exp.sum()
+    return result
+
+
+def _log_softmax_at(logits: npt.NDArray[np.float32], index: int) -> float:
+    finite = logits[np.isfinite(logits)].astype(np.float64)
+    top = float(np.max(finite))
+    return float(logits[index]) - top - float(np.log(np.exp(finite - top).sum()))
