@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import yaml
@@ -23,6 +23,9 @@ from .errors import RTAPError
 from .settings import Settings, load_settings
 from .transport.outbox import Subscription
 from .transport.schemas import Stream
+
+if TYPE_CHECKING:  # the service is imported by the commands that run it
+    from .app import Service
 
 __all__ = ["main"]
 
@@ -233,13 +236,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         trio.run(service.run)
         return 0
     subscription = service.outbox.subscribe("stdout", (Stream.TRANSCRIPTS,), 1000)
-
-    async def run_and_print() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(service.run)
-            await _print_transcripts(subscription)
-
-    trio.run(run_and_print)
+    trio.run(_run_printing, service, subscription)
     return 0
 
 
@@ -257,13 +254,14 @@ _PRINTED_KEYS = (
 )
 
 
-async def _print_transcripts(subscription: Subscription) -> None:
-    """One JSON line per transcript on stdout until the service closes its outbox."""
-    async for item in subscription.receive:
-        record = item.message.model_dump(mode="json")
-        print(
-            json.dumps({key: record[key] for key in _PRINTED_KEYS}, ensure_ascii=False), flush=True
-        )
+async def _run_printing(service: Service, subscription: Subscription) -> None:
+    """Run the service; one JSON line per transcript on stdout until its outbox closes."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.run)
+        async for item in subscription.receive:
+            record = item.message.model_dump(mode="json")
+            line = json.dumps({key: record[key] for key in _PRINTED_KEYS}, ensure_ascii=False)
+            print(line, flush=True)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -294,14 +292,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     service = Service(settings, source=source)
     configure_logging(settings.telemetry, service.session_id)
     subscription = service.outbox.subscribe("replay", (Stream.TRANSCRIPTS,), 100_000)
-
-    async def replay() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(service.run)
-            await _print_transcripts(subscription)
-
     started = time.perf_counter()
-    trio.run(replay)
+    trio.run(_run_printing, service, subscription)
     elapsed = time.perf_counter() - started
     if source.duration_s:
         print(

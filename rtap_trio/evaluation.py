@@ -361,7 +361,6 @@ async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _Pi
 
 
 def _file_settings(
-    base: Mapping[str, Any],
     user: Mapping[str, Any],
     ref: Reference,
     path: Path,
@@ -375,7 +374,7 @@ def _file_settings(
         "wakeword.sensitivities": [],
     }
     values.update(user)  # --set may still pick sensitivities, for instance
-    values.update(base)
+    values.update(_FORCED)
     values["audio.source"] = f"file:{path}"
     return load(values)
 
@@ -466,7 +465,7 @@ async def evaluate_async(
         files = []
         for ref in runnable:
             path = folder / ref.file
-            file_settings = _file_settings(_FORCED, user, ref, path, references.keywords, load)
+            file_settings = _file_settings(user, ref, path, references.keywords, load)
             files.append(
                 await _evaluate_file(
                     ref, path, file_settings, engines, references.keywords, english_only

@@ -105,9 +105,6 @@ class FrontEndSteps:
         self.vad = StepTimes(bounds)
         self.wakeword = StepTimes(bounds)
 
-    def describe(self) -> Iterator[Metric]:
-        return self.collect()
-
     def collect(self) -> Iterator[Metric]:
         steps = HistogramMetricFamily(
             "rtap_frontend_step_seconds",

@@ -4,7 +4,7 @@
 # The PyPI wheel is built for any x86-64; a build with GGML_NATIVE=ON uses
 # every instruction set this CPU has (AVX-512, VNNI, ...) and transcribes
 # markedly faster. Such a build must not be copied to an older CPU (illegal
-# instruction): rebuild on each host, which scripts/setup.sh does.
+# instruction): rebuild on each host (`RTAP_NATIVE=1 scripts/setup.sh` does).
 #
 #   scripts/build_native.sh              build unless this host's build is installed
 #   RTAP_NATIVE=force scripts/build_native.sh   rebuild anyway

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from rtap_trio.settings import Settings, load_settings
 from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 
 
 def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
@@ -98,11 +95,6 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
             return exc.code, exc.read().decode()
 
     return await trio.to_thread.run_sync(get)
-
-
-def health(body: str) -> Mapping[str, Any]:
-    result: Mapping[str, Any] = json.loads(body)
-    return result
 
 
 class GatedSource(AudioSource):
@@ -212,32 +204,3 @@ async def run_service(
         metrics=metrics,
         stop_s=time.perf_counter() - started,
     )
-
-
-@dataclass(frozen=True)
-class ServicePorts:
-    """Free ports for a service run as a subprocess, and the variables that set them."""
-
-    events: int
-    transcripts: int
-    websocket: int
-    telemetry: int
-
-    @classmethod
-    def free(cls) -> ServicePorts:
-        sockets = [socket.socket() for _ in range(4)]
-        try:
-            for sock in sockets:
-                sock.bind(("127.0.0.1", 0))
-            return cls(*(sock.getsockname()[1] for sock in sockets))
-        finally:
-            for sock in sockets:
-                sock.close()
-
-    def env(self) -> dict[str, str]:
-        return {
-            "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(self.events),
-            "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(self.transcripts),
-            "RTAP_OUTPUT__WEBSOCKET_PORT": str(self.websocket),
-            "RTAP_TELEMETRY__PORT": str(self.telemetry),
-        }

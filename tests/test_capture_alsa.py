@@ -28,11 +28,12 @@ import numpy as np
 import pytest
 import zmq
 
+from rtap_trio.bench.common import ServicePorts
 from rtap_trio.models.whisper import default_cache_dir
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import TranscriptMessage, parse_message
 
-from .support import REPO, ServicePorts
+from .support import REPO
 
 TEXT = "turn on the kitchen lights"
 RATE = 16000

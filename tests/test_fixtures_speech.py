@@ -7,16 +7,15 @@ these files would fail for a reason far from its own code, so it is caught here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 import wave
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from rtap_trio.bench.common import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,22 +25,7 @@ if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
     pytest.skip("espeak-ng and sox are needed (scripts/setup.sh)", allow_module_level=True)
 
 
-def _load_make_speech() -> ModuleType:
-    # scripts/ is not a package. The module must be in sys.modules before it
-    # runs: dataclasses looks its own module up there.
-    if "make_speech" in sys.modules:
-        return sys.modules["make_speech"]
-    spec = importlib.util.spec_from_file_location(
-        "make_speech", REPO / "scripts" / "make_speech.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_speech"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ms = _load_make_speech()
+ms = load_script("make_speech")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +19,7 @@ import pytest
 from rtap_trio.settings import PreprocessSettings, SttSettings
 from rtap_trio.stages.preprocess import prepare_for_stt
 from rtap_trio.stages.stt import FULL_AUDIO_CTX, WhisperEngine, audio_ctx_for, clean_transcript
+from rtap_trio.textmetrics import word_error_rate
 
 from .support import REPO
 
@@ -27,20 +28,6 @@ RATE = 16_000
 #: Word error rate allowed per utterance with the shortened window; with pc2's
 #: settings tiny.en gets these fixtures word for word (docs/cuda.md).
 WER_BOUND = 0.15
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
-
-
-def _wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diagonal, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 def _command(name: str, index: int = 0) -> tuple[np.ndarray, str]:
@@ -53,6 +40,11 @@ def _command(name: str, index: int = 0) -> tuple[np.ndarray, str]:
     start = int(max(0.0, utterance["command_start_s"] - 0.3) * RATE)
     end = int((utterance["command_end_s"] + 0.6) * RATE)
     return prepare_for_stt(pcm[start:end], RATE, PreprocessSettings()), utterance["text"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fixtures_generated(speech: dict[str, Any]) -> None:
+    """The fixtures this module reads from tests/fixtures exist (generated once)."""
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +84,7 @@ def test_one_pass_detects_the_language_and_gives_whisper_fulls_words(
     print(f"\n{fixture}: one pass {fast!r}, whisper_full {reference.text!r}")
     assert fast.language == language
     assert fast.text == reference.text
-    assert _wer(text, fast.text) <= 0.3
+    assert word_error_rate(text, fast.text) <= 0.3
 
 
 @pytest.mark.slow
@@ -152,7 +144,7 @@ def test_shortened_window_keeps_the_words(engine: WhisperEngine) -> None:
         audio, text = _command(name)
         result = engine.transcribe(audio)
         assert 0 < engine.last_audio_ctx < FULL_AUDIO_CTX
-        assert _wer(text, result.text) <= WER_BOUND, (name, result.text)
+        assert word_error_rate(text, result.text) <= WER_BOUND, (name, result.text)
 
 
 @pytest.mark.slow
@@ -171,7 +163,7 @@ def test_long_utterance_after_short_one_is_transcribed_whole(engine: WhisperEngi
     result = engine.transcribe(long)
 
     assert engine.last_audio_ctx == 0 or engine.last_audio_ctx > short_ctx
-    assert _wer(f"{first_text} {second_text}", result.text) <= WER_BOUND, result.text
+    assert word_error_rate(f"{first_text} {second_text}", result.text) <= WER_BOUND, result.text
 
 
 # --------------------------------------------------------------------------- native build

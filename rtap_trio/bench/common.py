@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import socket
@@ -10,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 import trio
@@ -22,6 +23,8 @@ from ..buffers import Samples
 
 __all__ = [
     "REPO",
+    "ServicePorts",
+    "load_script",
     "SAMPLE_RATE",
     "ArraySource",
     "Clip",
@@ -29,7 +32,6 @@ __all__ = [
     "corpus_clips",
     "default_corpus",
     "fixture_clips",
-    "free_ports",
     "progress",
     "quiet_logging",
     "summarize",
@@ -79,15 +81,19 @@ class Clip:
         return self.samples.size / SAMPLE_RATE
 
 
-def _make_speech_module() -> Any:
-    # The generator is a script, not part of the package: load it the way
-    # tests/conftest.py does, so the bench uses the very same fixtures.
-    path = REPO / "scripts" / "make_speech.py"
-    spec = importlib.util.spec_from_file_location("make_speech", path)
+@functools.cache
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module, loaded once (scripts/ is not a package).
+
+    The bench and the tests load the fixture generator through this, so both
+    use the very same fixtures.
+    """
+    path = REPO / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["make_speech"] = module  # its dataclasses look their module up by name
+    sys.modules[name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -96,7 +102,7 @@ def fixture_clips() -> list[Clip]:
     """The project's generated speech (16 kHz mono WAVs only); [] if it cannot be made."""
     out = REPO / "tests" / "fixtures"
     try:
-        manifest_path = Path(_make_speech_module().generate_fixtures(out))
+        manifest_path = Path(load_script("make_speech").generate_fixtures(out))
     except Exception as exc:  # no espeak-ng/sox, or run from an installed wheel
         progress(f"generated fixtures unavailable ({exc}); using the corpus only")
         return []
@@ -212,16 +218,34 @@ class ArraySource(AudioSource):
         self.finished.set()
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free right now on 127.0.0.1, for a child process to bind."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+@dataclass(frozen=True)
+class ServicePorts:
+    """Ports free right now on 127.0.0.1 for a service run as a child process,
+    and the environment variables that give them to it."""
+
+    events: int
+    transcripts: int
+    websocket: int
+    telemetry: int
+
+    @classmethod
+    def free(cls) -> ServicePorts:
+        sockets = [socket.socket() for _ in range(4)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(sock.getsockname()[1] for sock in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(self.events),
+            "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(self.transcripts),
+            "RTAP_OUTPUT__WEBSOCKET_PORT": str(self.websocket),
+            "RTAP_TELEMETRY__PORT": str(self.telemetry),
+        }
 
 
 def quiet_logging() -> None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .common import free_ports
+from .common import ServicePorts
 
 __all__ = ["measure_service_rss", "proc_status_kb"]
 
@@ -47,17 +47,7 @@ def measure_service_rss(
     transcripts: int,
     limit_s: float,
 ) -> dict[str, Any]:
-    events, transcript_port, websocket, telemetry = free_ports(4)
-    env = dict(os.environ)
-    env.update(
-        {
-            "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(events),
-            "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(transcript_port),
-            "RTAP_OUTPUT__WEBSOCKET_PORT": str(websocket),
-            "RTAP_TELEMETRY__PORT": str(telemetry),
-            "RTAP_LOG_LEVEL": "WARNING",
-        }
-    )
+    env = {**os.environ, **ServicePorts.free().env(), "RTAP_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "rtap_trio", "run", "--source", "demo", "--print"]
     if profile:
         command += ["--profile", profile]

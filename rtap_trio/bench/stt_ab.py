@@ -160,30 +160,29 @@ def measure_stt_ab(settings: Settings, clips: list[Clip], *, quick: bool) -> dic
                 times[name][index].append(elapsed)
                 texts[name][index] = text
 
-    for name in names:
-        # One figure per utterance: the median of its repetitions.
-        per_utterance = [float(np.median(t)) for t in times[name]]
-        total = sum(per_utterance)
-        result[name] = {
-            "status": "ok",
-            "per_utterance_ms": summarize((t * 1000 for t in per_utterance), 1),
-            "total_s": round(total, 3),
-            "realtime_factor": round(result["audio_s"] / total, 2) if total else None,
-            "texts": dict(zip(result["clips"], texts[name], strict=True)),
-        }
     # Speed only counts at equal accuracy: every engine scored on the same clips.
     from ..evaluation import ErrorCounts, word_errors
 
+    # One figure per utterance: the median of its repetitions.
+    medians = {name: [float(np.median(t)) for t in times[name]] for name in names}
     for name in names:
+        total = sum(medians[name])
         counts = ErrorCounts()
         for clip, text in zip(clips, texts[name], strict=True):
             if clip.text is not None:
                 counts += word_errors(clip.text, text, clip.language)
-        result[name]["word_errors"] = counts.as_dict()
-    cpp_times = [float(np.median(t)) for t in times["whisper_cpp"]]
+        result[name] = {
+            "status": "ok",
+            "per_utterance_ms": summarize((t * 1000 for t in medians[name]), 1),
+            "total_s": round(total, 3),
+            "realtime_factor": round(result["audio_s"] / total, 2) if total else None,
+            "texts": dict(zip(result["clips"], texts[name], strict=True)),
+            "word_errors": counts.as_dict(),
+        }
+    cpp_times = medians["whisper_cpp"]
     ratios: dict[str, Any] = {}
     for name in names[1:]:
-        other = [float(np.median(t)) for t in times[name]]
+        other = medians[name]
         per_clip = [a / b for a, b in zip(cpp_times, other, strict=True) if b > 0]
         ratios[f"whisper_cpp/{name}"] = {
             "total": round(sum(cpp_times) / sum(other), 3),

@@ -63,6 +63,26 @@ _GGML_Q8_0 = 8
 # q8_0: blocks of 32 weights along a row, each one f16 scale and 32 int8.
 _Q8_0_BLOCK = 32
 _Q8_0_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", (_Q8_0_BLOCK,))])
+#: (elements per block, bytes per block) of every ggml tensor type a whisper
+#: file may hold: f32, f16, and the quantised q4_0, q4_1, q5_0, q5_1, q8_0.
+_GGML_BLOCKS: Mapping[int, tuple[int, int]] = MappingProxyType(
+    {
+        _GGML_F32: (1, 4),
+        _GGML_F16: (1, 2),
+        2: (32, 18),
+        3: (32, 20),
+        6: (32, 22),
+        7: (32, 24),
+        _GGML_Q8_0: (_Q8_0_BLOCK, _Q8_0_DTYPE.itemsize),
+    }
+)
+
+
+def _ggml_nbytes(ggml_type: int, elements: int) -> int:
+    block, block_bytes = _GGML_BLOCKS[ggml_type]
+    return elements // block * block_bytes
+
+
 # whisper.cpp reads ftype as GGML_QNT_VERSION * 1000 + ggml_ftype for quantised
 # files (quantize.cpp); GGML_FTYPE_MOSTLY_Q8_0 is 7, the version 2.
 _HPARAM_FTYPE: Mapping[str, int] = MappingProxyType({"f32": 0, "f16": 1, "q8_0": 2 * 1000 + 7})
@@ -361,10 +381,7 @@ class _TensorPlan:
 
     @property
     def nbytes(self) -> int:
-        elements = int(np.prod(self.shape, dtype=np.int64))
-        if self.ggml_type == _GGML_Q8_0:
-            return elements // _Q8_0_BLOCK * _Q8_0_DTYPE.itemsize
-        return elements * (4 if self.ggml_type == _GGML_F32 else 2)
+        return _ggml_nbytes(self.ggml_type, int(np.prod(self.shape, dtype=np.int64)))
 
     def header(self) -> bytes:
         name = self.ggml_name.encode("utf-8")
@@ -551,13 +568,14 @@ def _write_tensor(out: BinaryIO, ct2: _Ct2Model, plan: _TensorPlan) -> None:
         if bf16:
             # bf16 is the top half of an f32; numpy has no bf16 dtype.
             block = (block.astype(np.uint32) << 16).view(np.float32)
-        # copy=False: an f16 -> f16 block is written straight from the mapping.
-        converted = block.astype(want, copy=False)
         if plan.ggml_type == _GGML_Q8_0:
             # whisper-quantize works from the f16 file: quantise f16 values,
             # so an f32 source gives the same bytes as an f16 one.
-            converted = quantize_q8_0(block.astype("<f2").astype(np.float32))
-        out.write(np.ascontiguousarray(converted).data)
+            f16 = block.astype("<f2", copy=False)
+            out.write(quantize_q8_0(f16.astype(np.float32)).data)
+        else:
+            # copy=False: an f16 -> f16 block is written straight from the mapping.
+            out.write(np.ascontiguousarray(block.astype(want, copy=False)).data)
         ct2.release()
 
 
@@ -944,12 +962,6 @@ def cached_model_path(name: str, cache_dir: Path | None = None, ftype: FType = "
     return directory / f"ggml-{name}{suffix}.bin"
 
 
-#: Bytes per element of the ggml tensor types a whisper file may hold (f32, f16);
-#: and (block elements, block bytes) of the quantised ones whisper.cpp reads.
-_GGML_TYPE_BYTES = {0: 4.0, 1: 2.0}
-_GGML_QUANT_BLOCKS = {2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34)}
-
-
 def check_ggml_file(path: Path) -> None:
     """Refuse a file whisper.cpp would crash on rather than reject.
 
@@ -994,14 +1006,9 @@ def check_ggml_file(path: Path) -> None:
             for dim in ints(n_dims):
                 elements *= dim
             f.seek(name_length, 1)
-            if tensor_type in _GGML_TYPE_BYTES:
-                data = int(elements * _GGML_TYPE_BYTES[tensor_type])
-            elif tensor_type in _GGML_QUANT_BLOCKS:
-                block, block_bytes = _GGML_QUANT_BLOCKS[tensor_type]
-                data = elements // block * block_bytes
-            else:
+            if tensor_type not in _GGML_BLOCKS:
                 raise fail(f"unknown tensor type {tensor_type}")
-            f.seek(data, 1)
+            f.seek(_ggml_nbytes(tensor_type, elements), 1)
         if f.tell() != size:
             raise fail(f"the last tensor runs past the end ({f.tell()} > {size} bytes)")
 

@@ -40,7 +40,7 @@ _TAIL_MS = 200
 
 
 class _Mode(enum.Enum):
-    WAIT_WAKE = "wait_wake"  # wake word on: only Porcupine runs
+    WAIT_WAKE = "wait_wake"  # wake word on: Porcupine listens (VAD runs in every mode)
     AWAIT_SPEECH = "await_speech"  # after a wake word, or always when wake word is off
     IN_SPEECH = "in_speech"
 
@@ -77,7 +77,6 @@ class FrontEnd:
         self._pre_roll = settings.vad.pre_roll_ms // audio.frame_ms
         self._tail = _TAIL_MS // audio.frame_ms
         self._listen_timeout = settings.wakeword.listen_timeout_ms // audio.frame_ms
-        self._hangover_ms = float(settings.vad.hangover_ms)
         self._budget_s = settings.pipeline.frontend_budget_ms / 1000
         self._session = session
         self._outbox = outbox

@@ -137,13 +137,8 @@ class WhisperEngine:
         #: only where whisper_full would encode twice, i.e. a multilingual model
         #: asked to detect the language over the full window.
         self._direct: DirectWhisper | None = None
-        self.one_pass = (
-            settings.one_pass_language
-            and language == ""
-            and not english_only
-            and settings.audio_ctx == 0
-        )
-        if self.one_pass:
+        # language "" means auto, which an English-only model never gets.
+        if settings.one_pass_language and language == "" and settings.audio_ctx == 0:
             self._direct = DirectWhisper(
                 self.model_file,
                 n_threads=settings.n_threads,
@@ -163,6 +158,11 @@ class WhisperEngine:
             )
         except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file
             raise ModelError(f"whisper.cpp cannot load {self.model_file}: {exc}") from exc
+
+    @property
+    def one_pass(self) -> bool:
+        """Language detection and decoding on one encoder pass (see whisper_direct)."""
+        return self._direct is not None
 
     def transcribe(
         self, audio: Float32, should_abort: Callable[[], bool] | None = None

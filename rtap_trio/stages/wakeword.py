@@ -70,7 +70,7 @@ class WakeWordDetector:
         self.frame_length: int = self._handle.frame_length
         # Samples waiting for a full Porcupine block; preallocated so the
         # per-frame path does not allocate.
-        self._pending = np.zeros(2 * self.frame_length, dtype=np.int16)
+        self._pending = np.zeros(self.frame_length, dtype=np.int16)
         self._held = 0
 
     def process(self, samples: Samples, frame_index: int) -> WakeWordDetection | None:

@@ -24,6 +24,7 @@ that grows with the audio.
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def loaded_libwhisper() -> Path:
     raise ModelError("pywhispercpp is imported but no libwhisper is mapped in this process")
 
 
-def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
+@functools.cache  # once per process: every engine shares the one loaded library
+def _libwhisper() -> ctypes.CDLL:
+    library = ctypes.CDLL(str(loaded_libwhisper()))
     ctx = ctypes.c_void_p
     c_int = ctypes.c_int
     library.whisper_context_default_params_by_ref.restype = ctypes.POINTER(_ContextParams)
@@ -130,7 +133,7 @@ class DirectWhisper:
     def __init__(
         self, model_file: Path, *, n_threads: int, flash_attn: bool, use_gpu: bool
     ) -> None:
-        self._lib = _bind(ctypes.CDLL(str(loaded_libwhisper())))
+        self._lib = _libwhisper()
         lib = self._lib
         defaults = lib.whisper_context_default_params_by_ref()
         params = _ContextParams.from_buffer_copy(defaults.contents)
@@ -220,6 +223,8 @@ class DirectWhisper:
             self._max_tokens,
             _MIN_TOKENS + int(_TOKENS_PER_SECOND * samples.size / _SAMPLE_RATE),
         )
+        # The mean log-probability only matters when no-speech is likely.
+        scoring = no_speech > _NO_SPEECH_THRESHOLD
         tokens: list[int] = []
         logprob_sum = 0.0
         while True:
@@ -227,14 +232,14 @@ class DirectWhisper:
                 return "", language
             logits[self._suppressed_first if not tokens else self._suppressed] = -np.inf
             token = int(np.argmax(logits))
-            logprob_sum += float(_log_softmax_at(logits, token))
+            if scoring:
+                logprob_sum += _log_softmax_at(logits, token)
             if token == self._eot or len(tokens) >= budget:
                 break
             tokens.append(token)
             logits = self._decode([token], n_past)
             n_past += 1
-        mean_logprob = logprob_sum / (len(tokens) + 1)
-        if no_speech > _NO_SPEECH_THRESHOLD and mean_logprob < _LOGPROB_THRESHOLD:
+        if scoring and logprob_sum / (len(tokens) + 1) < _LOGPROB_THRESHOLD:
             return "", language
         # Tokens are byte pieces: a character may span two of them.
         pieces = b"".join(lib.whisper_token_to_str(ctx, token) for token in tokens)
@@ -254,6 +259,7 @@ def _softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
 
 
 def _log_softmax_at(logits: npt.NDArray[np.float32], index: int) -> float:
-    finite = logits[np.isfinite(logits)].astype(np.float64)
-    top = float(np.max(finite))
-    return float(logits[index]) - top - float(np.log(np.exp(finite - top).sum()))
+    # Suppressed (-inf) logits contribute exp(-inf) = 0.
+    top = float(np.max(logits))
+    total = float(np.exp(logits.astype(np.float64) - top).sum())
+    return float(logits[index]) - top - float(np.log(total))

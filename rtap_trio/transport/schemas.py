@@ -9,7 +9,7 @@ when it was emitted, so a subscriber can detect gaps and order replays.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -24,7 +24,7 @@ __all__ = [
     "parse_message",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class Stream(enum.StrEnum):
@@ -52,7 +52,7 @@ class EventType(enum.StrEnum):
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = SCHEMA_VERSION
     seq: int = Field(ge=0)
     session_id: str
     utterance_id: str | None = None
