@@ -13,6 +13,7 @@ import zmq
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from rtap_trio.audio.base import AudioSource
+from rtap_trio.bench.common import ZmqSubscriber
 from rtap_trio.buffers import Samples
 from rtap_trio.settings import Settings, load_settings
 from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
@@ -43,32 +44,23 @@ class ZmqCollector:
     messages: list[tuple[str, EventMessage | TranscriptMessage]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVTIMEO, 200)
-        self._socket.subscribe(b"")
-        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self._socket.connect(f"tcp://127.0.0.1:{self.port}")
+        self._subscriber = ZmqSubscriber([self.port], receive_timeout_ms=200)
 
     async def wait_connected(self) -> None:
-        # ZeroMQ's slow joiner: messages published before the handshake are lost.
-        self._monitor.setsockopt(zmq.RCVTIMEO, 5000)
-        await trio.to_thread.run_sync(self._monitor.recv_multipart)
+        await self._subscriber.wait_connected()
 
     async def collect_until(self, predicate: Any, limit_s: float) -> None:
+        receive = self._subscriber.socket.recv_multipart
         with trio.fail_after(limit_s):
             while not any(predicate(m) for _, m in self.messages):
                 try:
-                    topic, payload = await trio.to_thread.run_sync(self._socket.recv_multipart)
+                    topic, payload = await trio.to_thread.run_sync(receive)
                 except zmq.Again:
                     continue
                 self.messages.append((topic.decode(), parse_message(payload)))
 
     def close(self) -> None:
-        self._socket.disable_monitor()
-        self._monitor.close(linger=0)
-        self._socket.close(linger=0)
-        self._context.term()
+        self._subscriber.close()
 
 
 async def websocket_collect(

@@ -15,6 +15,7 @@ from types import ModuleType
 
 import numpy as np
 import trio
+import zmq
 from loguru import logger
 
 from ..audio.base import AudioSource
@@ -24,6 +25,7 @@ from ..buffers import Samples
 __all__ = [
     "REPO",
     "ServicePorts",
+    "ZmqSubscriber",
     "load_script",
     "SAMPLE_RATE",
     "ArraySource",
@@ -246,6 +248,35 @@ class ServicePorts:
             "RTAP_OUTPUT__WEBSOCKET_PORT": str(self.websocket),
             "RTAP_TELEMETRY__PORT": str(self.telemetry),
         }
+
+
+class ZmqSubscriber:
+    """A real SUB socket on ``ports`` of 127.0.0.1, subscribed to everything.
+
+    ZeroMQ's slow joiner: what is published before a connection's handshake is
+    lost, so :meth:`wait_connected` waits for one handshake per port.
+    """
+
+    def __init__(self, ports: Sequence[int], *, receive_timeout_ms: int) -> None:
+        self._ports = list(ports)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.socket = self._context.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVTIMEO, receive_timeout_ms)
+        self.socket.subscribe(b"")
+        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        for port in self._ports:
+            self.socket.connect(f"tcp://127.0.0.1:{port}")
+
+    async def wait_connected(self) -> None:
+        self._monitor.setsockopt(zmq.RCVTIMEO, 5000)
+        for _ in self._ports:
+            await trio.to_thread.run_sync(self._monitor.recv_multipart)
+
+    def close(self) -> None:
+        self.socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self.socket.close(linger=0)
+        self._context.term()
 
 
 def quiet_logging() -> None:

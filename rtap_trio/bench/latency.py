@@ -21,7 +21,7 @@ import zmq
 from ..app import Service
 from ..buffers import Samples
 from ..settings import Settings
-from .common import ArraySource, summarize
+from .common import ArraySource, ZmqSubscriber, summarize
 
 __all__ = ["ZmqReceiver", "measure_latency"]
 
@@ -34,28 +34,19 @@ class ZmqReceiver:
     received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVTIMEO, 100)
-        self._socket.subscribe(b"")
-        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        for port in self.ports:
-            self._socket.connect(f"tcp://127.0.0.1:{port}")
+        self._subscriber = ZmqSubscriber(self.ports, receive_timeout_ms=100)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="bench-zmq-sub", daemon=True)
 
     async def start(self) -> None:
-        # ZeroMQ's slow joiner: wait for every handshake, or early messages are lost.
-        self._monitor.setsockopt(zmq.RCVTIMEO, 5000)
-        for _ in self.ports:
-            await trio.to_thread.run_sync(self._monitor.recv_multipart)
+        await self._subscriber.wait_connected()
         self._thread.start()
         await trio.sleep(0.2)  # the subscription reaches the publisher after the handshake
 
     def _receive(self) -> None:
         while not self._stop.is_set():
             try:
-                topic, payload = self._socket.recv_multipart()
+                topic, payload = self._subscriber.socket.recv_multipart()
             except zmq.Again:
                 continue
             # Stamp first: parsing is the subscriber's business, not the pipeline's.
@@ -69,10 +60,7 @@ class ZmqReceiver:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self._socket.disable_monitor()
-        self._monitor.close(linger=0)
-        self._socket.close(linger=0)
-        self._context.term()
+        self._subscriber.close()
 
 
 def _settings(settings: Settings) -> Settings:
