@@ -9,6 +9,7 @@ are cancelled. A deadline of ``supervisor.shutdown_grace_s`` bounds all of it.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import time
 import uuid
@@ -30,10 +31,21 @@ from .supervisor import RestartPolicy, Supervisor
 from .telemetry import Metrics, serve_telemetry
 from .transport.outbox import Outbox
 from .transport.schemas import EventType, Stream
-from .transport.websocket import WebSocketEmitter
+from .transport.websocket import WebSocketServer
 from .transport.zmq import ZmqPublisher
 
-__all__ = ["BoundPorts", "Service"]
+__all__ = ["BoundPorts", "Service", "is_loopback"]
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
 
 #: Time the emitters get, after the pipeline has drained, to send what is queued.
 _FLUSH_S = 0.25
@@ -104,6 +116,7 @@ class Service:
     ) -> None:
         log = logger.bind(component="service")
         settings = self.settings
+        self._warn_if_exposed(log)
         try:
             async with trio.open_nursery() as servers:
                 self._servers_scope = servers.cancel_scope
@@ -119,7 +132,7 @@ class Service:
                     )
                 websocket = None
                 if settings.output.websocket_enabled:
-                    websocket = WebSocketEmitter(
+                    websocket = WebSocketServer(
                         settings.output,
                         self.outbox,
                         self.metrics,
@@ -170,6 +183,9 @@ class Service:
                         websocket.close()
                 servers.cancel_scope.cancel()
         finally:
+            # Whatever ended the run (a stop while the models loaded, a fatal
+            # error), subscribers such as the --print printer see the end.
+            self.outbox.close()
             if self._engines is not None:
                 await self._engines.whisper.aclose()
             for publisher, _ in self._publishers:
@@ -194,6 +210,26 @@ class Service:
             engines.whisper.name,
             self.ports.as_dict(),
         )
+
+    def _warn_if_exposed(self, log: Any) -> None:
+        exposed = sorted(
+            {
+                address
+                for address, enabled in (
+                    (self.settings.output.bind_address, self.settings.output.websocket_enabled),
+                    (self.settings.output.bind_address, self.settings.output.zmq_enabled),
+                    (self.settings.telemetry.bind_address, self.settings.telemetry.enabled),
+                )
+                if enabled and not is_loopback(address)
+            }
+        )
+        if exposed:
+            # Until the service has a token (the browser issue), say it loudly.
+            log.warning(
+                "listening on {} without authentication: anyone who can reach this "
+                "address can read transcripts and stream audio in",
+                ", ".join(exposed),
+            )
 
     def stop(self) -> None:
         """Begin a graceful stop: capture ends, in-flight work drains within the grace period."""
@@ -239,6 +275,7 @@ class Service:
             results[name] = await fn()
 
         started = time.perf_counter()
+        log.info("loading engines and opening the audio source")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load, "whisper", lambda: WhisperPool.load(settings.stt))
             nursery.start_soon(load, "analyzer", lambda: LanguageAnalyzer.load(settings.language))
@@ -247,12 +284,17 @@ class Service:
         return Engines(whisper=results["whisper"], analyzer=results["analyzer"]), source
 
     async def _watch_signals(self) -> None:
+        log = logger.bind(component="service")
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                logger.bind(component="service").info(
-                    "{} received: stopping", signal.Signals(signum).name
-                )
-                self.stop()
+                name = signal.Signals(signum).name
+                if not self._runtime.stopping:
+                    log.info("{} received: stopping", name)
+                    self.stop()
+                elif self._servers_scope is not None:
+                    # A second signal: the user will not wait for the drain.
+                    log.warning("{} received again: stopping now", name)
+                    self._servers_scope.cancel()
 
     def _crashed(self, task: str, exc: BaseException) -> None:
         self.metrics.errors.labels(task, type(exc).__name__).inc()

@@ -19,8 +19,8 @@ import trio
 import yaml
 
 from . import __version__
-from .errors import RTAPError
-from .settings import Settings, load_settings
+from .errors import ConfigError, RTAPError
+from .settings import Settings, load_settings, load_yaml_value
 from .transport.outbox import Subscription
 from .transport.schemas import Stream
 
@@ -164,7 +164,10 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise RTAPError(f"--set {item}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value) if value else ""
+        try:
+            overrides[key.strip()] = load_yaml_value(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError("command line", key.strip(), f"invalid YAML value: {exc}") from None
     return overrides
 
 
@@ -192,14 +195,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except KeyboardInterrupt:
-        return 130
     except BaseException as exc:
         error = _first_rtap_error(exc)
-        if error is None:
-            raise
-        print(f"rtap: error: {error}", file=sys.stderr)
-        return error.exit_code
+        if error is not None:
+            print(f"rtap: error: {error}", file=sys.stderr)
+            return error.exit_code
+        if _only_interrupts(exc):  # Ctrl-C outside the service's own handling
+            return 130
+        raise
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """A KeyboardInterrupt, maybe wrapped in exception groups (with other interrupts only)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_interrupts(inner) for inner in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def _first_rtap_error(exc: BaseException) -> RTAPError | None:
@@ -255,13 +265,20 @@ _PRINTED_KEYS = (
 
 
 async def _run_printing(service: Service, subscription: Subscription) -> None:
-    """Run the service; one JSON line per transcript on stdout until its outbox closes."""
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.run)
+    """Run the service; one JSON line per transcript on stdout until its outbox closes.
+
+    The service closes its outbox however its run ends, so the printer ends too.
+    """
+
+    async def print_transcripts() -> None:
         async for item in subscription.receive:
             record = item.message.model_dump(mode="json")
             line = json.dumps({key: record[key] for key in _PRINTED_KEYS}, ensure_ascii=False)
             print(line, flush=True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(print_transcripts)
+        await service.run()
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "VadSettings",
     "WakewordSettings",
     "load_settings",
+    "load_yaml_value",
     "settings_dir",
 ]
 
@@ -318,13 +319,7 @@ def _load_profile_chain(
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise ConfigError(str(path), "", f"profile '{name}' not found (known: {', '.join(known)})")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(str(path), where, f"invalid YAML: {reason}") from None
+    document = _read_profile(path)
     document = {} if document is None else document
     if not isinstance(document, dict):
         raise ConfigError(str(path), "", "a profile must be a mapping of sections")
@@ -337,6 +332,99 @@ def _load_profile_chain(
     document = _substitute(document, env, str(path), ())
     _deep_merge(base, document, origins, str(path), ())
     return base
+
+
+#: Profiles are a few kilobytes; a 10 MB one took 30 s and 1 GB to reject.
+MAX_PROFILE_BYTES = 256 * 1024
+#: Values in a document once every alias is expanded. Profiles hold about a
+#: hundred; an "alias bomb" (each anchor a list of two aliases of the one
+#: before) holds a few dozen aliases that expand to billions of values.
+MAX_YAML_VALUES = 10_000
+#: Sections are two levels deep; a deeply nested document ends in a RecursionError.
+MAX_YAML_DEPTH = 32
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a nesting limit, checked while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _expanded_values(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` becomes with its aliases expanded; linear in the graph."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    # A node that holds an alias of itself is infinite: over the limit.
+    sizes[id(node)] = MAX_YAML_VALUES + 1
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_values(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(
+            _expanded_values(key, sizes) + _expanded_values(value, sizes)
+            for key, value in node.value
+        )
+    sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)  # no need to count past the limit
+    return sizes[id(node)]
+
+
+def load_yaml_value(text: str) -> Any:
+    """One YAML document through the limited loader (raises yaml.YAMLError).
+
+    For every YAML RTAP reads: profiles, environment values, ``--set`` values.
+    The limits act on the node graph before anything is constructed or
+    expanded, so a hostile document costs milliseconds, not gigabytes.
+    """
+    loader = _LimitedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_values(node, {}) > MAX_YAML_VALUES:
+            raise yaml.YAMLError(
+                f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _read_profile(path: Path) -> Any:
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ConfigError(
+                str(path), "", f"profile is {size:,} bytes; the limit is {MAX_PROFILE_BYTES:,}"
+            )
+        with path.open("rb") as f:  # read no more than the limit, whatever stat said
+            raw = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ConfigError(str(path), "", f"profile is over the {MAX_PROFILE_BYTES:,} byte limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "", f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        return load_yaml_value(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(path), where, f"invalid YAML: {reason}") from None
 
 
 def _substitute(value: Any, env: Mapping[str, str], source: str, path: tuple[str, ...]) -> Any:
@@ -360,7 +448,7 @@ def _substitute(value: Any, env: Mapping[str, str], source: str, path: tuple[str
         # A value that is wholly one substitution takes the YAML type of what
         # was substituted, so "${PORT:8080}" is the number 8080.
         try:
-            return yaml.safe_load(result) if result else result
+            return load_yaml_value(result) if result else result
         except yaml.YAMLError:
             return result
     return result
@@ -424,7 +512,7 @@ def _env_value(raw: str) -> Any:
     # Environment strings are parsed as YAML scalars or flow lists, so
     # RTAP_WAKEWORD__KEYWORDS='[jarvis, computer]' and '0.5' mean what they say.
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml_value(raw)
     except yaml.YAMLError:
         return raw
     return raw if value is None or isinstance(value, dict) else value

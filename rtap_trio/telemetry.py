@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import logging
 import os
 import sys
 import time
@@ -212,8 +213,15 @@ async def serve_telemetry(
     port = listeners[0].socket.getsockname()[1]
 
     async def handler(stream: trio.SocketStream) -> None:
-        with trio.move_on_after(10):
-            await _serve_http(stream, metrics, health)
+        # One client's failure is that client's: it never reaches the listener.
+        try:
+            with trio.move_on_after(_REQUEST_TIMEOUT_S):
+                await _serve_http(stream, metrics, health)
+        except Exception as exc:
+            metrics.errors.labels("http", type(exc).__name__).inc()
+            logger.bind(component="telemetry").opt(exception=exc).warning(
+                "HTTP request failed: {}", exc
+            )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
@@ -227,8 +235,15 @@ async def _sample_resources(metrics: Metrics, interval_s: float) -> None:
         await trio.sleep(interval_s)
 
 
+#: A request must arrive whole, and its answer be taken, within this.
+_REQUEST_TIMEOUT_S = 10.0
+#: Request line plus headers; h11 answers more with an error. Nothing here
+#: takes a request body: GET and HEAD only.
+_MAX_HEADER_BYTES = 16_384
+
+
 async def _serve_http(stream: trio.SocketStream, metrics: Metrics, health: HealthReport) -> None:
-    conn = h11.Connection(h11.SERVER)
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
     try:
         while True:
             event = conn.next_event()
@@ -246,13 +261,32 @@ async def _serve_http(stream: trio.SocketStream, metrics: Metrics, health: Healt
                     ("connection", "close"),
                 ]
                 await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-                await stream.send_all(conn.send(h11.Data(data=body)))
+                # A HEAD answer has the GET answer's headers and no body.
+                if event.method != b"HEAD":
+                    await stream.send_all(conn.send(h11.Data(data=body)))
                 await stream.send_all(conn.send(h11.EndOfMessage()))
             return
-    except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+    except h11.RemoteProtocolError as exc:
+        await _send_error(stream, conn, exc.error_status_hint)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     finally:
         await stream.aclose()
+
+
+async def _send_error(stream: trio.SocketStream, conn: h11.Connection, status: int) -> None:
+    """Answer a malformed or oversized request with its status, if it can still be said."""
+    if conn.our_state is not h11.SEND_RESPONSE:
+        return
+    body = f"{status} bad request\n".encode()
+    headers = [("content-type", "text/plain"), ("content-length", str(len(body)))]
+    headers.append(("connection", "close"))
+    try:
+        await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+        await stream.send_all(conn.send(h11.Data(data=body)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        return
 
 
 def _route(request: h11.Request, metrics: Metrics, health: HealthReport) -> tuple[int, str, bytes]:
@@ -310,6 +344,35 @@ def configure_logging(settings: TelemetrySettings, session_id: str) -> None:
             diagnose=False,
         )
     logger.configure(extra={"component": "rtap", "session_id": session_id})
+    _route_stdlib_logging(settings.log_level)
+
+
+class _ToLoguru(logging.Handler):
+    """Hands records of the standard library's logging (and of ``warnings``) to loguru.
+
+    Libraries and the model converter log through ``logging``, and numpy
+    warns through ``warnings``: without this they print plain text between
+    the JSON lines.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        component = "warnings" if record.name == "py.warnings" else record.name
+        logger.bind(component=component).opt(exception=record.exc_info).log(
+            level, record.getMessage().strip()
+        )
+
+
+def _route_stdlib_logging(level: str) -> None:
+    root = logging.getLogger()
+    root.handlers = [_ToLoguru()]
+    # The same threshold as loguru's, so that nothing is formatted for nothing.
+    levels = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO}
+    root.setLevel(levels.get(level, logging.INFO if level == "SUCCESS" else logging.WARNING))
+    logging.captureWarnings(True)
 
 
 def now() -> float:

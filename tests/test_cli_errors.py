@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +153,87 @@ def test_truncated_model_file(tmp_path: Path) -> None:
     wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
     result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={cut}")
     assert_one_line_error(result, 3, str(cut), "runs past the end")
+
+
+# ------------------------------------------------ hostile profiles (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"stt:\n  model_name: \xff\xfe base\n", "not UTF-8"),
+        (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested deeper than"),
+        (
+            # The "billion laughs" of YAML: each line doubles the one before, 2^30 at the end.
+            b"a0: &a0 [x, x]\n"
+            + b"".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n".encode() for i in range(1, 30)),
+            "aliases",
+        ),
+        (b"# padding\n" * 1_000_000, "limit"),
+    ],
+    ids=["not-utf8", "deeply-nested", "alias-bomb", "10-MB"],
+)
+def test_hostile_profile_is_one_line_and_fast(tmp_path: Path, content: bytes, needle: str) -> None:
+    profile = tmp_path / "hostile.yaml"
+    profile.write_bytes(content)
+    started = time.monotonic()
+    result = rtap("config", "--profile", str(profile))
+    elapsed = time.monotonic() - started
+    assert_one_line_error(result, 2, str(profile), needle)
+    # Python's start-up is most of this; the alias bomb used to take 85 s and 4 GB.
+    assert elapsed < 30, elapsed
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [("dir", "is a directory"), ("fifo", "is a FIFO"), ("/dev/zero", "is a device")],
+)
+def test_replay_path_that_is_not_a_file_says_what_it_is(
+    tmp_path: Path, target: str, needle: str
+) -> None:
+    if target == "dir":
+        path = tmp_path
+    elif target == "fifo":
+        path = tmp_path / "audio.fifo"
+        os.mkfifo(path)
+    else:
+        path = Path(target)
+    result = rtap("replay", str(path), "--profile", "pc2", env=EPHEMERAL_PORTS)
+    assert_one_line_error(result, 4, str(path), needle)
+
+
+def test_nan_samples_and_library_warnings_stay_json(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    audio = np.zeros(16000, dtype=np.float32)
+    audio[4000:8000] = np.nan
+    audio[9000] = np.inf
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    result = rtap(
+        "replay", str(path), "--no-wake", "--profile", "pc2", env={"RTAP_LOG_LEVEL": "WARNING"}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in result.stderr.splitlines():
+        if line.startswith("replayed "):  # the summary line of replay
+            continue
+        json.loads(line)  # every other line is a JSON log record
+
+
+def test_standard_library_logging_and_warnings_become_json_lines() -> None:
+    code = (
+        "import logging, warnings\n"
+        "from rtap_trio.settings import TelemetrySettings\n"
+        "from rtap_trio.telemetry import configure_logging\n"
+        "configure_logging(TelemetrySettings(), 'test')\n"
+        "logging.getLogger('rtap_trio.models').warning('replacing a corrupt model')\n"
+        "warnings.warn('invalid value encountered in cast', RuntimeWarning)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [r["level"] for r in records] == ["WARNING", "WARNING"], result.stderr
+    assert records[0]["component"] == "rtap_trio.models"
+    assert "invalid value" in records[1]["message"] and records[1]["component"] == "warnings"

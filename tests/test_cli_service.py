@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import IO
 
 import pytest
 import zmq
@@ -103,3 +104,57 @@ def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
     context.term()
     assert stopping, "no service_stopping event before exit"
     print(f"stopped {stop_s:.2f}s after SIGTERM")
+
+
+def start_until_loading(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """The demo service, returned once it logs that its engines are loading."""
+    import threading
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtap_trio", "--source", "demo", *args],
+        cwd=REPO,
+        env={**os.environ, **ServicePorts(0, 0, 0, 0).env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    loading = threading.Event()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            if "loading engines" in line:
+                loading.set()
+
+    threading.Thread(target=read, args=(process.stderr,), daemon=True).start()
+    assert loading.wait(60), "".join(lines)[-3000:]
+    return process, lines
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]])
+def test_signals_while_models_load_stop_the_printing_demo_promptly(
+    signals: list[signal.Signals],
+) -> None:
+    # The demo prints transcripts: its printer used to wait forever for an
+    # outbox that a stop during loading never closed; a second Ctrl-C then
+    # gave a traceback.
+    process, lines = start_until_loading("--profile", "default")
+    try:
+        sent = time.monotonic()
+        for signum in signals:
+            process.send_signal(signum)
+            time.sleep(0.05)
+        process.wait(timeout=15)
+        stop_s = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    time.sleep(0.2)  # the reader thread takes the last lines
+    stderr = "".join(lines)
+    assert process.returncode in (0, 130), stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert all(line.startswith("{") for line in lines), stderr[-3000:]
+    print(f"stopped {stop_s:.2f}s after {[s.name for s in signals]} during loading")

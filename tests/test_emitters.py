@@ -11,7 +11,7 @@ from rtap_trio.supervisor import RestartPolicy, Supervisor
 from rtap_trio.telemetry import Metrics
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import EventMessage, EventType, Stream, parse_message
-from rtap_trio.transport.websocket import WebSocketEmitter
+from rtap_trio.transport.websocket import WebSocketServer
 from rtap_trio.transport.zmq import ZmqPublisher
 
 from .support import ZmqCollector
@@ -67,7 +67,7 @@ async def test_slow_websocket_client_loses_oldest_without_stalling_others() -> N
     metrics = Metrics()
     outbox = Outbox(on_drop=lambda name: metrics.messages_dropped.labels(name).inc())
     # A generous send budget: this test is about the queue, not about stuck clients.
-    emitter = WebSocketEmitter(settings, outbox, metrics, send_budget_s=60)
+    emitter = WebSocketServer(settings, outbox, metrics, send_budget_s=60)
     # Messages big enough that the slow client's socket buffers (a few MB on
     # loopback) fill and its queue in the server has to drop.
     blob = "x" * 40_000
@@ -111,7 +111,7 @@ async def test_websocket_client_that_stops_reading_is_disconnected_after_the_emi
     settings = OutputSettings(websocket_port=0, websocket_client_queue=64)
     metrics = Metrics()
     outbox = Outbox()
-    emitter = WebSocketEmitter(settings, outbox, metrics, send_budget_s=0.2)
+    emitter = WebSocketServer(settings, outbox, metrics, send_budget_s=0.2)
     payload = "x" * 30_000  # big events fill the socket buffers quickly
     async with trio.open_nursery() as nursery:
         port = await nursery.start(emitter.run)

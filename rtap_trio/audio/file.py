@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import stat
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -26,8 +27,7 @@ def load_audio(path: Path, sample_rate: int) -> Samples:
     Channels are averaged (not just the left one taken) and the rate is
     converted with soxr's high-quality resampler, never by dropping samples.
     """
-    if not path.is_file():
-        raise AudioSourceError(f"{path}: no such file")
+    _check_regular_file(path)
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as exc:
@@ -36,11 +36,32 @@ def load_audio(path: Path, sample_rate: int) -> Samples:
         raise AudioSourceError(f"{path}: cannot decode audio: {exc}") from None
     if data.size == 0:
         raise AudioSourceError(f"{path}: the file holds no audio")
+    if not np.isfinite(data).all():
+        # A float file may hold NaN or infinities; as samples they mean nothing
+        # (and numpy would warn on the cast): silence instead.
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     mono = data.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
     pcm: Samples = (np.clip(mono, -1.0, 32767 / 32768) * 32768).astype(np.int16)
     return pcm
+
+
+def _check_regular_file(path: Path) -> None:
+    """Say what is wrong with a path that is not an audio file (before reading it)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise AudioSourceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise AudioSourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioSourceError(f"{path}: is a directory, not an audio file")
+    if not stat.S_ISREG(mode):
+        # A FIFO or a device such as /dev/zero never ends: reading it whole
+        # would never finish.
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise AudioSourceError(f"{path}: is {kind}, not a regular audio file")
 
 
 def demo_recording() -> Path:

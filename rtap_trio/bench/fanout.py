@@ -1,6 +1,6 @@
 """WebSocket fan-out: delivery delay with many connected clients.
 
-The service's own :class:`~rtap_trio.transport.websocket.WebSocketEmitter`
+The service's own :class:`~rtap_trio.transport.websocket.WebSocketServer`
 serves an :class:`~rtap_trio.transport.outbox.Outbox` on 127.0.0.1; real
 trio-websocket clients connect, then transcript-sized messages are published
 at a steady rate. Delay is the client's receive time minus the message's
@@ -24,7 +24,7 @@ from ..settings import OutputSettings
 from ..telemetry import Metrics
 from ..transport.outbox import Outbox
 from ..transport.schemas import LatencyBreakdown
-from ..transport.websocket import WebSocketEmitter
+from ..transport.websocket import WebSocketServer
 from .common import summarize
 
 __all__ = ["measure_fanout"]
@@ -115,7 +115,7 @@ async def measure_fanout(
         websocket_port=0, websocket_max_clients=max(clients, 200), zmq_enabled=False
     )
     outbox = Outbox()
-    emitter = WebSocketEmitter(settings, outbox, Metrics())
+    emitter = WebSocketServer(settings, outbox, Metrics())
     delays: list[float] = []
     counts = [0] * clients
     from_child: dict[str, Any] = {}

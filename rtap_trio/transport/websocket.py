@@ -1,14 +1,21 @@
-"""WebSocket emitter: the same messages as ZeroMQ, streamed to browsers.
+"""WebSocket server: the service's messages to watchers, and routes for other handlers.
 
-Each client gets its own bounded outbox subscription (oldest message dropped
-when it falls behind, counted), so a slow browser never holds up the pipeline
-or the other clients. Each text message is one JSON object as on ZeroMQ; its
-``kind`` and ``type`` fields tell what it is.
+Each watching client gets its own bounded outbox subscription (oldest message
+dropped when it falls behind, counted), so a slow browser never holds up the
+pipeline or the other clients. Each text message is one JSON object as on
+ZeroMQ; its ``kind`` and ``type`` fields tell what it is. Paths registered with
+:meth:`WebSocketServer.route` (``/v1/audio``) go to their own handler instead.
+
+A failure of one connection is that connection's failure, never the
+listener's: whatever a handler raises (a client that resets its socket right
+after the handshake, one that leaves while it is sent its first message) is
+counted and logged, and the slot it held is given back.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 
 import trio
 from loguru import logger
@@ -20,13 +27,25 @@ from ..telemetry import Metrics
 from .outbox import Outbox
 from .schemas import Stream
 
-__all__ = ["WebSocketEmitter"]
+__all__ = ["ConnectionHandler", "WebSocketServer"]
 
 #: A close handshake the client does not answer within this is abandoned.
-_CLOSE_TIMEOUT_S = 1.0
+CLOSE_TIMEOUT_S = 1.0
+
+#: Serves one accepted connection until it ends; ``client`` numbers it in logs.
+ConnectionHandler = Callable[[WebSocketConnection, int], Awaitable[None]]
 
 
-class WebSocketEmitter:
+def _is_disconnect(exc: BaseException) -> bool:
+    """A client going away, possibly wrapped in exception groups by nurseries."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_disconnect(inner) for inner in exc.exceptions)
+    return isinstance(
+        exc, ConnectionClosed | trio.BrokenResourceError | trio.ClosedResourceError | OSError
+    )
+
+
+class WebSocketServer:
     def __init__(
         self,
         settings: OutputSettings,
@@ -40,11 +59,16 @@ class WebSocketEmitter:
         self._outbox = outbox
         self._metrics = metrics
         self._ids = itertools.count(1)
+        self._routes: dict[str, ConnectionHandler] = {}
         self.clients = 0
         self.port = settings.websocket_port
         self._closing = trio.Event()
         self._no_clients = trio.Event()
         self._no_clients.set()
+
+    def route(self, path: str, handler: ConnectionHandler) -> None:
+        """Connections to ``path`` are served by ``handler`` instead of the watcher."""
+        self._routes[path] = handler
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled or :meth:`close`; reports the bound port."""
@@ -58,7 +82,7 @@ class WebSocketEmitter:
                         self.port,
                         None,
                         max_message_size=self._settings.websocket_max_message_bytes,
-                        disconnect_timeout=_CLOSE_TIMEOUT_S,
+                        disconnect_timeout=CLOSE_TIMEOUT_S,
                         task_status=task_status,
                     )
                 )
@@ -81,43 +105,34 @@ class WebSocketEmitter:
         self._closing.set()
 
     async def _handle(self, request: WebSocketRequest) -> None:
+        # The slot is taken before the first await, so that concurrent
+        # handshakes cannot all pass the check before any of them counts.
         if self.clients >= self._settings.websocket_max_clients:
-            await request.reject(503, body=b"too many clients")
+            self._metrics.errors.labels("websocket", "too_many_clients").inc()
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                try:
+                    await request.reject(503, body=b"too many clients")
+                except Exception as exc:
+                    if not _is_disconnect(exc):
+                        raise
             return
-        ws = await request.accept()
-        client = next(self._ids)
         self.clients += 1
         self._no_clients = trio.Event()
         self._metrics.websocket_clients.set(self.clients)
+        client = next(self._ids)
         log = logger.bind(component="websocket", client=client)
-        log.debug("client connected from {}", ws.remote)
-        subscription = self._outbox.subscribe(
-            f"websocket-{client}",
-            (Stream.EVENTS, Stream.TRANSCRIPTS),
-            self._settings.websocket_client_queue,
-        )
+        path = request.path.split("?", 1)[0]
         try:
-            with subscription:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._drain_incoming, ws, nursery.cancel_scope)
-                    async for item in subscription.receive:
-                        with trio.move_on_after(self._send_budget_s) as budget:
-                            await ws.send_message(item.payload.decode())
-                        if budget.cancelled_caught:
-                            # A client that cannot take one message within the
-                            # emit budget is stuck: free its resources.
-                            self._metrics.budget_exceeded.labels("emit").inc()
-                            self._metrics.errors.labels("websocket", "send_timeout").inc()
-                            log.warning("client stuck for {:g}s: disconnected", self._send_budget_s)
-                            # Its closing handshake cannot complete either.
-                            with trio.move_on_after(_CLOSE_TIMEOUT_S):
-                                await ws.aclose(code=1013, reason="too slow")
-                            break
-                    else:  # the outbox closed: the service is stopping
-                        await ws.aclose(code=1001, reason="service stopping")
-                    nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
+            ws = await request.accept()
+            log.debug("client connected to {}", path)
+            handler = self._routes.get(path, self._watch)
+            await handler(ws, client)
+        except Exception as exc:
+            if _is_disconnect(exc):
+                log.debug("client gone: {}", type(exc).__name__)
+            else:
+                self._metrics.errors.labels("websocket", type(exc).__name__).inc()
+                log.opt(exception=exc).warning("connection failed: {}", exc)
         finally:
             self.clients -= 1
             if self.clients == 0:
@@ -125,9 +140,38 @@ class WebSocketEmitter:
             self._metrics.websocket_clients.set(self.clients)
             log.debug("client disconnected")
 
+    async def _watch(self, ws: WebSocketConnection, client: int) -> None:
+        """Every event and transcript of the service, until the client or the service goes."""
+        log = logger.bind(component="websocket", client=client)
+        subscription = self._outbox.subscribe(
+            f"websocket-{client}",
+            (Stream.EVENTS, Stream.TRANSCRIPTS),
+            self._settings.websocket_client_queue,
+        )
+        with subscription:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._drain_incoming, ws, nursery.cancel_scope)
+                async for item in subscription.receive:
+                    with trio.move_on_after(self._send_budget_s) as budget:
+                        await ws.send_message(item.payload.decode())
+                    if budget.cancelled_caught:
+                        # A client that cannot take one message within the
+                        # emit budget is stuck: free its resources.
+                        self._metrics.budget_exceeded.labels("emit").inc()
+                        self._metrics.errors.labels("websocket", "send_timeout").inc()
+                        log.warning("client stuck for {:g}s: disconnected", self._send_budget_s)
+                        # Its closing handshake cannot complete either.
+                        with trio.move_on_after(CLOSE_TIMEOUT_S):
+                            await ws.aclose(code=1013, reason="too slow")
+                        break
+                else:  # the outbox closed: the service is stopping
+                    with trio.move_on_after(CLOSE_TIMEOUT_S):
+                        await ws.aclose(code=1001, reason="service stopping")
+                nursery.cancel_scope.cancel()
+
     @staticmethod
     async def _drain_incoming(ws: WebSocketConnection, scope: trio.CancelScope) -> None:
-        # Clients have nothing to say yet; reading is how a disconnect is noticed.
+        # Watchers have nothing to say; reading is how a disconnect is noticed.
         try:
             while True:
                 await ws.get_message()

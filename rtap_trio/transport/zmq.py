@@ -5,6 +5,12 @@ filter by topic prefix (an event type, or ``transcript``). Sockets are bound at
 start (a taken port fails the start, not a restart loop); sends never block:
 PUB drops for a subscriber past its high-water mark, as PUB does. A publisher
 whose socket broke binds a fresh one on the same port when it is restarted.
+
+What a peer may send a PUB socket is a subscription: a topic prefix. Without a
+limit, libzmq allocates whatever a frame header announces and buffers the
+stream behind it (a peer announcing 4 GiB took the process from 273 MB to
+1.3 GB RSS in a second), so inbound messages are capped and a peer that
+exceeds the cap is disconnected by libzmq itself.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import zmq
 from ..errors import PortInUseError
 from .outbox import Subscription
 
-__all__ = ["ZmqPublisher"]
+__all__ = ["MAX_INBOUND_MESSAGE_BYTES", "ZmqPublisher"]
+
+#: Largest message a peer may send (a subscription: one byte plus the topic).
+MAX_INBOUND_MESSAGE_BYTES = 1024
 
 
 class ZmqPublisher:
@@ -38,6 +47,7 @@ class ZmqPublisher:
         socket = self._context.socket(zmq.PUB)
         socket.setsockopt(zmq.SNDHWM, self._send_hwm)
         socket.setsockopt(zmq.LINGER, 500)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_MESSAGE_BYTES)
         try:
             socket.bind(f"tcp://{self._host}:{self.port or '*'}")
         except zmq.ZMQError as exc:
