@@ -39,6 +39,8 @@ from rtap_trio.models.whisper import (
     quantize_q8_0,
     resolve_whisper_model,
 )
+from rtap_trio.models.whisper import convert as whisper_convert
+from rtap_trio.models.whisper import registry as whisper_registry
 
 TINY_EN_F16_SIZE = 77_704_715  # official ggml-tiny.en.bin
 BASE_F16_SIZE = 147_951_465  # official ggml-base.bin
@@ -167,10 +169,10 @@ def test_base_converts_to_the_official_ggml_size(base: Converted, model_cache: P
     assert base.path.stat().st_size == BASE_F16_SIZE
     magic, n_vocab, *_ = _header(base.path)
     assert (magic, n_vocab) == (GGML_MAGIC, 51_865)
-    # The joined CT2 parts are scratch; they must not stay in the cache.
-    assert sorted(p.name for p in model_cache.iterdir() if not p.name.endswith(".lock")) == sorted(
-        p.name for p in model_cache.glob("ggml-*.bin")
-    )
+    # The joined CT2 parts are scratch; they must not stay in the cache. Each model
+    # keeps its lock and its recorded sha256 next to it.
+    kept = [p.name for p in model_cache.iterdir() if not p.name.endswith((".lock", ".sha256"))]
+    assert sorted(kept) == sorted(p.name for p in model_cache.glob("ggml-*.bin"))
 
 
 @pytest.mark.slow
@@ -360,7 +362,7 @@ def test_failed_conversion_leaves_the_previous_file_and_no_temp(
     out = tmp_path / "ggml-tiny.en.bin"
     out.write_bytes(b"previous contents")
     written = 0
-    real_write_tensor = whisper._write_tensor
+    real_write_tensor = whisper_convert._write_tensor
 
     def crash_half_way(*args: Any) -> None:
         nonlocal written
@@ -369,7 +371,7 @@ def test_failed_conversion_leaves_the_previous_file_and_no_temp(
             raise KeyboardInterrupt
         real_write_tensor(*args)
 
-    monkeypatch.setattr(whisper, "_write_tensor", crash_half_way)
+    monkeypatch.setattr(whisper_convert, "_write_tensor", crash_half_way)
     with pytest.raises(KeyboardInterrupt):
         convert_ct2_to_ggml(_ct2_file(model.model_parts[0]), _ct2_file(model.vocabulary[0]), out)
     assert out.read_bytes() == b"previous contents"
@@ -388,6 +390,43 @@ def test_existing_ggml_path_is_returned_as_is(tiny_en: Converted, tmp_path: Path
     assert not (tmp_path / "cache").exists()
 
 
+def _put(data: bytes, offset: int, raw: bytes) -> bytes:
+    """``data`` with ``raw`` written over it at ``offset``: same size, damaged in place."""
+    return data[:offset] + raw + data[offset + len(raw) :]
+
+
+def _int_at(index: int, value: int) -> Any:
+    # The header is 12 int32: magic, then hparams (n_vocab, ..., n_mels), then ftype.
+    return lambda data: _put(data, 4 * index, struct.pack("<i", value))
+
+
+def _name_at(data: bytes, name: str) -> int:
+    # Tensor names are stored without a terminator; these ones occur once.
+    offset = data.find(name.encode())
+    assert offset > 0, name
+    return offset
+
+
+def _tensor_header(name: str, field: int, value: int) -> Any:
+    # A tensor header is n_dims, name length, type, the dims, then the name.
+    def damage(data: bytes) -> bytes:
+        n_dims = 2  # both tensors damaged here are 2-D
+        start = _name_at(data, name) - 4 * (3 + n_dims)
+        return _put(data, start + 4 * field, struct.pack("<i", value))
+
+    return damage
+
+
+def _rename(name: str, new_name: str) -> Any:
+    assert len(new_name) == len(name)
+    return lambda data: _put(data, _name_at(data, name), new_name.encode())
+
+
+def _nan_in(name: str) -> Any:
+    # Two f16 NaNs a little way into the tensor's data.
+    return lambda data: _put(data, _name_at(data, name) + len(name) + 100, b"\xff\x7f" * 2)
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -395,15 +434,30 @@ def test_existing_ggml_path_is_returned_as_is(tiny_en: Converted, tmp_path: Path
         (lambda data: data[: len(data) // 3], "runs past the end"),
         (lambda data: data[:60], "ends early"),
         (lambda data: data + b"\0" * 64, "corrupt tensor header"),
+        # Same size, damaged in place. whisper.cpp 1.8.5 aborts (SIGABRT) on a head
+        # count or weight type that does not fit, segfaults (through pywhispercpp) on
+        # a tensor it does not expect, and decodes for minutes on NaN weights.
+        (_int_at(4, 7), "7 audio heads"),
+        (_int_at(8, 5), "5 text heads"),
+        (_int_at(5, 5), "tensor(s) missing"),
+        (_int_at(1, 50_000), "n_vocab 50000"),
+        (_int_at(11, 257), "unknown weight type"),
+        (_int_at(11, 0), "f32 weights abort"),
+        (lambda data: _put(data, 56, b"\xff\xff\xff\x7f"), "mel filterbank"),
+        (_rename("encoder.conv1.weight", "encoder.conv1.weighX"), "unexpected tensor"),
+        (_rename("encoder.conv1.bias", "encoder.conv2.bias"), "'encoder.conv2.bias' appears twice"),
+        (_tensor_header("encoder.positional_embedding", 3, 1500), "has dims (1500, 1500)"),
+        (_tensor_header("encoder.blocks.0.attn.query.weight", 2, 0), "has ggml type 0"),
+        (_nan_in("encoder.blocks.1.mlp.0.weight"), "NaN or infinite"),
     ],
 )
 def test_damaged_ggml_path_is_refused_before_whisper_cpp_sees_it(
     tiny_en: Converted, tmp_path: Path, damage: Any, reason: str
 ) -> None:
-    # whisper.cpp segfaults on such files instead of failing: they must not reach it.
+    # whisper.cpp crashes on such files instead of failing: they must not reach it.
     model_file = tmp_path / "damaged.bin"
     model_file.write_bytes(damage(tiny_en.path.read_bytes()))
-    with pytest.raises(ModelError, match=reason):
+    with pytest.raises(ModelError, match=re.escape(reason)):
         resolve_whisper_model(str(model_file), tmp_path / "cache")
 
 
@@ -443,7 +497,7 @@ def test_missing_source_package_names_the_pip_package(
 ) -> None:
     absent = PackageResource("rtap_no_such_model_pkg", "model.bin", "rtap-no-such-model-pkg")
     fake = KnownModel("ghost", (absent,), (absent,), ggml_sizes={"f16": 1})
-    monkeypatch.setattr(whisper, "KNOWN_MODELS", {**KNOWN_MODELS, "ghost": fake})
+    monkeypatch.setattr(whisper_registry, "KNOWN_MODELS", {**KNOWN_MODELS, "ghost": fake})
     with pytest.raises(ModelError, match=r"pip install rtap-no-such-model-pkg"):
         resolve_whisper_model("ghost", tmp_path)
 
