@@ -1,10 +1,14 @@
-"""The service: loads engines, binds the outputs, runs the pipeline under supervision.
+"""The service: loads the shared engines, binds the outputs, runs its sessions.
 
 Nesting gives the shutdown order. The outer nursery holds the servers
-(telemetry, WebSocket) and the signal watcher; inside it the emitters; inside
-those the pipeline. On SIGINT/SIGTERM capture stops, the pipeline drains into
-the outbox, the outbox closes, the emitters flush and end, then the servers
-are cancelled. A deadline of ``supervisor.shutdown_grace_s`` bounds all of it.
+(telemetry, WebSocket with its ``/v1/audio`` sessions) and the signal watcher;
+inside it the emitters; inside those the local session. On SIGINT/SIGTERM
+every session stops capturing and drains into the outbox, the outbox closes,
+the emitters flush and end, then the servers are cancelled. A deadline of
+``supervisor.shutdown_grace_s`` bounds all of it.
+
+The service ends when its local session's source ends (a replayed file), or
+on a signal; with ``--source none`` it serves network sessions until a signal.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +25,14 @@ import zmq
 from loguru import logger
 
 from .audio import AudioSource, source_from_settings
-from .pipeline import Engines, Pipeline
+from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint
+from .pipeline import Engines, FaultHook
 from .session import PipelineState
+from .sessions import EndReason, Session, SessionManager, new_session_id
 from .settings import Settings
 from .stages.language import LanguageAnalyzer
-from .stages.stt import ABORT_WAIT_S, WhisperPool
+from .stt import load_backend
+from .stt.whispercpp import ABORT_WAIT_S
 from .supervisor import RestartPolicy, Supervisor
 from .telemetry import Metrics, serve_telemetry
 from .transport.outbox import Outbox
@@ -47,7 +53,7 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-#: Time the emitters get, after the pipeline has drained, to send what is queued.
+#: Time the emitters get, after the sessions have drained, to send what is queued.
 _FLUSH_S = 0.25
 
 
@@ -71,43 +77,53 @@ class BoundPorts:
 
 @dataclass(slots=True)
 class _Runtime:
-    pipeline: Pipeline | None = None
     started_at: float = field(default_factory=time.time)
     stopping: bool = False
+    running: bool = False
 
 
 class Service:
-    """One RTAP service. ``await service.run()`` until the source ends or a signal."""
+    """One RTAP service. ``await service.run()`` until its local source ends or a signal."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         source: AudioSource | None = None,
-        session_id: str | None = None,
+        service_id: str | None = None,
         handle_signals: bool = True,
+        fault_hook: FaultHook | None = None,
     ) -> None:
+        """``source`` replaces the local source the settings name (tests, replay).
+
+        ``fault_hook`` is called as each session stage (re)starts: tests use it
+        to prove recovery without touching the engines.
+        """
         self.settings = settings
-        self.session_id = session_id or uuid.uuid4().hex[:12]
+        #: names the service on its own events (service_started, ...) and in logs
+        self.service_id = service_id or new_session_id()
         self.metrics = Metrics()
         self.outbox = Outbox(on_drop=lambda name: self.metrics.messages_dropped.labels(name).inc())
+        self._events = self.outbox.session(self.service_id)
         self.supervisor = Supervisor(
             RestartPolicy.from_settings(settings.supervisor), self._crashed
         )
         self.ports = BoundPorts()
+        #: the sessions; None until the engines are loaded
+        self.sessions: SessionManager | None = None
+        #: the session on the local source; None with ``--source none``
+        self.local_session: Session | None = None
         self._source = source
+        self._fault_hook = fault_hook
         self._handle_signals = handle_signals
         self._runtime = _Runtime()
         self._drain_scope = trio.CancelScope()
+        self._stopped = trio.Event()
         self._zmq_context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._publishers: list[tuple[ZmqPublisher, Stream]] = []
         self._servers_scope: trio.CancelScope | None = None
         self._engines: Engines | None = None
-
-    @property
-    def pipeline(self) -> Pipeline | None:
-        """The running pipeline; None until the service has started."""
-        return self._runtime.pipeline
+        self._websocket: WebSocketServer | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -130,30 +146,21 @@ class Service:
                             settings.telemetry, self.metrics, self.health, task_status=task_status
                         ),
                     )
-                websocket = None
-                if settings.output.websocket_enabled:
-                    websocket = WebSocketServer(
-                        settings.output,
-                        self.outbox,
-                        self.metrics,
-                        send_budget_s=settings.pipeline.emit_budget_ms / 1000,
-                    )
+                websocket = self._websocket = self._websocket_server()
+                if websocket is not None:
                     self.ports.websocket = await servers.start(
                         self.supervisor.supervise_started, "websocket", websocket.run
                     )
                 publishers = self._bind_zmq()
                 engines, source = await self._load(log)
                 self._engines = engines
-                pipeline = Pipeline(
+                sessions = self.sessions = SessionManager(
                     settings,
-                    session_id=self.session_id,
-                    source=source,
                     engines=engines,
                     outbox=self.outbox,
                     metrics=self.metrics,
-                    supervisor=self.supervisor,
+                    fault_hook=self._fault_hook,
                 )
-                self._runtime.pipeline = pipeline
                 async with trio.open_nursery() as emitters:
                     for publisher, stream in publishers:
                         subscription = self.outbox.subscribe(
@@ -165,16 +172,20 @@ class Service:
                             lambda p=publisher, s=subscription: p.run(s),
                         )
                     with self._drain_scope:
-                        async with trio.open_nursery() as stages:
-                            await stages.start(pipeline.run)
+                        async with trio.open_nursery() as local:
+                            if source is not None:
+                                await local.start(self._run_local, sessions, source)
                             self._announce(source, engines, log)
+                            self._runtime.running = True
                             task_status.started(self.ports)
+                            await self._stopped.wait()
+                            sessions.stop_all(EndReason.SERVICE_STOPPING)
+                            await sessions.wait_idle()
                     if self._drain_scope.cancelled_caught:
                         log.warning("shutdown grace period passed; in-flight work was cancelled")
                     # Drained, or cut off at the deadline: tell subscribers, then
                     # give the emitters a moment to flush what is queued.
-                    pipeline.session.shutdown("stopped")
-                    self.outbox.event(EventType.SERVICE_STOPPING, self.session_id)
+                    self._events.event(EventType.SERVICE_STOPPING)
                     self.outbox.close()
                     emitters.cancel_scope.deadline = trio.current_time() + _FLUSH_S
                     if websocket is not None:
@@ -187,27 +198,63 @@ class Service:
             # error), subscribers such as the --print printer see the end.
             self.outbox.close()
             if self._engines is not None:
-                await self._engines.whisper.aclose()
+                await self._engines.stt.aclose()
             for publisher, _ in self._publishers:
                 publisher.close()
             if self._zmq_context is not None:
                 self._zmq_context.term()
         log.info("RTAP stopped")
 
-    def _announce(self, source: AudioSource, engines: Engines, log: Any) -> None:
-        self.outbox.event(
+    async def _run_local(
+        self,
+        sessions: SessionManager,
+        source: AudioSource,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The local source as a session; when it ends (a file was played), so does the service."""
+        session = self.local_session = sessions.open("local")
+        try:
+            await session.run(source, task_status=task_status)
+        finally:
+            self.stop()
+
+    def _websocket_server(self) -> WebSocketServer | None:
+        settings = self.settings
+        if not settings.output.websocket_enabled:
+            return None
+        server = WebSocketServer(
+            settings.output,
+            self.outbox,
+            self.metrics,
+            send_budget_s=settings.pipeline.emit_budget_ms / 1000,
+        )
+        server.route(AUDIO_PATH, self._serve_audio)
+        return server
+
+    async def _serve_audio(self, ws: Any, client: int) -> None:
+        if self.sessions is None or not self._runtime.running or self._runtime.stopping:
+            state = "stopping" if self._runtime.stopping else "starting"
+            with trio.move_on_after(1.0):
+                await ws.aclose(code=1013, reason=f"the service is {state}")
+            return
+        await AudioWebSocketEndpoint(self.settings, self.sessions)(ws, client)
+
+    def _announce(self, source: AudioSource | None, engines: Engines, log: Any) -> None:
+        name = source.name if source is not None else "none"
+        self._events.event(
             EventType.SERVICE_STARTED,
-            self.session_id,
-            source=source.name,
-            model=engines.whisper.name,
+            source=name,
+            model=engines.stt.name,
             ports=self.ports.as_dict(),
             profile=self.settings.environment,
+            local_session_id=self.local_session.id if self.local_session else None,
         )
         log.info(
             "RTAP running: profile {} source {} model {} ports {}",
             self.settings.environment,
-            source.name,
-            engines.whisper.name,
+            name,
+            engines.stt.name,
             self.ports.as_dict(),
         )
 
@@ -239,12 +286,10 @@ class Service:
         # A transcription cut off at the deadline takes up to ABORT_WAIT_S to
         # stop, and the emitters' flush comes after: both fit in the grace period.
         grace = self.settings.supervisor.shutdown_grace_s - _FLUSH_S - ABORT_WAIT_S
-        grace = max(grace, 0.0)
-        self._drain_scope.deadline = trio.current_time() + grace
-        if self._runtime.pipeline is not None:
-            self._runtime.pipeline.stop()
-        elif self._servers_scope is not None:  # still starting: nothing to drain
-            self._servers_scope.cancel()
+        self._drain_scope.deadline = trio.current_time() + max(grace, 0.0)
+        self._stopped.set()
+        if self.sessions is None and self._servers_scope is not None:
+            self._servers_scope.cancel()  # still loading: nothing to drain
 
     # ------------------------------------------------------------------ pieces
 
@@ -265,7 +310,7 @@ class Service:
         self.ports.zmq_transcripts = self._publishers[1][0].port
         return self._publishers
 
-    async def _load(self, log: Any) -> tuple[Engines, AudioSource]:
+    async def _load(self, log: Any) -> tuple[Engines, AudioSource | None]:
         """Models and the audio source, loaded side by side; any failure ends the start."""
         settings = self.settings
         source = self._source or source_from_settings(settings.audio)
@@ -277,11 +322,12 @@ class Service:
         started = time.perf_counter()
         log.info("loading engines and opening the audio source")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(load, "whisper", lambda: WhisperPool.load(settings.stt))
+            nursery.start_soon(load, "stt", lambda: load_backend(settings.stt))
             nursery.start_soon(load, "analyzer", lambda: LanguageAnalyzer.load(settings.language))
-            nursery.start_soon(load, "source", source.open)
+            if source is not None:
+                nursery.start_soon(source.open)
         log.info("engines loaded in {:.2f}s", time.perf_counter() - started)
-        return Engines(whisper=results["whisper"], analyzer=results["analyzer"]), source
+        return Engines(stt=results["stt"], analyzer=results["analyzer"]), source
 
     async def _watch_signals(self) -> None:
         log = logger.bind(component="service")
@@ -299,35 +345,58 @@ class Service:
     def _crashed(self, task: str, exc: BaseException) -> None:
         self.metrics.errors.labels(task, type(exc).__name__).inc()
         self.metrics.task_restarts.labels(task).inc()
-        self.outbox.event(
-            EventType.STAGE_ERROR,
-            self.session_id,
-            stage=task,
-            error_type=type(exc).__name__,
-            error=str(exc)[:500],
+        self._events.event(
+            EventType.STAGE_ERROR, stage=task, error_type=type(exc).__name__, error=str(exc)[:500]
         )
-        if self._runtime.pipeline is not None:
-            self._runtime.pipeline.session.fault(f"{task} crashed")
 
     # ------------------------------------------------------------------ health
 
     def health(self) -> dict[str, Any]:
-        pipeline = self._runtime.pipeline
         tasks = {
             name: {"state": stats.state.value, "starts": stats.starts, "crashes": stats.crashes}
             for name, stats in self.supervisor.statistics().items()
         }
         failed = [name for name, t in tasks.items() if t["state"] == "failed"]
+        local = self.local_session
+        if local is not None:
+            failed += [
+                name
+                for name, stats in local.supervisor.statistics().items()
+                if stats.state.value == "failed"
+            ]
+        degraded = bool(failed) or (local is not None and local.state.state is PipelineState.ERROR)
+        sessions = self.sessions.statistics() if self.sessions is not None else []
+        by_kind: dict[str, int] = {}
+        for session in sessions:
+            by_kind[session.kind] = by_kind.get(session.kind, 0) + 1
         outbox = self.outbox.statistics()
-        state = pipeline.session.state if pipeline else None
-        ok = pipeline is not None and not failed and state is not PipelineState.ERROR
+        stt = self._engines.stt.statistics() if self._engines is not None else None
+        if not self._runtime.running:
+            status = "starting"
+        elif self._runtime.stopping:
+            status = "stopping"
+        else:
+            status = "degraded" if degraded else "ok"
         return {
-            "status": "ok" if ok else ("starting" if pipeline is None else "degraded"),
-            "session_id": self.session_id,
-            "state": state.value if state else None,
-            "source": pipeline.source.name if pipeline else None,
+            "status": status,
+            "service_id": self.service_id,
+            "state": local.state.state.value if local else None,
+            "source": local.statistics().source if local else "none",
             "uptime_s": round(time.time() - self._runtime.started_at, 1),
             "ports": self.ports.as_dict(),
             "tasks": tasks,
+            "failed_tasks": failed,
+            "sessions": {
+                "active": len(sessions),
+                "max": self.settings.sessions.max,
+                "by_kind": by_kind,
+                "list": [
+                    {"session_id": s.session_id, "kind": s.kind, "state": s.state.value}
+                    for s in sessions
+                ],
+            },
+            "stt": None
+            if stt is None
+            else {"engines": stt.engines, "busy": stt.busy, "waiting": stt.waiting},
             "outbox": {"published": outbox.published, "subscribers": outbox.subscribers},
         }

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 import trio
 
+from .items import Samples
+
 __all__ = [
-    "AudioFrame",
     "ChannelStatistics",
     "FullPolicy",
     "PolicySendChannel",
@@ -27,21 +27,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Samples = npt.NDArray[np.int16]
-
-
-@dataclass(frozen=True, slots=True)
-class AudioFrame:
-    """One fixed-size block of 16 kHz mono s16 audio.
-
-    ``index`` counts frames from the start of the stream, so ``index * frame
-    duration`` is the frame's offset in the recording; ``captured_at`` is
-    ``time.perf_counter()`` when it reached the pipeline.
-    """
-
-    index: int
-    samples: Samples
-    captured_at: float
 
 
 @dataclass(frozen=True, slots=True)

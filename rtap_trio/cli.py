@@ -19,7 +19,7 @@ import trio
 import yaml
 
 from . import __version__
-from .errors import ConfigError, RTAPError
+from .errors import ConfigError, RTAPError, find_error, only_errors
 from .settings import Settings, load_settings, load_yaml_value
 from .transport.outbox import Subscription
 from .transport.schemas import Stream
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(run)
     run.add_argument(
         "--source",
-        help="audio source: mic, demo or file:PATH (default: settings; RTAP_AUDIO_MOCK=true: demo)",
+        help="audio source: mic, demo, file:PATH, or none for network sessions only "
+        "(default: settings; RTAP_AUDIO_MOCK=true: demo)",
     )
     run.add_argument("--device", help="microphone device name or index (AUDIO_DEVICE)")
     run.add_argument(
@@ -196,32 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except BaseException as exc:
-        error = _first_rtap_error(exc)
+        error = find_error(exc, RTAPError)
         if error is not None:
             print(f"rtap: error: {error}", file=sys.stderr)
             return error.exit_code
-        if _only_interrupts(exc):  # Ctrl-C outside the service's own handling
+        if only_errors(exc, KeyboardInterrupt):  # Ctrl-C outside the service's own handling
             return 130
         raise
-
-
-def _only_interrupts(exc: BaseException) -> bool:
-    """A KeyboardInterrupt, maybe wrapped in exception groups (with other interrupts only)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_interrupts(inner) for inner in exc.exceptions)
-    return isinstance(exc, KeyboardInterrupt)
-
-
-def _first_rtap_error(exc: BaseException) -> RTAPError | None:
-    """The RTAP error behind ``exc``, looking inside exception groups."""
-    if isinstance(exc, RTAPError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_rtap_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -238,7 +220,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         extra["wakeword.enabled"] = False
     settings = _settings(args, extra)
     service = Service(settings)
-    configure_logging(settings.telemetry, service.session_id)
+    configure_logging(settings.telemetry, service.service_id)
     show = args.print_transcripts
     if show is None:  # the demo is there to be watched
         show = settings.audio.effective_source == "demo"
@@ -283,7 +265,7 @@ async def _run_printing(service: Service, subscription: Subscription) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .app import Service
-    from .audio.file import FileSource
+    from .audio.file import replay_source
     from .telemetry import configure_logging
 
     extra: dict[str, Any] = {
@@ -298,16 +280,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if args.no_wake:
         extra["wakeword.enabled"] = False
     settings = _settings(args, extra)
-    audio = settings.audio
-    source = FileSource(
-        args.path,
-        frame_samples=audio.frame_samples,
-        sample_rate=audio.sample_rate,
-        realtime=audio.realtime,
-        trailing_silence_ms=settings.vad.hangover_ms + 200,
-    )
+    source = replay_source(args.path, settings.audio, settings.vad, realtime=bool(args.realtime))
     service = Service(settings, source=source)
-    configure_logging(settings.telemetry, service.session_id)
+    configure_logging(settings.telemetry, service.service_id)
     subscription = service.outbox.subscribe("replay", (Stream.TRANSCRIPTS,), 100_000)
     started = time.perf_counter()
     trio.run(_run_printing, service, subscription)

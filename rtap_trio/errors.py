@@ -7,6 +7,8 @@ supervisor) decide on policy by kind rather than by sniffing foreign types.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class RTAPError(Exception):
     """Base class of every error RTAP raises on purpose."""
@@ -64,3 +66,38 @@ class RestartsExhaustedError(RTAPError):
             f"task {task} crashed {restarts} times within {window_s:g}s; "
             f"last error: {type(last).__name__}: {last}"
         )
+
+
+class SttTimeoutError(RTAPError):
+    """A transcription outlived its budget and was aborted (one utterance, not the service)."""
+
+    def __init__(self, *, queue_ms: float, elapsed_ms: float) -> None:
+        self.queue_ms = queue_ms
+        self.elapsed_ms = elapsed_ms
+        super().__init__(f"transcription aborted after {elapsed_ms:.0f} ms")
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def find_error(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first ``kind`` in ``exc`` or in the exception groups it is wrapped in.
+
+    Nurseries wrap what their tasks raise in exception groups; policy is
+    decided on what is inside.
+    """
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_error(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def only_errors(exc: BaseException, *kinds: type[BaseException]) -> bool:
+    """``exc`` is one of ``kinds``, or exception groups holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_errors(inner, *kinds) for inner in exc.exceptions)
+    return isinstance(exc, kinds)

@@ -41,7 +41,6 @@ import os
 import platform
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ import numpy as np
 import trio
 
 from . import __version__
-from .audio.file import FileSource, load_audio
+from .audio.file import load_audio, replay_source
 from .errors import AudioSourceError, ConfigError, RTAPError
 from .settings import Settings, WakewordSettings, load_settings
 
@@ -300,36 +299,18 @@ class _PipelineRun:
 
 
 async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _PipelineRun:
-    """The file through a fresh pipeline (as ``replay`` runs it) on already loaded models."""
-    from .pipeline import Pipeline
-    from .supervisor import RestartPolicy, Supervisor
+    """The file through a session (as ``replay`` runs it) on already loaded models."""
+    from .sessions import SessionManager
     from .telemetry import Metrics
     from .transport.outbox import Outbox
     from .transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
 
     run = _PipelineRun()
     outbox = Outbox()
-    supervisor = Supervisor(
-        RestartPolicy.from_settings(settings.supervisor),
-        lambda task, exc: run.errors.append(f"{task}: {type(exc).__name__}: {exc}"),
-    )
-    source = FileSource(
-        path,
-        frame_samples=settings.audio.frame_samples,
-        sample_rate=settings.audio.sample_rate,
-        realtime=False,
-        trailing_silence_ms=settings.vad.hangover_ms + 200,
-    )
+    source = replay_source(path, settings.audio, settings.vad)
     await source.open()
-    pipeline = Pipeline(
-        settings,
-        session_id=uuid.uuid4().hex[:12],
-        source=source,
-        engines=engines,
-        outbox=outbox,
-        metrics=Metrics(),
-        supervisor=supervisor,
-    )
+    manager = SessionManager(settings, engines=engines, outbox=outbox, metrics=Metrics())
+    session = manager.open("eval")
     subscription = outbox.subscribe("eval", (Stream.TRANSCRIPTS, Stream.EVENTS), 100_000)
 
     async def collect() -> None:
@@ -350,12 +331,16 @@ async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _Pi
                 run.wake_events.append(
                     {"keyword": message.data["keyword"], "time_s": message.data["offset_s"]}
                 )
-            elif isinstance(message, EventMessage) and message.type is EventType.STT_TIMEOUT:
-                run.errors.append(f"stt_timeout: {message.data}")
+            elif isinstance(message, EventMessage) and message.type in (
+                EventType.STT_TIMEOUT,
+                EventType.STAGE_ERROR,
+                EventType.SESSION_FAILED,
+            ):
+                run.errors.append(f"{message.type.value}: {message.data}")
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect)
-        await pipeline.run()
+        await session.run(source)
         outbox.close()
     return run
 
@@ -422,8 +407,8 @@ async def evaluate_async(
     """Run the evaluation; returns the report (see :func:`render_markdown`)."""
     from .pipeline import Engines
     from .stages.language import LanguageAnalyzer
-    from .stages.stt import WhisperPool
     from .stages.wakeword import builtin_keywords
+    from .stt import load_backend
 
     started = time.perf_counter()
     user = {**_DEFAULTS, **(overrides or {})}
@@ -457,11 +442,11 @@ async def evaluate_async(
         raise AudioSourceError(f"{folder}: none of the referenced recordings is there")
 
     settings = load({**user, **_FORCED})
-    whisper = await WhisperPool.load(settings.stt)
+    stt = await load_backend(settings.stt)
     try:
         analyzer = await LanguageAnalyzer.load(settings.language)
-        engines = Engines(whisper=whisper, analyzer=analyzer)
-        english_only = whisper.model_file.name.endswith(".en.bin") or whisper.name.endswith(".en")
+        engines = Engines(stt=stt, analyzer=analyzer)
+        english_only = stt.english_only
         files = []
         for ref in runnable:
             path = folder / ref.file
@@ -472,7 +457,7 @@ async def evaluate_async(
                 )
             )
     finally:
-        await whisper.aclose()
+        await stt.aclose()
 
     return {
         "format": REPORT_FORMAT,
@@ -483,8 +468,8 @@ async def evaluate_async(
         "machine": _machine(),
         "profile": settings.environment,
         "model": {
-            "name": whisper.name,
-            "file": str(whisper.model_file),
+            "name": stt.name,
+            "file": stt.origin,
             "english_only": english_only,
             "device": settings.stt.device,
             "n_threads": settings.stt.n_threads,
@@ -537,7 +522,7 @@ async def _evaluate_file(
             "false_accepts": len(detected) - hits,
         },
     }
-    reason = _not_applicable(ref, english_only, engines.whisper.name)
+    reason = _not_applicable(ref, english_only, engines.stt.name)
     if reason is not None:
         result["wer"] = {"applicable": False, "reason": reason}
         result["language_id"] = {"applicable": False, "reason": reason}
@@ -548,7 +533,7 @@ async def _evaluate_file(
     pipeline_s = time.perf_counter() - started
     audio = samples.astype(np.float32) / 32768.0
     started = time.perf_counter()
-    bare = await engines.whisper.transcribe(audio)
+    bare = await engines.stt.transcribe(audio)
     result["elapsed_s"] = {
         "pipeline": round(pipeline_s, 2),
         "bare": round(time.perf_counter() - started, 2),

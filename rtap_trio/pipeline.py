@@ -1,64 +1,80 @@
 """Wiring of one session: source -> capture -> front-end -> STT -> language -> outbox.
 
 Stages are connected by bounded channels, each with a stated full-channel
-policy, and each stage runs as a supervised task. Data flows one way; when the
-source ends (or :meth:`Pipeline.stop` is called) each stage drains what is
-queued, closes its output and finishes, so a stop flushes what is in flight.
+policy, and each stage runs as a supervised task named ``<session>/<stage>``.
+Data flows one way; when the source ends (or :meth:`SessionPipeline.stop` is
+called) each stage drains what is queued, closes its output and finishes, so a
+stop flushes what is in flight. The engines are the service's, shared by every
+session; everything else here is the session's own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
-from loguru import logger
 
 from .audio.base import AudioSource
-from .buffers import AudioFrame, FullPolicy, PolicySendChannel, open_channel
-from .session import SessionStateMachine, Transcription, Utterance
+from .buffers import FullPolicy, PolicySendChannel, open_channel
+from .items import AudioFrame, Transcription, Utterance
+from .session import SessionContext
 from .settings import Settings
 from .stages.capture import CaptureStage
 from .stages.frontend import FrontEnd
 from .stages.language import LanguageAnalyzer, LanguageStage
-from .stages.stt import SttStage, WhisperPool
+from .stages.stt import SttStage
 from .stages.wakeword import WakeWordDetector
+from .stt import SttBackend
 from .supervisor import Supervisor
-from .telemetry import Metrics
-from .transport.outbox import Outbox
 from .transport.schemas import EventType
 
-__all__ = ["Engines", "Pipeline"]
+__all__ = ["Engines", "FaultHook", "PipelineStatistics", "SessionPipeline"]
+
+#: Called as each stage task (re)starts, with the session id and the stage
+#: name; raising makes that start crash. For tests that prove recovery.
+FaultHook = Callable[[str, str], None]
 
 
 @dataclass(slots=True)
 class Engines:
     """Loaded models, shared by every session of a service."""
 
-    whisper: WhisperPool
+    stt: SttBackend
     analyzer: LanguageAnalyzer
 
 
-class Pipeline:
+@dataclass(frozen=True, slots=True)
+class PipelineStatistics:
+    frames_queued: int
+    frames_dropped: int
+    utterances_queued: int
+    utterances_dropped: int
+
+
+class SessionPipeline:
     def __init__(
         self,
+        ctx: SessionContext,
         settings: Settings,
         *,
-        session_id: str,
         source: AudioSource,
         engines: Engines,
-        outbox: Outbox,
-        metrics: Metrics,
         supervisor: Supervisor,
+        language: str | None = None,
+        fault_hook: FaultHook | None = None,
     ) -> None:
-        self.session_id = session_id
+        """``settings`` are the session's own (its wake word choice applied).
+
+        Raises ConfigError or ModelError when the wake word cannot be set up.
+        """
+        self.ctx = ctx
         self.source = source
-        self.session = SessionStateMachine(session_id, outbox, metrics)
-        self._settings = settings
         self._supervisor = supervisor
-        self._outbox = outbox
-        self._metrics = metrics
+        self._fault_hook = fault_hook
+        metrics = ctx.metrics
         # A live source must never wait, so its edges drop the oldest item; a
-        # replayed file waits instead and loses nothing.
+        # replayed file or a network client waits instead and loses nothing.
         policy = FullPolicy.DROP_OLDEST if source.live else FullPolicy.BLOCK
         dropped_frames = metrics.frames_dropped.labels("capture")
         frames_send: PolicySendChannel[AudioFrame]
@@ -79,72 +95,113 @@ class Pipeline:
         )
         self.frames = frames_send
         self.utterances = utterances_send
-        self.wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
+        wakeword = settings.wakeword
+        self.wake = WakeWordDetector(wakeword) if wakeword.enabled else None
         self.capture = CaptureStage(source, frames_send)
         self.frontend = FrontEnd(
-            settings,
-            session=self.session,
-            outbox=outbox,
-            metrics=metrics,
+            ctx,
+            audio=settings.audio,
+            vad=settings.vad,
+            listen_timeout_ms=wakeword.listen_timeout_ms,
+            budget_ms=settings.pipeline.frontend_budget_ms,
             wake=self.wake,
             frames=frames_receive,
             utterances=utterances_send,
+            language=language,
         )
         self.stt = [
             SttStage(
-                settings,
-                pool=engines.whisper,
-                session=self.session,
-                outbox=outbox,
-                metrics=metrics,
+                ctx,
+                backend=engines.stt,
+                stt=settings.stt,
+                preprocess=settings.preprocess,
+                sample_rate=settings.audio.sample_rate,
                 utterances=utterances_receive.clone(),
                 transcriptions=transcriptions_send.clone(),
             )
-            for _ in range(settings.stt.workers)
+            for _ in range(settings.sessions.max_in_flight)
         ]
         utterances_receive.close()
         transcriptions_send.close()
         self.language = LanguageStage(
-            settings,
+            ctx,
             analyzer=engines.analyzer,
-            model_name=engines.whisper.name,
-            session=self.session,
-            outbox=outbox,
-            metrics=metrics,
+            settings=settings.language,
+            model_name=engines.stt.name,
+            log_transcripts=settings.telemetry.log_transcripts,
             transcriptions=transcriptions_receive,
         )
         self._capture_scope = trio.CancelScope()
 
     def _utterance_dropped(self, utterance: Utterance) -> None:
-        self._metrics.utterances.labels("dropped").inc()
-        self._outbox.event(
-            EventType.UTTERANCE_DROPPED, utterance.session_id, utterance.id, reason="queue_full"
-        )
-        self.session.utterance_done("dropped")
+        self.ctx.metrics.utterances.labels(self.ctx.kind, "dropped").inc()
+        self.ctx.outbox.event(EventType.UTTERANCE_DROPPED, utterance.id, reason="queue_full")
+        self.ctx.state.utterance_done("dropped")
+
+    def _task(
+        self, stage: str, run: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        if self._fault_hook is None:
+            return run
+        hook, session_id = self._fault_hook, self.ctx.session_id
+
+        async def with_fault_hook() -> None:
+            hook(session_id, stage)
+            await run()
+
+        return with_fault_hook
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run every stage until the source ends or :meth:`stop`, then drain."""
+        """Run every stage until the source ends or :meth:`stop`, then drain.
+
+        A stage that exhausts its restart policy ends the session: the
+        :class:`~rtap_trio.errors.RestartsExhaustedError` propagates (in an
+        exception group) after the other stages are cancelled.
+        """
         supervise = self._supervisor.supervise
+        name = self.ctx.session_id
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._run_capture)
-                await nursery.start(supervise, "frontend", self.frontend.run)
+                await nursery.start(
+                    supervise, f"{name}/frontend", self._task("frontend", self.frontend.run)
+                )
                 for number, stage in enumerate(self.stt):
-                    await nursery.start(supervise, f"stt-{number}", stage.run)
-                await nursery.start(supervise, "language", self.language.run)
+                    await nursery.start(
+                        supervise, f"{name}/stt-{number}", self._task("stt", stage.run)
+                    )
+                await nursery.start(
+                    supervise, f"{name}/language", self._task("language", self.language.run)
+                )
                 task_status.started()
         finally:
             if self.wake is not None:
                 self.wake.close()
 
     async def _run_capture(self, *, task_status: trio.TaskStatus[None]) -> None:
-        with self._capture_scope:
-            await self._supervisor.supervise("capture", self.capture.run, task_status=task_status)
-        if self._capture_scope.cancelled_caught:
-            logger.bind(component="pipeline").info("capture stopped; draining")
-        self.capture.stop()
-        await self.source.aclose()
+        try:
+            with self._capture_scope:
+                await self._supervisor.supervise(
+                    f"{self.ctx.session_id}/capture",
+                    self._task("capture", self.capture.run),
+                    task_status=task_status,
+                )
+            if self._capture_scope.cancelled_caught:
+                self.ctx.log.bind(component="pipeline").info("capture stopped; draining")
+        finally:
+            self.capture.stop()
+            with trio.CancelScope(shield=True):
+                await self.source.aclose()
 
     def stop(self) -> None:
         """Stop capturing; what is already queued still goes through."""
         self._capture_scope.cancel()
+
+    def statistics(self) -> PipelineStatistics:
+        frames, utterances = self.frames.statistics(), self.utterances.statistics()
+        return PipelineStatistics(
+            frames_queued=frames.current_buffer_used,
+            frames_dropped=frames.dropped,
+            utterances_queued=utterances.current_buffer_used,
+            utterances_dropped=utterances.dropped,
+        )

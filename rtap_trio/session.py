@@ -1,33 +1,40 @@
-"""One audio session: its state machine and the items that flow through its stages.
+"""One audio session: its state machine and the context its stages share.
 
 The published state follows the session, not a single stage: the front-end can
 already be capturing the next utterance while the last one is transcribed. It
 is derived from what is going on, in priority order: emitting (EMIT), an
 utterance queued or in STT (PROCESSING), capturing after a wake word or speech
 start (LISTENING), else IDLE. Every change is checked against
-:data:`ALLOWED_TRANSITIONS`, published as a ``state_changed`` event and counted.
+:data:`ALLOWED_TRANSITIONS` and reported to a callback (the session publishes
+it as a ``state_changed`` event and counts it).
+
+Stages get a :class:`SessionContext` and their own settings sections, nothing
+more: this module knows no stage, engine or transport.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from .buffers import Samples
-from .stages.vad import EndReason
 from .telemetry import Metrics
-from .transport.outbox import Outbox
+from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType
+
+if TYPE_CHECKING:
+    from loguru import Logger
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "PipelineState",
+    "SessionContext",
     "SessionStateMachine",
     "StateTransitionError",
-    "Transcription",
-    "Utterance",
+    "TransitionHook",
 ]
 
 
@@ -65,35 +72,13 @@ class StateTransitionError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Utterance:
-    id: str
-    session_id: str
-    samples: Samples
-    #: offsets of the utterance in the stream, seconds
-    start_s: float
-    end_s: float
-    wake_word: str | None
-    end_reason: EndReason
-    #: perf_counter() when the end was decided (the hangover had passed)
-    endpointed_at: float
-    hangover_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class Transcription:
-    utterance: Utterance
-    text: str
-    queue_ms: float
-    preprocess_ms: float
-    stt_ms: float
+#: Called with (from, to, reason) after each transition.
+TransitionHook = Callable[[PipelineState, PipelineState, str], None]
 
 
 class SessionStateMachine:
-    def __init__(self, session_id: str, outbox: Outbox, metrics: Metrics) -> None:
-        self.session_id = session_id
-        self._outbox = outbox
-        self._metrics = metrics
+    def __init__(self, on_transition: TransitionHook | None = None) -> None:
+        self._on_transition = on_transition
         self._state = PipelineState.IDLE
         self._capturing = False
         self._in_flight = 0
@@ -167,12 +152,44 @@ class SessionStateMachine:
             raise StateTransitionError(f"{before} -> {to} is not allowed ({reason})")
         self._state = to
         self.transitions += 1
-        self._metrics.state_transitions.labels(before.value, to.value).inc()
-        self._outbox.event(
-            EventType.STATE_CHANGED,
-            self.session_id,
-            **{"from": before.value, "to": to.value, "reason": reason},
-        )
-        logger.bind(component="pipeline", state=to.value).debug(
-            "state {} -> {} ({})", before.value, to.value, reason
+        if self._on_transition is not None:
+            self._on_transition(before, to, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What every stage of one session shares."""
+
+    session_id: str
+    #: what the session is for metrics labels: "local", "websocket", ...
+    kind: str
+    outbox: SessionOutbox
+    metrics: Metrics
+    state: SessionStateMachine
+    #: loguru, bound to the session
+    log: Logger
+
+    @classmethod
+    def create(cls, session_id: str, kind: str, outbox: Outbox, metrics: Metrics) -> SessionContext:
+        """A context whose state machine publishes each transition as a
+        ``state_changed`` event of the session, counts it, and logs it."""
+        session_outbox = outbox.session(session_id)
+        log = logger.bind(session_id=session_id, session_kind=kind)
+
+        def transitioned(before: PipelineState, to: PipelineState, reason: str) -> None:
+            metrics.state_transitions.labels(before.value, to.value).inc()
+            session_outbox.event(
+                EventType.STATE_CHANGED, **{"from": before.value, "to": to.value, "reason": reason}
+            )
+            log.bind(component="pipeline", state=to.value).debug(
+                "state {} -> {} ({})", before.value, to.value, reason
+            )
+
+        return cls(
+            session_id=session_id,
+            kind=kind,
+            outbox=session_outbox,
+            metrics=metrics,
+            state=SessionStateMachine(transitioned),
+            log=log,
         )

@@ -31,6 +31,7 @@ __all__ = [
     "OutputSettings",
     "PipelineSettings",
     "PreprocessSettings",
+    "SessionsSettings",
     "Settings",
     "SttSettings",
     "SupervisorSettings",
@@ -52,7 +53,7 @@ class _Section(BaseModel):
 
 
 class AudioSettings(_Section):
-    source: str = Field("mic", description="mic | demo | file:PATH")
+    source: str = Field("mic", description="mic | demo | file:PATH | none")
     device: str | int | None = Field(None, description="input device name or index (mic)")
     mock: bool = Field(False, description="true plays the built-in demo instead of the mic")
     sample_rate: Literal[16000] = 16000
@@ -66,9 +67,9 @@ class AudioSettings(_Section):
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        if value in ("mic", "demo") or (value.startswith("file:") and len(value) > 5):
+        if value in ("mic", "demo", "none") or (value.startswith("file:") and len(value) > 5):
             return value
-        raise ValueError("must be 'mic', 'demo' or 'file:PATH'")
+        raise ValueError("must be 'mic', 'demo', 'file:PATH' or 'none'")
 
     @property
     def frame_samples(self) -> int:
@@ -156,6 +157,12 @@ class SttSettings(_Section):
     # pass that transcribes (greedy, through libwhisper; see
     # stages/whisper_direct.py) instead of whisper_full's extra encoder pass.
     one_pass_language: bool = True
+    # Whisper's own probability that an utterance held no speech; over this the
+    # transcript is discarded (an event, not a transcript). Whisper itself only
+    # drops text when this is over 0.6 and its words are also unlikely. Measured
+    # with base: 0.00-0.19 on every utterance of the fixtures and the shared
+    # corpus, 0.34-0.59 on what it made of sox's white and brown noise ("1/2").
+    no_speech_threshold: float = Field(0.25, ge=0.0, le=1.0, description="1 disables")
 
     @field_validator("audio_ctx")
     @classmethod
@@ -177,6 +184,11 @@ class LanguageSettings(_Section):
     lid_model_path: Path | None = None
     sentiment_model_path: Path | None = None
     budget_ms: int = Field(200, ge=1, le=10_000)
+    # fastText's confidence in the language of a transcript; under this the
+    # transcript is discarded (an event). Off by default: on one-word commands
+    # it cannot tell speech from noise ("What?" 0.12, "Hmm." 0.18, the noise's
+    # "1/2" 0.13), so the no-speech probability does that job.
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="0 disables")
 
 
 class PipelineSettings(_Section):
@@ -184,6 +196,14 @@ class PipelineSettings(_Section):
     output_queue_size: int = Field(256, ge=1, le=100_000)
     frontend_budget_ms: float = Field(10.0, gt=0, le=1000)
     emit_budget_ms: int = Field(500, ge=1, le=10_000)
+
+
+class SessionsSettings(_Section):
+    max: int = Field(16, ge=1, le=1000, description="concurrent sessions, the local one included")
+    idle_timeout_s: float = Field(30.0, gt=0, le=86_400, description="a silent client is closed")
+    max_in_flight: int = Field(
+        1, ge=1, le=16, description="utterances of one session in STT at once"
+    )
 
 
 class SupervisorSettings(_Section):
@@ -237,6 +257,7 @@ class Settings(BaseSettings):
     stt: SttSettings = SttSettings()
     language: LanguageSettings = LanguageSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    sessions: SessionsSettings = SessionsSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     output: OutputSettings = OutputSettings()
     telemetry: TelemetrySettings = TelemetrySettings()

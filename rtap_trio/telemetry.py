@@ -129,7 +129,24 @@ class Metrics:
         self.pipeline_latency = Histogram(
             "rtap_pipeline_latency_seconds",
             "End of speech detected to transcript emitted (hangover excluded).",
+            ["kind"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stt_queue_wait = Histogram(
+            "rtap_stt_queue_wait_seconds",
+            "Time an utterance waited for a free STT engine.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sessions_active = Gauge(
+            "rtap_sessions_active", "Sessions running now.", ["kind"], registry=r
+        )
+        self.sessions = Counter(
+            "rtap_sessions_total",
+            "Sessions by how they ended (or were refused).",
+            ["kind", "outcome"],
             registry=r,
         )
         self.frontend_steps = FrontEndSteps()
@@ -172,7 +189,10 @@ class Metrics:
             "rtap_task_restarts_total", "Supervised task restarts.", ["task"], registry=r
         )
         self.utterances = Counter(
-            "rtap_utterances_total", "Utterances by outcome.", ["outcome"], registry=r
+            "rtap_utterances_total",
+            "Utterances by session kind and outcome.",
+            ["kind", "outcome"],
+            registry=r,
         )
         self.websocket_clients = Gauge(
             "rtap_websocket_clients", "Connected WebSocket clients.", registry=r

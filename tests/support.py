@@ -14,7 +14,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from rtap_trio.audio.base import AudioSource
 from rtap_trio.bench.common import ZmqSubscriber
-from rtap_trio.buffers import Samples
+from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
 from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
 
@@ -123,12 +123,15 @@ async def wait_until_idle(service: Any, source: GatedSource, limit_s: float) -> 
     """Until the source has sent everything and the pipeline has nothing left to do."""
     with trio.fail_after(limit_s):
         await source.finished.wait()
-        pipeline = service.pipeline
-        while (
-            pipeline.frames.statistics().current_buffer_used
-            or pipeline.utterances.statistics().current_buffer_used
-            or pipeline.session.state != "IDLE"
-        ):
+        session = service.local_session
+        while True:
+            stats = session.statistics()
+            assert stats.pipeline is not None
+            if (
+                not (stats.pipeline.frames_queued or stats.pipeline.utterances_queued)
+                and stats.state == "IDLE"
+            ):
+                return
             await trio.sleep(0.05)
 
 

@@ -60,7 +60,7 @@ def test_demo_service_publishes_on_all_ports_and_stops_on_sigterm() -> None:
                 continue
             message = parse_message(payload)
             if isinstance(message, TranscriptMessage):
-                assert topic == b"transcript"
+                assert topic == f"transcript.{message.session_id}".encode()
                 transcript = message
         assert transcript is not None, "no transcript within 120 s"
         assert word_error_rate(DEMO_TEXT, transcript.text) <= 0.3, transcript.text

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from rtap_trio.items import EndReason
 from rtap_trio.settings import VadSettings
-from rtap_trio.stages.vad import Endpointer, EndReason, SpeechEnded, SpeechStarted
+from rtap_trio.stages.vad import Endpointer, SpeechEnded, SpeechStarted
 
 FRAME_MS = 20
 

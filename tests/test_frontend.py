@@ -9,8 +9,8 @@ import numpy as np
 import trio
 
 from rtap_trio.audio.file import load_audio
-from rtap_trio.buffers import AudioFrame
-from rtap_trio.session import PipelineState, SessionStateMachine, Utterance
+from rtap_trio.items import AudioFrame, Utterance
+from rtap_trio.session import PipelineState, SessionContext, SessionStateMachine
 from rtap_trio.stages.frontend import FrontEnd
 from rtap_trio.stages.wakeword import WakeWordDetector
 from rtap_trio.telemetry import Metrics
@@ -26,11 +26,10 @@ def run_frontend(
     settings = service_settings("pc2", **overrides)
     outbox, metrics = Outbox(), Metrics()
     events = outbox.subscribe("test", (Stream.EVENTS,), 10_000)
-    session = SessionStateMachine("s", outbox, metrics)
+    ctx = SessionContext.create("s", "test", outbox, metrics)
+    session = ctx.state
     wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
-    frontend = FrontEnd.detached(
-        settings, session=session, outbox=outbox, metrics=metrics, wake=wake
-    )
+    frontend = FrontEnd.detached(ctx, settings, wake=wake)
     n = settings.audio.frame_samples
     padded = np.zeros(-(-samples.size // n) * n, dtype=np.int16)
     padded[: samples.size] = samples

@@ -53,8 +53,9 @@ async def test_subscribers_get_their_streams_serialised_once() -> None:
     outbox.close()
     got_events = [item async for item in events_only.receive]
     got_all = [item async for item in everything.receive]
-    assert [i.topic for i in got_events] == ["wake_word"]
-    assert [i.topic for i in got_all] == ["wake_word", "transcript"]
+    # Topic prefixes: the type (as before sessions), then the session.
+    assert [i.topic for i in got_events] == ["wake_word.s1"]
+    assert [i.topic for i in got_all] == ["wake_word.s1", "transcript.s1"]
     assert got_all[0].payload is got_events[0].payload  # serialised once, shared
     decoded = json.loads(got_all[1].payload)
     assert decoded["text"] == TRANSCRIPT["text"] and decoded["kind"] == "transcript"
@@ -98,3 +99,24 @@ def test_round_trip_and_validation() -> None:
         parse_message(json.dumps(bad))
     with pytest.raises(pydantic.ValidationError):
         TranscriptMessage(**{**TRANSCRIPT, "seq": 0, "emitted_at": 0.0, "sentiment": "angry"})
+
+
+async def test_sessions_count_their_own_messages_and_can_be_followed_alone() -> None:
+    outbox = Outbox()
+    only_b = outbox.subscribe("b", (Stream.EVENTS, Stream.TRANSCRIPTS), 10, session_id="b")
+    a, b = outbox.session("a"), outbox.session("b")
+    a.event(EventType.SPEECH_START)
+    b.event(EventType.SPEECH_START)
+    a.event(EventType.SPEECH_END)
+    fields = {k: v for k, v in TRANSCRIPT.items() if k != "session_id"}
+    b.transcript(**fields)
+    b.event(EventType.SPEECH_END)
+    outbox.close()
+    got = [item.message async for item in only_b.receive]
+    assert [m.session_id for m in got] == ["b", "b", "b"]
+    # seq counts the whole stream; session_seq only this session's, per stream.
+    assert [(m.kind, m.seq, m.session_seq) for m in got] == [
+        ("event", 1, 0),
+        ("transcript", 0, 0),
+        ("event", 3, 1),
+    ]

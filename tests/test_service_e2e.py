@@ -7,15 +7,17 @@ machine must walk its cycle.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from rtap_trio.audio.base import AudioSource
 from rtap_trio.audio.file import DemoSource, FileSource
-from rtap_trio.buffers import Samples
+from rtap_trio.items import Samples
 from rtap_trio.settings import Settings
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventType, TranscriptMessage
@@ -81,7 +83,8 @@ async def test_demo_through_zmq_websocket_and_metrics() -> None:
     wake = [m for m in run.events if m.type is EventType.WAKE_WORD]
     assert [m.data["keyword"] for m in wake] == ["computer"]
     assert 'rtap_state_transitions_total{from_state="EMIT",to_state="IDLE"} 1.0' in run.metrics
-    assert "rtap_pipeline_latency_seconds_count 1.0" in run.metrics
+    assert 'rtap_pipeline_latency_seconds_count{kind="local"} 1.0' in run.metrics
+    assert 'rtap_sessions_active{kind="local"} 1.0' in run.metrics
     assert 'rtap_stage_processing_time_seconds_count{stage="stt"} 1.0' in run.metrics
     assert "rtap_memory_rss_bytes" in run.metrics and "rtap_frames_processed_total" in run.metrics
 
@@ -179,3 +182,37 @@ async def test_crashed_stage_is_restarted_and_the_pipeline_goes_on() -> None:
     transcript = run.transcripts[0]
     assert word_error_rate(DEMO_TEXT, transcript.text) <= MAX_WER["en"], transcript.text
     assert transcript.wake_word == "computer"
+
+
+@pytest.mark.slow
+async def test_noise_with_the_wake_word_off_is_discarded_not_published(tmp_path: Path) -> None:
+    # sox's brown and white noise made base say "1/2-1/2-..." and "1/2\"" (issue 12):
+    # published as transcripts at language confidence 0.13 before the no-speech filter.
+    noise = tmp_path / "noise.wav"
+    sox = ["sox", "-R", "-n", "-r", "16000", "-b", "16", str(noise)]
+    sox += [
+        "synth",
+        "12",
+        "brownnoise",
+        "vol",
+        "0.8",
+        ":",
+        "synth",
+        "8",
+        "whitenoise",
+        "vol",
+        "0.8",
+    ]
+    sox += ["pad", "0", "2"]  # silence after it, as after anything a microphone hears
+    await trio.to_thread.run_sync(lambda: subprocess.run(sox, check=True, capture_output=True))
+    settings = service_settings("default", **{"wakeword.enabled": False})
+    source = FileSource(noise, frame_samples=settings.audio.frame_samples, realtime=False)
+    run = await run_service(settings, source, expected_transcripts=0)
+    assert run.transcripts == []
+    discarded = [m for m in run.events if m.type is EventType.UTTERANCE_DISCARDED]
+    reasons = [m.data["reason"] for m in discarded]
+    print(
+        "discarded:", [(m.data["reason"], m.data.get("no_speech_probability")) for m in discarded]
+    )
+    assert "no_speech" in reasons
+    assert 'rtap_utterances_total{kind="local",outcome="no_speech"}' in run.metrics

@@ -5,7 +5,7 @@ import pytest
 from rtap_trio.session import (
     ALLOWED_TRANSITIONS,
     PipelineState,
-    SessionStateMachine,
+    SessionContext,
     StateTransitionError,
 )
 from rtap_trio.telemetry import Metrics
@@ -25,7 +25,7 @@ async def states_of(outbox: Outbox, subscription) -> list[tuple[str, str]]:  # t
 async def test_one_utterance_walks_the_cycle() -> None:
     outbox, metrics = Outbox(), Metrics()
     subscription = outbox.subscribe("t", (Stream.EVENTS,), 100)
-    machine = SessionStateMachine("s1", outbox, metrics)
+    machine = SessionContext.create("s1", "test", outbox, metrics).state
     machine.capture_started("wake_word")
     machine.utterance_queued()
     machine.emit_started()
@@ -46,7 +46,7 @@ async def test_one_utterance_walks_the_cycle() -> None:
 async def test_next_utterance_captured_while_processing() -> None:
     outbox = Outbox()
     subscription = outbox.subscribe("t", (Stream.EVENTS,), 100)
-    machine = SessionStateMachine("s1", outbox, Metrics())
+    machine = SessionContext.create("s1", "test", outbox, Metrics()).state
     machine.capture_started("speech")
     machine.utterance_queued()
     machine.capture_started("speech")  # the front-end hears the next one
@@ -68,7 +68,7 @@ async def test_next_utterance_captured_while_processing() -> None:
 
 
 def test_fault_shows_error_then_recovers_and_shutdown_is_final() -> None:
-    machine = SessionStateMachine("s1", Outbox(), Metrics())
+    machine = SessionContext.create("s1", "test", Outbox(), Metrics()).state
     machine.capture_started("speech")
     machine.fault("frontend crashed")
     assert machine.state is S.LISTENING  # ERROR was shown, then the counters rule again
@@ -80,6 +80,6 @@ def test_fault_shows_error_then_recovers_and_shutdown_is_final() -> None:
 def test_illegal_transitions_are_refused() -> None:
     assert (S.IDLE, S.EMIT) not in ALLOWED_TRANSITIONS
     assert (S.SHUTDOWN, S.IDLE) not in ALLOWED_TRANSITIONS
-    machine = SessionStateMachine("s1", Outbox(), Metrics())
+    machine = SessionContext.create("s1", "test", Outbox(), Metrics()).state
     with pytest.raises(StateTransitionError):
         machine._transition(S.EMIT, "test")

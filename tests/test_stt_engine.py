@@ -18,7 +18,7 @@ import pytest
 
 from rtap_trio.settings import PreprocessSettings, SttSettings
 from rtap_trio.stages.preprocess import prepare_for_stt
-from rtap_trio.stages.stt import FULL_AUDIO_CTX, WhisperEngine, audio_ctx_for, clean_transcript
+from rtap_trio.stt.whispercpp import FULL_AUDIO_CTX, WhisperEngine, audio_ctx_for, clean_transcript
 from rtap_trio.textmetrics import word_error_rate
 
 from .support import REPO

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..settings import AudioSettings
 from .base import AudioSource
-from .file import DemoSource, FileSource, demo_recording, load_audio
+from .file import DemoSource, FileSource, demo_recording, load_audio, replay_source
 from .mic import MicSource, list_input_devices
 
 __all__ = [
@@ -17,12 +17,16 @@ __all__ = [
     "demo_recording",
     "list_input_devices",
     "load_audio",
+    "replay_source",
     "source_from_settings",
 ]
 
 
-def source_from_settings(settings: AudioSettings) -> AudioSource:
+def source_from_settings(settings: AudioSettings) -> AudioSource | None:
+    """The local source the settings name; None for ``none`` (network sessions only)."""
     spec = settings.effective_source
+    if spec == "none":
+        return None
     if spec == "demo":
         return DemoSource(
             frame_samples=settings.frame_samples,

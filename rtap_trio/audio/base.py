@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 
-from ..buffers import Samples
+from ..items import Samples
 
 __all__ = ["AudioSource"]
 

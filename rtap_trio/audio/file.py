@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import stat
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -14,11 +12,13 @@ import soundfile
 import soxr
 import trio
 
-from ..buffers import Samples
 from ..errors import AudioSourceError
+from ..items import Samples
+from ..settings import AudioSettings, VadSettings
 from .base import AudioSource
+from .framing import pace, split_frames
 
-__all__ = ["DemoSource", "FileSource", "demo_recording", "load_audio"]
+__all__ = ["DemoSource", "FileSource", "demo_recording", "load_audio", "replay_source"]
 
 
 def load_audio(path: Path, sample_rate: int) -> Samples:
@@ -108,25 +108,38 @@ class FileSource(AudioSource):
     async def frames(self) -> AsyncIterator[Samples]:
         await self.open()
         assert self._audio is not None
-        n = self._frame_samples
-        frame_s = n / self._sample_rate
-        started = time.perf_counter()
-        emitted = 0
-        while True:
-            audio = np.concatenate((self._audio, self._gap if self._loop else self._trailing))
-            padded = np.zeros(math.ceil(audio.size / n) * n, dtype=np.int16)
-            padded[: audio.size] = audio
-            for frame in padded.reshape(-1, n):
-                if self.live:
-                    # Sleep to each frame's due time (not a fixed interval) so
-                    # pacing does not drift with scheduling delays.
-                    delay = started + emitted * frame_s - time.perf_counter()
-                    if delay > 0:
-                        await trio.sleep(delay)
+        tail = self._gap if self._loop else self._trailing
+        frames = split_frames(np.concatenate((self._audio, tail)), self._frame_samples)
+
+        def rounds() -> Iterator[Samples]:
+            while True:
+                yield from frames
+                if not self._loop:
+                    return
+
+        if not self.live:  # as fast as the pipeline takes them (its send is the checkpoint)
+            for frame in rounds():
                 yield frame
-                emitted += 1
-            if not self._loop:
-                return
+            return
+        async for frame in pace(rounds(), self._frame_samples / self._sample_rate):
+            yield frame
+
+
+def replay_source(
+    path: Path, audio: AudioSettings, vad: VadSettings, *, realtime: bool = False
+) -> FileSource:
+    """A file played once, as ``replay`` and ``eval`` play it.
+
+    Silence past the hangover follows it, so that the endpointer ends the last
+    utterance on silence (as it would live) rather than on the end of the stream.
+    """
+    return FileSource(
+        path,
+        frame_samples=audio.frame_samples,
+        sample_rate=audio.sample_rate,
+        realtime=realtime,
+        trailing_silence_ms=vad.hangover_ms + 200,
+    )
 
 
 class DemoSource(FileSource):

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import trio
 
-from ..buffers import FullPolicy, Samples, open_channel
+from ..buffers import FullPolicy, open_channel
 from ..errors import AudioSourceError
+from ..items import Samples
 from .base import AudioSource
 
 __all__ = ["MicSource", "list_input_devices"]

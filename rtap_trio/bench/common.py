@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import socket
 import sys
@@ -11,22 +9,21 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import trio
 import zmq
 from loguru import logger
 
+from .. import speechgen
 from ..audio.base import AudioSource
 from ..audio.file import load_audio
-from ..buffers import Samples
+from ..items import Samples
 
 __all__ = [
     "REPO",
     "ServicePorts",
     "ZmqSubscriber",
-    "load_script",
     "SAMPLE_RATE",
     "ArraySource",
     "Clip",
@@ -83,28 +80,16 @@ class Clip:
         return self.samples.size / SAMPLE_RATE
 
 
-@functools.cache
-def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` as a module, loaded once (scripts/ is not a package).
-
-    The bench and the tests load the fixture generator through this, so both
-    use the very same fixtures.
-    """
-    path = REPO / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def fixture_clips() -> list[Clip]:
-    """The project's generated speech (16 kHz mono WAVs only); [] if it cannot be made."""
+    """The project's generated speech (16 kHz mono WAVs only); [] if it cannot be made.
+
+    Made by :mod:`rtap_trio.speechgen` into tests/fixtures/, where the tests'
+    ``speech`` fixture finds them too, so the bench and the tests use the very
+    same files and whoever runs first pays for generating them.
+    """
     out = REPO / "tests" / "fixtures"
     try:
-        manifest_path = Path(load_script("make_speech").generate_fixtures(out))
+        manifest_path = speechgen.generate_fixtures(out)
     except Exception as exc:  # no espeak-ng/sox, or run from an installed wheel
         progress(f"generated fixtures unavailable ({exc}); using the corpus only")
         return []

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import AudioFrame, Samples
-from ..session import SessionStateMachine
+from ..items import AudioFrame, Samples
+from ..session import SessionContext
 from ..settings import Settings
 from ..stages.frontend import FrontEnd
 from ..stages.wakeword import WakeWordDetector
@@ -29,13 +29,10 @@ __all__ = ["measure_frontend"]
 
 class _Harness:
     def __init__(self, settings: Settings) -> None:
-        outbox = Outbox()
-        metrics = Metrics()
-        self.session = SessionStateMachine("bench", outbox, metrics)
+        ctx = SessionContext.create("bench", "bench", Outbox(), Metrics())
+        self.session = ctx.state
         self.wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
-        self.frontend = FrontEnd.detached(
-            settings, session=self.session, outbox=outbox, metrics=metrics, wake=self.wake
-        )
+        self.frontend = FrontEnd.detached(ctx, settings, wake=self.wake)
         self.index = 0
         self.utterances = 0
 

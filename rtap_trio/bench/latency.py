@@ -19,7 +19,7 @@ import trio
 import zmq
 
 from ..app import Service
-from ..buffers import Samples
+from ..items import Samples
 from ..settings import Settings
 from .common import ArraySource, ZmqSubscriber, summarize
 
@@ -51,7 +51,9 @@ class ZmqReceiver:
                 continue
             # Stamp first: parsing is the subscriber's business, not the pipeline's.
             stamp = time.time()
-            self.received.append((stamp, topic.decode(), json.loads(payload)))
+            # The topic is "<type>.<session id>": keep the type.
+            kind = topic.decode().split(".", 1)[0]
+            self.received.append((stamp, kind, json.loads(payload)))
 
     def transcripts(self) -> list[tuple[float, dict[str, Any]]]:
         return [(t, m) for t, topic, m in self.received if topic == "transcript"]

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from ..app import Service
-from ..buffers import Samples
+from ..items import Samples
 from ..settings import Settings
 from ..transport.schemas import Stream
 from .common import ArraySource

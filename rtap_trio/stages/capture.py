@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 
 from ..audio.base import AudioSource
-from ..buffers import AudioFrame, PolicySendChannel
+from ..buffers import PolicySendChannel
+from ..items import AudioFrame
 from ..telemetry import now
 
 __all__ = ["CaptureStage"]

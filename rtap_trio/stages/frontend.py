@@ -14,20 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import trio
-from loguru import logger
 
-from ..buffers import (
-    AudioFrame,
-    FullPolicy,
-    PolicySendChannel,
-    RingBuffer,
-    Samples,
-    open_channel,
-)
-from ..session import SessionStateMachine, Utterance
-from ..settings import Settings
-from ..telemetry import Metrics, now
-from ..transport.outbox import Outbox
+from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
+from ..items import AudioFrame, Samples, Utterance
+from ..session import SessionContext
+from ..settings import AudioSettings, Settings, VadSettings
+from ..telemetry import now
 from ..transport.schemas import EventType
 from .vad import Endpointer, SpeechEnded, SpeechStarted, VoiceActivityDetector
 from .wakeword import WakeWordDetection, WakeWordDetector
@@ -57,34 +49,38 @@ class FrontEndStatistics:
 class FrontEnd:
     def __init__(
         self,
-        settings: Settings,
+        ctx: SessionContext,
         *,
-        session: SessionStateMachine,
-        outbox: Outbox,
-        metrics: Metrics,
+        audio: AudioSettings,
+        vad: VadSettings,
+        listen_timeout_ms: int,
+        budget_ms: float,
         wake: WakeWordDetector | None,
         frames: trio.MemoryReceiveChannel[AudioFrame],
         utterances: PolicySendChannel[Utterance],
+        language: str | None = None,
     ) -> None:
-        audio = settings.audio
         self._frame_ms = audio.frame_ms
         self._frame_s = audio.frame_ms / 1000
         self._frame_samples = audio.frame_samples
-        self._wake = wake if settings.wakeword.enabled else None
-        self._vad = VoiceActivityDetector(settings.vad.aggressiveness, audio.sample_rate)
-        self._endpointer = Endpointer(settings.vad, audio.frame_ms)
+        self._wake = wake
+        self._vad = VoiceActivityDetector(vad.aggressiveness, audio.sample_rate)
+        self._endpointer = Endpointer(vad, audio.frame_ms)
         self._ring = RingBuffer(audio.ring_buffer_size_ms // audio.frame_ms, audio.frame_samples)
-        self._pre_roll = settings.vad.pre_roll_ms // audio.frame_ms
+        self._pre_roll = vad.pre_roll_ms // audio.frame_ms
         self._tail = _TAIL_MS // audio.frame_ms
-        self._listen_timeout = settings.wakeword.listen_timeout_ms // audio.frame_ms
-        self._budget_s = settings.pipeline.frontend_budget_ms / 1000
-        self._session = session
-        self._outbox = outbox
-        self._metrics = metrics
+        self._listen_timeout = listen_timeout_ms // audio.frame_ms
+        self._budget_s = budget_ms / 1000
+        self._language = language
+        self._ctx = ctx
+        self._state = ctx.state
+        self._outbox = ctx.outbox
+        self._metrics = ctx.metrics
         self._frames = frames
         self._utterances = utterances
         self._ids = itertools.count(1)
         # Bound metric children once: a labels() lookup per frame is waste.
+        metrics = ctx.metrics
         self._wake_time = metrics.frontend_steps.wakeword
         self._vad_time = metrics.frontend_steps.vad
         self._over_budget = metrics.budget_exceeded.labels("frontend")
@@ -97,13 +93,7 @@ class FrontEnd:
 
     @classmethod
     def detached(
-        cls,
-        settings: Settings,
-        *,
-        session: SessionStateMachine,
-        outbox: Outbox,
-        metrics: Metrics,
-        wake: WakeWordDetector | None,
+        cls, ctx: SessionContext, settings: Settings, *, wake: WakeWordDetector | None
     ) -> FrontEnd:
         """A front-end driven frame by frame through :meth:`process`, not :meth:`run`.
 
@@ -112,11 +102,12 @@ class FrontEnd:
         _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
         utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
         return cls(
-            settings,
-            session=session,
-            outbox=outbox,
-            metrics=metrics,
-            wake=wake,
+            ctx,
+            audio=settings.audio,
+            vad=settings.vad,
+            listen_timeout_ms=settings.wakeword.listen_timeout_ms,
+            budget_ms=settings.pipeline.frontend_budget_ms,
+            wake=wake if settings.wakeword.enabled else None,
             frames=frames,
             utterances=utterances,
         )
@@ -135,7 +126,7 @@ class FrontEnd:
     async def run(self) -> None:
         """Consume frames until the capture side closes, then flush and close."""
         self._reset()
-        self._session.reset_capture()
+        self._state.reset_capture()
         async for frame in self._frames:
             utterance = self.process(frame)
             if utterance is not None:
@@ -201,14 +192,13 @@ class FrontEnd:
         self._mode = _Mode.AWAIT_SPEECH
         self._listen_deadline = detection.frame_index + self._listen_timeout
         self._endpointer.reset()
-        self._session.capture_started("wake_word")
+        self._state.capture_started("wake_word")
         self._outbox.event(
             EventType.WAKE_WORD,
-            self._session.session_id,
             keyword=detection.keyword,
             offset_s=round((detection.frame_index + 1) * self._frame_s, 3),
         )
-        logger.bind(component="frontend", stage="wakeword").info(
+        self._ctx.log.bind(component="frontend", stage="wakeword").info(
             "wake word {} at {:.2f}s",
             detection.keyword,
             (detection.frame_index + 1) * self._frame_s,
@@ -224,10 +214,9 @@ class FrontEnd:
         self._chunks_start = start
         self._mode = _Mode.IN_SPEECH
         if self._detection is None:
-            self._session.capture_started("speech")
+            self._state.capture_started("speech")
         self._outbox.event(
             EventType.SPEECH_START,
-            self._session.session_id,
             offset_s=round(decision.first_frame * self._frame_s, 3),
         )
 
@@ -243,30 +232,28 @@ class FrontEnd:
         self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
         if self._wake is not None:
             self._wake.reset()
-        utterance_id = f"{self._session.session_id}-{next(self._ids):04d}"
+        utterance_id = f"{self._ctx.session_id}-{next(self._ids):04d}"
         self._outbox.event(
             EventType.SPEECH_END,
-            self._session.session_id,
             utterance_id,
             offset_s=round((decision.last_voiced_frame + 1) * self._frame_s, 3),
             reason=decision.reason.value,
         )
         if decision.too_short:
             self._stats["discarded"] += 1
-            self._metrics.utterances.labels("too_short").inc()
+            self._metrics.utterances.labels(self._ctx.kind, "too_short").inc()
             self._outbox.event(
                 EventType.UTTERANCE_DISCARDED,
-                self._session.session_id,
                 utterance_id,
                 reason="too_short",
             )
-            self._session.capture_ended("too_short")
+            self._state.capture_ended("too_short")
             return None
         self._stats["utterances"] += 1
-        self._session.utterance_queued()
+        self._state.utterance_queued()
         return Utterance(
             id=utterance_id,
-            session_id=self._session.session_id,
+            session_id=self._ctx.session_id,
             samples=samples,
             start_s=round(start_s, 3),
             end_s=round(end_s, 3),
@@ -274,6 +261,7 @@ class FrontEnd:
             end_reason=decision.reason,
             endpointed_at=now(),
             hangover_ms=(decision.decided_frame - decision.last_voiced_frame) * self._frame_ms,
+            language=self._language,
         )
 
     def _on_listen_timeout(self) -> None:
@@ -282,8 +270,8 @@ class FrontEnd:
         self._endpointer.reset()
         if self._wake is not None:
             self._wake.reset()
-        self._outbox.event(EventType.LISTEN_TIMEOUT, self._session.session_id)
-        self._session.capture_ended("listen_timeout")
+        self._outbox.event(EventType.LISTEN_TIMEOUT)
+        self._state.capture_ended("listen_timeout")
 
     def statistics(self) -> FrontEndStatistics:
         return FrontEndStatistics(**self._stats)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import trio
-from loguru import logger
 
+from ..items import Transcription
 from ..models.fasttext_models import LanguageIdentifier, SentimentClassifier
-from ..session import SessionStateMachine, Transcription
-from ..settings import LanguageSettings, Settings
-from ..telemetry import Metrics, now
-from ..transport.outbox import Outbox
-from ..transport.schemas import LatencyBreakdown
+from ..session import SessionContext
+from ..settings import LanguageSettings
+from ..telemetry import now
+from ..transport.schemas import EventType, LatencyBreakdown
 
 __all__ = ["LanguageAnalyzer", "LanguageStage", "TextAnalysis"]
 
@@ -45,6 +44,11 @@ class LanguageAnalyzer:
             )
         return cls(lid, sentiment)
 
+    @property
+    def identifies(self) -> bool:
+        """Language ID is on: its confidence means something."""
+        return self._lid is not None
+
     def analyze(self, text: str) -> TextAnalysis:
         """Blocking but fast (tens of microseconds); callers run it in a thread."""
         if not text.strip():
@@ -65,30 +69,32 @@ class LanguageStage:
     """Transcriptions in; language and sentiment added; the transcript published.
 
     It is the last stage, so it also hands the transcript to the outbox and
-    observes the end-to-end pipeline latency.
+    observes the end-to-end pipeline latency. A transcript whose language
+    fastText cannot tell (under ``language.min_confidence``: what Whisper
+    makes of noise, "1/2 tbc") is discarded as an event instead.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        ctx: SessionContext,
         *,
         analyzer: LanguageAnalyzer,
+        settings: LanguageSettings,
         model_name: str,
-        session: SessionStateMachine,
-        outbox: Outbox,
-        metrics: Metrics,
+        log_transcripts: bool,
         transcriptions: trio.MemoryReceiveChannel[Transcription],
     ) -> None:
+        self._ctx = ctx
         self._settings = settings
         self._analyzer = analyzer
         self._model_name = model_name
-        self._session = session
-        self._outbox = outbox
-        self._metrics = metrics
+        self._log_transcripts = log_transcripts
         self._transcriptions = transcriptions
-        self._budget_s = settings.language.budget_ms / 1000
+        self._budget_s = settings.budget_ms / 1000
+        metrics = ctx.metrics
         self._language_time = metrics.stage_time.labels("language")
         self._emit_time = metrics.stage_time.labels("emit")
+        self._latency = metrics.pipeline_latency.labels(ctx.kind)
 
     async def run(self) -> None:
         async for transcription in self._transcriptions:
@@ -96,6 +102,7 @@ class LanguageStage:
 
     async def _handle(self, item: Transcription) -> None:
         utterance = item.utterance
+        ctx = self._ctx
         started = now()
         analysis = UNKNOWN
         try:
@@ -104,13 +111,18 @@ class LanguageStage:
                     self._analyzer.analyze, item.text, abandon_on_cancel=True
                 )
             if scope.cancelled_caught:
-                self._metrics.budget_exceeded.labels("language").inc()
-                self._metrics.errors.labels("language", "timeout").inc()
+                ctx.metrics.budget_exceeded.labels("language").inc()
+                ctx.metrics.errors.labels("language", "timeout").inc()
             analysed = now()
             self._language_time.observe(analysed - started)
-            self._session.emit_started()
-            self._outbox.transcript(
-                session_id=utterance.session_id,
+            if self._analyzer.identifies and (
+                analysis.language_confidence < self._settings.min_confidence
+            ):
+                self._discard(item, analysis)
+                return
+            ctx.state.emit_started()
+            stt = item.stt
+            ctx.outbox.transcript(
                 utterance_id=utterance.id,
                 text=item.text,
                 language=analysis.language,
@@ -122,34 +134,54 @@ class LanguageStage:
                 audio_end_s=utterance.end_s,
                 model=self._model_name,
                 latency_ms=self._breakdown(item, started, analysed),
+                stt_language=stt.language or None,
+                stt_language_probability=_rounded(stt.language_probability),
+                no_speech_probability=_rounded(stt.no_speech_probability),
             )
         except BaseException:
-            self._session.utterance_done("language_failed")
+            ctx.state.utterance_done("language_failed")
             raise
         emitted = now()
         self._emit_time.observe(emitted - analysed)
-        self._metrics.pipeline_latency.observe(emitted - utterance.endpointed_at)
-        self._metrics.utterances.labels("transcribed").inc()
-        self._session.emit_finished()
-        log = logger.bind(
+        self._latency.observe(emitted - utterance.endpointed_at)
+        ctx.metrics.utterances.labels(ctx.kind, "transcribed").inc()
+        ctx.state.emit_finished()
+        log = ctx.log.bind(
             component="language",
             stage="emit",
             utterance_id=utterance.id,
             latency_ms=round((emitted - utterance.endpointed_at) * 1000, 1),
         )
-        if self._settings.telemetry.log_transcripts:
+        if self._log_transcripts:
             log.info("transcript [{}]: {}", analysis.language, item.text)
         else:
             log.info("transcript emitted ({} words)", len(item.text.split()))
+
+    def _discard(self, item: Transcription, analysis: TextAnalysis) -> None:
+        ctx = self._ctx
+        ctx.metrics.utterances.labels(ctx.kind, "low_confidence").inc()
+        ctx.outbox.event(
+            EventType.UTTERANCE_DISCARDED,
+            item.utterance.id,
+            reason="low_confidence",
+            text=item.text,
+            language=analysis.language,
+            language_confidence=round(analysis.language_confidence, 4),
+        )
+        ctx.state.utterance_done("low_confidence")
 
     def _breakdown(self, item: Transcription, started: float, analysed: float) -> LatencyBreakdown:
         emit_ms = (now() - analysed) * 1000
         return LatencyBreakdown(
             endpoint=item.utterance.hangover_ms,
-            queue=round(item.queue_ms, 2),
+            queue=round(item.waited_ms + item.stt.queue_ms, 2),
             preprocess=round(item.preprocess_ms, 2),
-            stt=round(item.stt_ms, 2),
+            stt=round(item.stt.stt_ms, 2),
             language=round((analysed - started) * 1000, 3),
             emit=round(emit_ms, 3),
             total=round((now() - item.utterance.endpointed_at) * 1000, 2),
         )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

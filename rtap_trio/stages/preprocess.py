@@ -6,14 +6,11 @@ It runs once per utterance, not per frame, so it costs the live path nothing.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
-from ..buffers import Samples
+from ..items import Float32, Samples
 from ..settings import PreprocessSettings
 
 __all__ = ["prepare_for_stt"]
-
-Float32 = npt.NDArray[np.float32]
 
 
 def prepare_for_stt(samples: Samples, sample_rate: int, settings: PreprocessSettings) -> Float32:

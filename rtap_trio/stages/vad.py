@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import webrtcvad
 
-from ..buffers import Samples
+from ..items import EndReason, Samples
 from ..settings import VadSettings
 
-__all__ = ["EndReason", "Endpointer", "SpeechEnded", "SpeechStarted", "VoiceActivityDetector"]
+__all__ = ["Endpointer", "SpeechEnded", "SpeechStarted", "VoiceActivityDetector"]
 
 
 class VoiceActivityDetector:
@@ -22,12 +21,6 @@ class VoiceActivityDetector:
 
     def is_speech(self, samples: Samples) -> bool:
         return bool(self._vad.is_speech(samples.tobytes(), self._sample_rate))
-
-
-class EndReason(enum.StrEnum):
-    SILENCE = "silence"
-    MAX_LENGTH = "max_length"
-    END_OF_STREAM = "end_of_stream"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import Samples
 from ..errors import ConfigError, ModelError
+from ..items import Samples
 from ..settings import WakewordSettings
 
 __all__ = ["WakeWordDetection", "WakeWordDetector", "builtin_keywords"]

@@ -20,7 +20,7 @@ import trio
 from ..buffers import FullPolicy, PolicySendChannel, open_channel
 from .schemas import EventMessage, EventType, Stream, TranscriptMessage
 
-__all__ = ["Outbox", "OutboxStatistics", "Published", "Subscription"]
+__all__ = ["Outbox", "OutboxStatistics", "Published", "SessionOutbox", "Subscription"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,8 @@ class OutboxStatistics:
 class _Subscriber:
     streams: frozenset[Stream]
     channel: PolicySendChannel[Published]
+    #: only this session's messages; None: every session's
+    session_id: str | None
 
 
 class Subscription:
@@ -62,6 +64,10 @@ class Subscription:
     def close(self) -> None:
         self._outbox._unsubscribe(self._key)
         self.receive.close()
+
+    def end(self) -> None:
+        """No more messages: ``receive`` ends once what is queued has been read."""
+        self._outbox._unsubscribe(self._key)
 
     def __enter__(self) -> Subscription:
         return self
@@ -86,8 +92,16 @@ class Outbox:
         self._closed = False
         self._dropped = 0
 
-    def subscribe(self, name: str, streams: Iterable[Stream], max_buffer_size: int) -> Subscription:
-        """A new bounded channel that receives every later message of ``streams``.
+    def subscribe(
+        self,
+        name: str,
+        streams: Iterable[Stream],
+        max_buffer_size: int,
+        *,
+        session_id: str | None = None,
+    ) -> Subscription:
+        """A new bounded channel that receives every later message of ``streams``
+        (of one session only, if ``session_id`` is given).
 
         After :meth:`close` the channel is closed at the sending end, so
         receiving ends once what is queued has been read.
@@ -103,7 +117,7 @@ class Outbox:
         if self._closed:
             send.close()
         else:
-            self._subscribers[key] = _Subscriber(frozenset(streams), send)
+            self._subscribers[key] = _Subscriber(frozenset(streams), send, session_id)
         return Subscription(self, key, receive)
 
     def _unsubscribe(self, key: int) -> None:
@@ -111,11 +125,22 @@ class Outbox:
         if subscriber is not None:
             subscriber.channel.close()
 
+    def session(self, session_id: str) -> SessionOutbox:
+        """The outbox as one session publishes: its id and its own sequence numbers."""
+        return SessionOutbox(self, session_id)
+
     def event(
-        self, type: EventType, session_id: str, utterance_id: str | None = None, **data: Any
+        self,
+        type: EventType,
+        session_id: str,
+        utterance_id: str | None = None,
+        *,
+        session_seq: int = 0,
+        **data: Any,
     ) -> EventMessage:
         message = EventMessage(
             seq=next(self._seq[Stream.EVENTS]),
+            session_seq=session_seq,
             session_id=session_id,
             utterance_id=utterance_id,
             emitted_at=self._clock(),
@@ -125,9 +150,12 @@ class Outbox:
         self._fan_out(Stream.EVENTS, message.topic, message)
         return message
 
-    def transcript(self, **fields: Any) -> TranscriptMessage:
+    def transcript(self, *, session_seq: int = 0, **fields: Any) -> TranscriptMessage:
         message = TranscriptMessage(
-            seq=next(self._seq[Stream.TRANSCRIPTS]), emitted_at=self._clock(), **fields
+            seq=next(self._seq[Stream.TRANSCRIPTS]),
+            session_seq=session_seq,
+            emitted_at=self._clock(),
+            **fields,
         )
         self._fan_out(Stream.TRANSCRIPTS, message.topic, message)
         return message
@@ -140,7 +168,10 @@ class Outbox:
             return
         item = Published(stream, topic, message.model_dump_json().encode(), message)
         for subscriber in self._subscribers.values():
-            if stream in subscriber.streams:
+            if stream in subscriber.streams and subscriber.session_id in (
+                None,
+                message.session_id,
+            ):
                 subscriber.channel.send_nowait(item)
 
     def close(self) -> None:
@@ -155,4 +186,29 @@ class Outbox:
             published={stream.value: count for stream, count in self._published.items()},
             subscribers=len(self._subscribers),
             dropped=self._dropped,
+        )
+
+
+class SessionOutbox:
+    """One session's way into the :class:`Outbox`: its id on every message, and
+    ``session_seq`` counting its own messages per stream, so that a subscriber
+    following one session sees a gap as a gap."""
+
+    def __init__(self, outbox: Outbox, session_id: str) -> None:
+        self.session_id = session_id
+        self._outbox = outbox
+        self._seq = {stream: itertools.count() for stream in Stream}
+
+    def event(self, type: EventType, utterance_id: str | None = None, **data: Any) -> EventMessage:
+        return self._outbox.event(
+            type,
+            self.session_id,
+            utterance_id,
+            session_seq=next(self._seq[Stream.EVENTS]),
+            **data,
+        )
+
+    def transcript(self, **fields: Any) -> TranscriptMessage:
+        return self._outbox.transcript(
+            session_id=self.session_id, session_seq=next(self._seq[Stream.TRANSCRIPTS]), **fields
         )

@@ -2,8 +2,14 @@
 
 A message is a topic plus one JSON object. Each object carries the schema
 version, a sequence number that increases by one per stream (``events`` and
-``transcripts`` count separately), the session and utterance it belongs to and
-when it was emitted, so a subscriber can detect gaps and order replays.
+``transcripts`` count separately), a second one that increases by one per
+stream within its session (``session_seq``), the session and utterance it
+belongs to and when it was emitted, so a subscriber can detect gaps (in the
+whole stream or in the one session it follows) and order replays.
+
+The ZeroMQ topic is the event type (or ``transcript``), a dot and the session
+id: a subscription to ``transcript`` still gets every transcript, and one to
+``transcript.<session id>`` only that session's.
 """
 
 from __future__ import annotations
@@ -47,13 +53,17 @@ class EventType(enum.StrEnum):
     STT_TIMEOUT = "stt_timeout"
     STAGE_ERROR = "stage_error"
     TASK_RESTARTED = "task_restarted"
+    SESSION_STARTED = "session_started"
+    SESSION_ENDED = "session_ended"
+    SESSION_FAILED = "session_failed"
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, description="position in its stream, all sessions")
+    session_seq: int = Field(ge=0, description="position in its stream, this session only")
     session_id: str
     utterance_id: str | None = None
     emitted_at: float = Field(description="Unix time, seconds")
@@ -66,7 +76,7 @@ class EventMessage(_Message):
 
     @property
     def topic(self) -> str:
-        return self.type.value
+        return f"{self.type.value}.{self.session_id}"
 
 
 class LatencyBreakdown(BaseModel):
@@ -95,10 +105,19 @@ class TranscriptMessage(_Message):
     audio_end_s: float = Field(ge=0.0)
     model: str
     latency_ms: LatencyBreakdown
+    stt_language: str | None = Field(
+        None, description="the language the STT model heard (detected or asked for)"
+    )
+    stt_language_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="the STT model's probability, when it detected it"
+    )
+    no_speech_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="the STT model's probability that nothing was said"
+    )
 
     @property
     def topic(self) -> str:
-        return "transcript"
+        return f"transcript.{self.session_id}"
 
 
 Message = Annotated[EventMessage | TranscriptMessage, Field(discriminator="kind")]

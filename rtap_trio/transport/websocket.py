@@ -21,7 +21,7 @@ import trio
 from loguru import logger
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from ..errors import PortInUseError
+from ..errors import PortInUseError, only_errors
 from ..settings import OutputSettings
 from ..telemetry import Metrics
 from .outbox import Outbox
@@ -36,13 +36,8 @@ CLOSE_TIMEOUT_S = 1.0
 ConnectionHandler = Callable[[WebSocketConnection, int], Awaitable[None]]
 
 
-def _is_disconnect(exc: BaseException) -> bool:
-    """A client going away, possibly wrapped in exception groups by nurseries."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_disconnect(inner) for inner in exc.exceptions)
-    return isinstance(
-        exc, ConnectionClosed | trio.BrokenResourceError | trio.ClosedResourceError | OSError
-    )
+#: What a client going away raises, possibly wrapped in exception groups.
+_DISCONNECTS = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class WebSocketServer:
@@ -113,7 +108,7 @@ class WebSocketServer:
                 try:
                     await request.reject(503, body=b"too many clients")
                 except Exception as exc:
-                    if not _is_disconnect(exc):
+                    if not only_errors(exc, *_DISCONNECTS):
                         raise
             return
         self.clients += 1
@@ -128,7 +123,7 @@ class WebSocketServer:
             handler = self._routes.get(path, self._watch)
             await handler(ws, client)
         except Exception as exc:
-            if _is_disconnect(exc):
+            if only_errors(exc, *_DISCONNECTS):
                 log.debug("client gone: {}", type(exc).__name__)
             else:
                 self._metrics.errors.labels("websocket", type(exc).__name__).inc()

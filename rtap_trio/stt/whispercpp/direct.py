@@ -26,16 +26,23 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ModelError
+from ...errors import ModelError
+from ...items import Float32
 
-__all__ = ["DirectWhisper", "loaded_libwhisper"]
-
-Float32 = npt.NDArray[np.float32]
+__all__ = [
+    "DecodedUtterance",
+    "DirectWhisper",
+    "context_pointer",
+    "libwhisper",
+    "loaded_libwhisper",
+]
 
 _NO_SPEECH_THRESHOLD = 0.6  # whisper_full_default_params: no_speech_thold
 _LOGPROB_THRESHOLD = -1.0  # whisper_full_default_params: logprob_thold
@@ -82,7 +89,7 @@ def loaded_libwhisper() -> Path:
 
 
 @functools.cache  # once per process: every engine shares the one loaded library
-def _libwhisper() -> ctypes.CDLL:
+def libwhisper() -> ctypes.CDLL:
     library = ctypes.CDLL(str(loaded_libwhisper()))
     ctx = ctypes.c_void_p
     c_int = ctypes.c_int
@@ -124,7 +131,49 @@ def _libwhisper() -> ctypes.CDLL:
     tokens = ctypes.POINTER(ctypes.c_int32)
     library.whisper_tokenize.argtypes = [ctx, ctypes.c_char_p, tokens, c_int]
     library.whisper_tokenize.restype = c_int
+    library.whisper_lang_id.argtypes = [ctypes.c_char_p]
+    library.whisper_lang_id.restype = c_int
+    library.whisper_full_get_segment_no_speech_prob.argtypes = [ctx, c_int]
+    library.whisper_full_get_segment_no_speech_prob.restype = ctypes.c_float
     return library
+
+
+def context_pointer(context: Any) -> int | None:
+    """The ``whisper_context *`` inside a pywhispercpp context object, or None.
+
+    pywhispercpp 1.5.1 binds no getter for the no-speech probability that
+    whisper_full computes, so it is read through libwhisper with the raw
+    pointer. The pointer sits in the pybind11 instance (after the object
+    header, a pointer to the wrapper whose first field it is); the layout is
+    checked against what the binding itself answers, and None is returned
+    when it does not match, so a different build costs the figure, not a crash.
+    """
+    import _pywhispercpp
+
+    try:
+        holder = ctypes.c_void_p.from_address(id(context) + 2 * ctypes.sizeof(ctypes.c_void_p))
+        if not holder.value:
+            return None
+        pointer = ctypes.c_void_p.from_address(holder.value).value
+        if not pointer:
+            return None
+        lib = libwhisper()
+        same = all(
+            getattr(lib, name)(pointer) == getattr(_pywhispercpp, name)(context)
+            for name in ("whisper_n_vocab", "whisper_n_text_ctx", "whisper_is_multilingual")
+        )
+    except (AttributeError, OSError, ValueError):
+        return None
+    return int(pointer) if same else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedUtterance:
+    text: str
+    language: str
+    #: None when the language was given, not detected
+    language_probability: float | None
+    no_speech_probability: float
 
 
 class DirectWhisper:
@@ -133,7 +182,7 @@ class DirectWhisper:
     def __init__(
         self, model_file: Path, *, n_threads: int, flash_attn: bool, use_gpu: bool
     ) -> None:
-        self._lib = _libwhisper()
+        self._lib = libwhisper()
         lib = self._lib
         defaults = lib.whisper_context_default_params_by_ref()
         params = _ContextParams.from_buffer_copy(defaults.contents)
@@ -186,7 +235,8 @@ class DirectWhisper:
         return int(tokens[0])
 
     def _decode(self, tokens: list[int], n_past: int) -> npt.NDArray[np.float32]:
-        """Logits after ``tokens`` (a copy: the next call overwrites whisper.cpp's)."""
+        """Logits after the last of ``tokens`` (a copy: the next call overwrites
+        whisper.cpp's; it fills only the last row of a multi-token call)."""
         array = (ctypes.c_int32 * len(tokens))(*tokens)
         if self._lib.whisper_decode(self._ctx, array, len(tokens), n_past, self._threads) != 0:
             raise RuntimeError("whisper.cpp failed to decode")
@@ -194,10 +244,23 @@ class DirectWhisper:
         logits = np.ctypeslib.as_array(pointer, shape=(len(tokens) * self._n_vocab,))
         return np.array(logits[-self._n_vocab :], dtype=np.float32)
 
+    def language_token(self, code: str) -> int:
+        """The token of a language code; ModelError for a code Whisper does not know."""
+        index = self._lib.whisper_lang_id(code.encode())
+        if index < 0:
+            raise ModelError(f"whisper.cpp knows no language {code!r}")
+        return int(self._language_tokens[index])
+
     def transcribe(
-        self, audio: Float32, should_abort: Callable[[], bool] | None = None
-    ) -> tuple[str, str]:
-        """(text, detected language code). Blocking; abort is checked between tokens."""
+        self,
+        audio: Float32,
+        should_abort: Callable[[], bool] | None = None,
+        language: str | None = None,
+    ) -> DecodedUtterance:
+        """Detect the language (unless ``language`` is given) and decode greedily.
+
+        Blocking; abort is checked between tokens.
+        """
         if self._ctx is None:
             raise RuntimeError("DirectWhisper is closed")
         samples = np.ascontiguousarray(audio, dtype=np.float32)
@@ -208,14 +271,21 @@ class DirectWhisper:
         if lib.whisper_encode(ctx, 0, self._threads) != 0:
             raise RuntimeError("whisper.cpp failed to encode")
 
-        # The language: its token's logit after <|startoftranscript|>.
         after_sot = self._decode([self._sot], 0)
-        best = int(np.argmax(after_sot[self._language_tokens]))
-        language = self._language_codes[best]
-        prompt = [int(self._language_tokens[best]), self._transcribe, self._no_timestamps]
-        # The no-speech probability is read at the same position, before any
-        # suppression (as openai-whisper does; whisper_full reads it there too).
+        probability: float | None = None
+        if language is None:
+            # The language: its token's logit after <|startoftranscript|>.
+            language_logits = after_sot[self._language_tokens]
+            best = int(np.argmax(language_logits))
+            probability = float(_softmax(language_logits)[best])
+            language = self._language_codes[best]
+            language_token = int(self._language_tokens[best])
+        else:
+            language_token = self.language_token(language)
+        # The no-speech probability is read after SOT, before any suppression
+        # (as openai-whisper does; whisper_full reads it there too).
         no_speech = float(_softmax(after_sot)[self._no_speech])
+        prompt = [language_token, self._transcribe, self._no_timestamps]
         logits = self._decode(prompt, 1)
         n_past = 1 + len(prompt)
 
@@ -227,9 +297,10 @@ class DirectWhisper:
         scoring = no_speech > _NO_SPEECH_THRESHOLD
         tokens: list[int] = []
         logprob_sum = 0.0
+        silent = DecodedUtterance("", language, probability, no_speech)
         while True:
             if should_abort is not None and should_abort():
-                return "", language
+                return silent
             logits[self._suppressed_first if not tokens else self._suppressed] = -np.inf
             token = int(np.argmax(logits))
             if scoring:
@@ -240,10 +311,11 @@ class DirectWhisper:
             logits = self._decode([token], n_past)
             n_past += 1
         if scoring and logprob_sum / (len(tokens) + 1) < _LOGPROB_THRESHOLD:
-            return "", language
+            return silent
         # Tokens are byte pieces: a character may span two of them.
         pieces = b"".join(lib.whisper_token_to_str(ctx, token) for token in tokens)
-        return pieces.decode("utf-8", errors="replace").strip(), language
+        text = pieces.decode("utf-8", errors="replace").strip()
+        return DecodedUtterance(text, language, probability, no_speech)
 
     def close(self) -> None:
         ctx, self._ctx = self._ctx, None

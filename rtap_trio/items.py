@@ -1,0 +1,103 @@
+"""Every item that flows through a session, named in one place.
+
+source ─frames─▶ front-end ─utterances─▶ STT ─transcriptions─▶ language ─▶ outbox
+
+An :class:`AudioFrame` is one fixed block of capture; the front-end cuts an
+:class:`Utterance` out of frames when the endpointer says speech ended (with an
+:class:`EndReason`); an STT backend answers it with an :class:`SttResult`; a
+:class:`Transcription` carries both to the language stage, which publishes it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "AudioFrame",
+    "EndReason",
+    "Float32",
+    "Samples",
+    "SttResult",
+    "Transcription",
+    "Utterance",
+]
+
+#: 16 kHz mono PCM as captured: int16.
+Samples = npt.NDArray[np.int16]
+#: The same audio as STT engines take it: float32 in [-1, 1].
+Float32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    """One fixed-size block of 16 kHz mono s16 audio.
+
+    ``index`` counts frames from the start of the stream, so ``index * frame
+    duration`` is the frame's offset in the recording; ``captured_at`` is
+    ``time.perf_counter()`` when it reached the pipeline.
+    """
+
+    index: int
+    samples: Samples
+    captured_at: float
+
+
+class EndReason(enum.StrEnum):
+    """Why an utterance ended."""
+
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    END_OF_STREAM = "end_of_stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    id: str
+    session_id: str
+    samples: Samples
+    #: offsets of the utterance in the stream, seconds
+    start_s: float
+    end_s: float
+    wake_word: str | None
+    end_reason: EndReason
+    #: perf_counter() when the end was decided (the hangover had passed)
+    endpointed_at: float
+    hangover_ms: float
+    #: the language the session asked for (None: the STT settings decide)
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SttResult:
+    """What an STT backend made of one utterance."""
+
+    #: the words, without sound annotations ("" when nothing was said)
+    text: str
+    #: the language spoken: detected, or the one asked for ("" if unknown)
+    language: str
+    #: the detector's probability for ``language``; None when it was not detected
+    language_probability: float | None
+    #: the model's probability that nothing was said; None when it cannot tell
+    no_speech_probability: float | None
+    #: waiting for a free engine (the STT budget starts after it)
+    queue_ms: float
+    #: transcribing on the engine
+    stt_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    utterance: Utterance
+    stt: SttResult
+    #: queued in the session before its STT stage took it (then ``stt.queue_ms``
+    #: waiting for an engine)
+    waited_ms: float
+    preprocess_ms: float
+
+    @property
+    def text(self) -> str:
+        return self.stt.text

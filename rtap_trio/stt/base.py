@@ -1,0 +1,64 @@
+"""The STT backend interface: one utterance's audio in, an :class:`SttResult` out.
+
+A backend owns its engines (whisper.cpp contexts on CPU or GPU, or a remote
+service) and shares them between every session of the service. Callers say how
+urgent an utterance is (``priority``: lower goes first; sessions pass the time
+their speech ended, so the engines serve speech in the order it ended) and how
+long the transcription may take once an engine is theirs (``budget_s``: the
+wait for a free engine is not part of it, but is reported in the result).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from ..items import Float32, SttResult
+
+__all__ = ["SttBackend", "SttStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class SttStatistics:
+    #: engines the backend holds, and how many are transcribing now
+    engines: int
+    busy: int
+    #: requests waiting for an engine now
+    waiting: int
+    transcriptions: int
+    timeouts: int
+
+
+class SttBackend(abc.ABC):
+    """Speech to text for every session of a service. Safe to call concurrently."""
+
+    #: model name as published on transcripts ("base", "tiny.en")
+    name: str
+    #: an English-only model: it cannot transcribe or detect other languages
+    english_only: bool
+    #: where the model comes from, for reports (a file, a URL)
+    origin: str
+
+    @abc.abstractmethod
+    async def transcribe(
+        self,
+        audio: Float32,
+        *,
+        priority: float = 0.0,
+        budget_s: float | None = None,
+        language: str | None = None,
+    ) -> SttResult:
+        """Transcribe 16 kHz mono float32 audio.
+
+        ``language`` fixes the language (None: as configured, maybe detected).
+        Raises :class:`~rtap_trio.errors.SttTimeoutError` when the
+        transcription outlives ``budget_s`` (it is aborted first). Cancelling
+        the caller aborts the transcription and frees the engine.
+        """
+
+    @abc.abstractmethod
+    def statistics(self) -> SttStatistics: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Free every engine; waits for none (callers are gone by then)."""

@@ -1,0 +1,151 @@
+"""whisper.cpp behind the :class:`~rtap_trio.stt.base.SttBackend` interface.
+
+whisper.cpp is blocking C++: each transcription runs in a worker thread on one
+of ``stt.workers`` engines (a whisper context is not safe to share between
+threads), lent by a :class:`~rtap_trio.stt.scheduling.PriorityLimiter` so that
+every session's speech is served in the order it ended. A transcription that
+outlives its budget, or whose caller is cancelled (a client that left), is
+aborted through whisper.cpp's abort callback, so the engine is free again at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+from loguru import logger
+
+from ...errors import SttTimeoutError
+from ...items import Float32, SttResult
+from ...settings import SttSettings
+from ..base import SttBackend, SttStatistics
+from ..scheduling import PriorityLimiter
+from .engine import WhisperEngine
+
+__all__ = ["ABORT_WAIT_S", "WhisperCppBackend"]
+
+#: How long a cancelled transcription may take to notice its abort flag.
+ABORT_WAIT_S = 0.5
+
+T = TypeVar("T")
+
+
+def _now() -> float:
+    return trio.current_time()
+
+
+class WhisperCppBackend(SttBackend):
+    def __init__(self, engines: list[WhisperEngine]) -> None:
+        if not engines:
+            raise ValueError("a backend needs at least one engine")
+        self._free = list(engines)
+        self._engines = tuple(engines)
+        self._limiter = PriorityLimiter(len(engines))
+        self.name = engines[0].name
+        self.english_only = engines[0].english_only
+        self.model_file = engines[0].model_file
+        self.origin = str(self.model_file)
+        self._transcriptions = 0
+        self._timeouts = 0
+
+    @property
+    def engines(self) -> tuple[WhisperEngine, ...]:
+        return self._engines
+
+    @classmethod
+    async def load(cls, settings: SttSettings) -> WhisperCppBackend:
+        """Load (and on first use convert) the model, one engine per worker, warmed up.
+
+        Cancelling (a stop during start-up) waits for the engine being loaded,
+        which whisper.cpp cannot interrupt, but aborts its warm-up.
+        """
+        engines: list[WhisperEngine] = []
+        try:
+            for _ in range(settings.workers):
+                engine = await trio.to_thread.run_sync(WhisperEngine, settings)
+                engines.append(engine)
+                if settings.warmup:
+                    await _run_abortably(engine, engine.warm_up)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for engine in engines:
+                    await trio.to_thread.run_sync(engine.close)
+            raise
+        logger.bind(component="stt").info(
+            "whisper model {} loaded from {} ({} worker(s))",
+            engines[0].name,
+            engines[0].model_file,
+            len(engines),
+        )
+        return cls(engines)
+
+    async def transcribe(
+        self,
+        audio: Float32,
+        *,
+        priority: float = 0.0,
+        budget_s: float | None = None,
+        language: str | None = None,
+    ) -> SttResult:
+        asked = _now()
+        async with self._limiter.borrow(priority):
+            engine = self._free.pop()
+            acquired = _now()
+            try:
+                with trio.move_on_after(
+                    budget_s if budget_s is not None else float("inf")
+                ) as scope:
+                    result = await _run_abortably(
+                        engine, lambda abort: engine.transcribe(audio, abort, language)
+                    )
+            finally:
+                self._free.append(engine)
+        finished = _now()
+        queue_ms = (acquired - asked) * 1000
+        stt_ms = (finished - acquired) * 1000
+        if scope.cancelled_caught:
+            self._timeouts += 1
+            raise SttTimeoutError(queue_ms=queue_ms, elapsed_ms=stt_ms)
+        self._transcriptions += 1
+        return SttResult(
+            text=result.text,
+            language=result.language,
+            language_probability=result.language_probability,
+            no_speech_probability=result.no_speech_probability,
+            queue_ms=queue_ms,
+            stt_ms=stt_ms,
+        )
+
+    def statistics(self) -> SttStatistics:
+        limiter = self._limiter.statistics()
+        return SttStatistics(
+            engines=len(self._engines),
+            busy=limiter.borrowed_tokens,
+            waiting=limiter.waiting,
+            transcriptions=self._transcriptions,
+            timeouts=self._timeouts,
+        )
+
+    async def aclose(self) -> None:
+        """Free every model now rather than at interpreter exit."""
+        engines, self._free = self._free, []
+        with trio.CancelScope(shield=True):
+            for engine in engines:
+                await trio.to_thread.run_sync(engine.close)
+
+
+async def _run_abortably(engine: WhisperEngine, call: Callable[[Callable[[], bool]], T]) -> T:
+    """``call(should_abort)`` in a worker thread; cancelling aborts whisper.cpp promptly."""
+    abort = threading.Event()
+    try:
+        return await trio.to_thread.run_sync(call, abort.is_set, abandon_on_cancel=True)
+    except trio.Cancelled:
+        # The thread was abandoned but whisper.cpp is still running: ask it to
+        # stop, and wait (shielded, bounded) until it has, so no thread is left
+        # inside whisper.cpp when the service exits or the engine is lent again.
+        abort.set()
+        with trio.CancelScope(shield=True), trio.move_on_after(ABORT_WAIT_S):
+            await trio.to_thread.run_sync(engine.wait_idle)
+        raise
