@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         action="append",
-        choices=("frontend", "stt_ab", "throughput", "latency", "memory", "fanout"),
+        choices=("frontend", "stt_ab", "throughput", "latency", "memory", "fanout", "concurrency"),
         help="run only this section (repeatable)",
     )
     return parser

@@ -52,8 +52,10 @@ class AudioSessionClient:
     #: set when the server closed: (code, reason)
     closed: tuple[int, str | None] | None = None
     gone: trio.Event = field(default_factory=trio.Event)
-    #: perf-clock time each transcript arrived, by utterance id
+    #: when each transcript arrived (trio's clock), by utterance id
     arrived_at: dict[str, float] = field(default_factory=dict)
+    #: when send_audio began (trio's clock)
+    stream_started: float = 0.0
 
     @property
     def transcripts(self) -> list[TranscriptMessage]:
@@ -66,10 +68,17 @@ class AudioSessionClient:
     async def send_audio(
         self, audio: Float32, *, chunk_s: float = 0.1, realtime: bool = False
     ) -> None:
-        """Send ``audio`` (float32 mono at the announced rate) in chunks, paced or not."""
+        """Send ``audio`` (float32 mono at the announced rate) in chunks, paced or not.
+
+        Paced like a microphone, each chunk goes out once all of it "has been
+        heard": offset ``x`` of the audio is sent by ``stream_started + x``
+        (trio's clock), which is when the speaker said it.
+        """
         size = max(1, int(self.sample_rate * chunk_s))
         chunks = [audio[i : i + size] for i in range(0, audio.size, size)]
+        self.stream_started = trio.current_time()
         if realtime:
+            await trio.sleep(chunk_s)
             async for chunk in pace(chunks, chunk_s):
                 await self.ws.send_message(encode_audio(chunk, self.encoding, self.channels))
         else:

@@ -116,3 +116,12 @@ def test_quick_bench_figures_are_sane(quick_report: tuple[dict[str, Any], Path])
     assert fanout["clients_all_received"] == 100
     assert fanout["deliveries"] == 100 * fanout["messages"]
     _ordered(fanout["delay_ms"])
+
+    concurrency = report["concurrency"]
+    assert [run["sessions"] for run in concurrency["runs"]] == [1, 2]
+    for run in concurrency["runs"]:
+        # Real-time clients: every utterance of every session is transcribed.
+        assert run["transcripts"] == run["utterances"] >= run["sessions"]
+        _ordered(run["latency_ms"])
+        assert run["latency_ms"]["p50"] > 0 and run["peak_rss_mb"] > 0
+    assert concurrency["idle"]["cpu_percent_per_idle_session"] < 100

@@ -181,7 +181,7 @@ def test_report_files_and_structure(english_report: dict[str, Any], tmp_path: Pa
     report = json.loads(json_path.read_text(encoding="utf-8"))
     for key in ("command", "date", "machine", "profile", "model", "corpus", "summary", "files"):
         assert key in report
-    assert report["machine"]["cpus"] and report["profile"] == "pc2"
+    assert report["machine"]["cores"] and report["profile"] == "pc2"
     assert set(report["summary"]) == {"wer", "wake_word", "language_id"}
     for f in report["files"]:
         assert {"file", "duration_s", "mode", "wake", "wer", "language_id"} <= set(f)

@@ -231,3 +231,33 @@ async def test_zmq_peer_announcing_a_huge_frame_is_cut_off_without_memory_growth
     finally:
         publisher.close()
         context.term()
+
+
+@pytest.mark.timeout(60)
+async def test_binding_off_loopback_is_said_loudly() -> None:
+    from loguru import logger
+
+    from rtap_trio.app import Service, is_loopback
+
+    from .support import service_settings
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING", format="{message}")
+    try:
+        settings = service_settings(
+            "pc2",
+            **{
+                "audio.source": "none",
+                "output.bind_address": "0.0.0.0",
+                "telemetry.bind_address": "0.0.0.0",
+            },
+        )
+        service = Service(settings, handle_signals=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            service.stop()
+    finally:
+        logger.remove(sink)
+    assert any("0.0.0.0 without authentication" in w for w in warnings), warnings

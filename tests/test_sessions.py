@@ -255,9 +255,10 @@ async def test_a_client_that_leaves_mid_utterance_leaves_nothing_running(
 
 
 @pytest.mark.slow
-def test_source_none_serves_network_sessions_as_a_user_runs_it(
-    speech: dict[str, Any], tmp_path: Path
+def test_source_none_and_four_clients_at_real_time_pace_each_get_their_own_words(
+    speech: dict[str, Any],
 ) -> None:
+    """The issue's "done when", as a user runs it: the command, then four clients."""
     import os
     import signal
     import subprocess
@@ -267,6 +268,12 @@ def test_source_none_serves_network_sessions_as_a_user_runs_it(
 
     from .support import REPO
 
+    plan = {
+        "garage": ("computer_garage.wav", {}),
+        "lights": ("jarvis_lights.wav", {"keywords": ["jarvis"]}),
+        "door": ("en_no_wake.wav", {"wake_word": False}),
+        "calendar": ("two_utterances.wav", {}),
+    }
     ports = ServicePorts.free()
     process = subprocess.Popen(
         [sys.executable, "-m", "rtap_trio", "--source", "none", "--profile", "pc2"],
@@ -275,9 +282,16 @@ def test_source_none_serves_network_sessions_as_a_user_runs_it(
         stderr=subprocess.PIPE,
         text=True,
     )
-    audio = fixture(speech, "en_no_wake.wav")
+    clients: dict[str, AudioSessionClient] = {}
 
-    async def client() -> list[str]:
+    async def talk_in_real_time(key: str, name: str, options: dict[str, Any]) -> None:
+        async with open_audio_session(ports.websocket, **options) as client:
+            clients[key] = client
+            await client.send_audio(fixture(speech, name), chunk_s=0.02, realtime=True)
+            await client.stop()
+            await client.wait_closed()
+
+    async def main() -> dict[str, Any]:
         with trio.fail_after(120):
             while True:  # until the service is up
                 try:
@@ -289,13 +303,13 @@ def test_source_none_serves_network_sessions_as_a_user_runs_it(
                 assert process.poll() is None
                 await trio.sleep(0.2)
         assert json.loads(body)["source"] == "none"
-        async with open_audio_session(ports.websocket, wake_word=False) as session:
-            await session.send_audio(audio)
-            await session.stop()
-        return [m.text for m in session.transcripts]
+        async with trio.open_nursery() as nursery:
+            for key, (name, options) in plan.items():
+                nursery.start_soon(talk_in_real_time, key, name, options)
+        return dict(json.loads((await http_get(ports.telemetry, "/health"))[1]))
 
     try:
-        said = trio.run(client)
+        health = trio.run(main)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
     finally:
@@ -303,4 +317,12 @@ def test_source_none_serves_network_sessions_as_a_user_runs_it(
             process.kill()
             process.communicate()
     assert process.returncode == 0, stderr[-3000:]
-    assert word_error_rate(text_of(speech, "en_no_wake.wav"), " ".join(said)) <= 0.25, said
+    assert health["sessions"]["active"] == 0
+    assert len({client.session_id for client in clients.values()}) == 4
+    for key, (name, _) in plan.items():
+        client = clients[key]
+        assert {m.session_id for m in client.messages} == {client.session_id}
+        said = " ".join(m.text for m in client.transcripts)
+        wer = word_error_rate(text_of(speech, name), said)
+        print(f"{key}: {said!r} WER {wer:.2f}")
+        assert wer <= 0.25, (key, said)

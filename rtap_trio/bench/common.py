@@ -18,6 +18,7 @@ from loguru import logger
 from .. import speechgen
 from ..audio.base import AudioSource
 from ..audio.file import load_audio
+from ..audio.framing import pace, split_frames
 from ..items import Samples
 
 __all__ = [
@@ -157,9 +158,10 @@ class ArraySource(AudioSource):
     """Frames of an in-memory recording, optionally paced like a microphone.
 
     Paced, frame ``i`` is yielded at ``t0 + (i + 1) * frame`` (a microphone
-    delivers a frame once all of it has been heard), so an offset in the
-    recording maps to wall-clock time as ``started_wall + offset``. With a
-    ``gate`` nothing is yielded until it is set, so subscribers can connect first.
+    delivers a frame once all of it has been heard), where ``t0`` is
+    ``started_wall``, so an offset in the recording maps to wall-clock time as
+    ``started_wall + offset``. With a ``gate`` nothing is yielded until it is
+    set, so subscribers can connect first.
     """
 
     def __init__(
@@ -175,13 +177,9 @@ class ArraySource(AudioSource):
         self.live = paced
         self._gate = gate
         tail = np.zeros(int(trailing_silence_s * SAMPLE_RATE), dtype=np.int16)
-        audio = np.concatenate((samples, tail))
-        frames = -(-audio.size // frame_samples)
-        padded = np.zeros(frames * frame_samples, dtype=np.int16)
-        padded[: audio.size] = audio
-        self._frames = padded.reshape(frames, frame_samples)
+        self._frames = split_frames(np.concatenate((samples, tail)), frame_samples)
         self._frame_s = frame_samples / SAMPLE_RATE
-        self.duration_s = padded.size / SAMPLE_RATE
+        self.duration_s = self._frames.size / SAMPLE_RATE
         self.started_wall = 0.0
         self.started_perf = 0.0
         self.finished_perf = 0.0
@@ -194,13 +192,17 @@ class ArraySource(AudioSource):
         if self._gate is not None:
             await self._gate.wait()
         self.started_perf, self.started_wall = time.perf_counter(), time.time()
-        for index, frame in enumerate(self._frames):
-            if self.live:
-                # Sleep to each frame's due time so scheduling delays never accumulate.
-                delay = self.started_perf + (index + 1) * self._frame_s - time.perf_counter()
-                if delay > 0:
-                    await trio.sleep(delay)
-            yield frame
+        if self.live:
+            # pace() yields frame i at its start + i * frame; a microphone hands
+            # frame i over once all of it is heard, at t0 + (i + 1) * frame. So the
+            # recording began one frame before the first frame comes out.
+            self.started_perf -= self._frame_s
+            self.started_wall -= self._frame_s
+            async for frame in pace(self._frames, self._frame_s):
+                yield frame
+        else:
+            for frame in self._frames:
+                yield frame
         self.finished_perf = time.perf_counter()
         self.finished.set()
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
-import os
-import platform
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
+
+# The bench and eval reports describe the machine alike: one description.
+from ..machine import describe_machine as machine
+from ..machine import package_version
 
 __all__ = [
     "TARGETS",
@@ -22,7 +22,6 @@ __all__ = [
     "write_report",
 ]
 
-_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16")
 _PACKAGES = (
     "rtap-trio",
     "pywhispercpp",
@@ -38,42 +37,8 @@ _PACKAGES = (
 )
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and not model:
-                model = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 0
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return {
-        "cpu_model": model or platform.processor(),
-        "cores": os.cpu_count(),
-        "cores_usable": usable,
-        "flags": {flag: flag in flags for flag in _FLAGS},
-        "load_average_at_start": [round(x, 2) for x in load],
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-    }
-
-
 def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in _PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
+    found = {name: package_version(name) for name in _PACKAGES}
     try:
         import _pywhispercpp
 
@@ -168,6 +133,18 @@ TARGETS: dict[str, tuple[tuple[str, ...], str, float | None, str]] = {
     ),
     "peak RSS, service on the demo": (("memory", "peak_rss_mb"), "<=", 200.0, "MB"),
     "WebSocket delivery p99, 100 clients": (("fanout", "delay_ms", "p99"), "<=", None, "ms"),
+    "real-time sessions within 2x the single-session p95": (
+        ("concurrency", "max_sessions_within_2x_p95"),
+        ">=",
+        4.0,
+        "sessions",
+    ),
+    "CPU of an idle connected session": (
+        ("concurrency", "idle", "cpu_percent_per_idle_session"),
+        "<=",
+        None,
+        "% of a core",
+    ),
 }
 
 
@@ -237,7 +214,42 @@ def _markdown(report: dict[str, Any]) -> str:
         for part, stats in latency["ms"].items():
             if stats.get("n"):
                 lines.append(f"| {part} | {stats['p50']:g} | {stats['p95']:g} |")
+    lines += _concurrency_table(report.get("concurrency"))
     return "\n".join(lines) + "\n"
+
+
+def _concurrency_table(concurrency: Any) -> list[str]:
+    if not isinstance(concurrency, dict) or not concurrency.get("runs"):
+        return []
+    idle = concurrency["idle"]
+    lines = [
+        "",
+        f"Concurrent `/v1/audio` sessions, each streaming real speech at real-time pace "
+        f"(`{concurrency['command']}`); latency is end of speech -> transcript at the client:",
+        "",
+        "| sessions | utterances | transcripts | lost | p50 | p95 | p95 / 1 session "
+        "| queue p50 | queue p95 | service CPU | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in concurrency["runs"]:
+        latency, queue = run["latency_ms"], run["queue_ms"]
+        lines.append(
+            f"| {run['sessions']} | {run['utterances']} | {run['transcripts']} "
+            f"| {run['dropped_or_timed_out']} | {latency.get('p50', '-'):g} ms "
+            f"| {latency.get('p95', '-'):g} ms | {run['p95_vs_single']:g} x "
+            f"| {queue.get('p50', '-'):g} ms | {queue.get('p95', '-'):g} ms "
+            f"| {run['cpu_percent']:g} % | {run['peak_rss_mb']:g} MB |"
+        )
+    lines += [
+        "",
+        f"Largest N within 2x the single-session p95: "
+        f"{concurrency['max_sessions_within_2x_p95']}. Idle connected sessions "
+        f"(streaming silence, front-end only): {idle['cpu_percent_per_idle_session']:g} % "
+        f"of a core each ({idle['sessions']} sessions: service at "
+        f"{idle['service_cpu_percent_with_idle_sessions']:g} %, "
+        f"{idle['service_cpu_percent_no_session']:g} % with none).",
+    ]
+    return lines
 
 
 def _stt_ab_table(stt: Any) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from ..settings import Settings
+from ..stt.whispercpp import is_english_only
 from . import report as reporting
 from .common import (
     Clip,
@@ -28,6 +29,7 @@ from .common import (
     progress,
     quiet_logging,
 )
+from .concurrency import measure_concurrency
 from .fanout import measure_fanout
 from .frontend import measure_frontend
 from .latency import measure_latency
@@ -37,7 +39,7 @@ from .throughput import measure_throughput
 
 __all__ = ["SECTIONS", "BenchOptions", "run_bench"]
 
-SECTIONS = ("frontend", "stt_ab", "throughput", "latency", "memory", "fanout")
+SECTIONS = ("frontend", "stt_ab", "throughput", "latency", "memory", "fanout", "concurrency")
 
 
 @dataclass
@@ -83,7 +85,7 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
     # Quick: two short English utterances (whisper pads every one to 30 s anyway).
     short = english[:2] if len(english) >= 2 else speech[:2]
     # An English-only model on German says nothing about speed that English does not.
-    english_only = settings.stt.model_name.endswith(".en")
+    english_only = is_english_only(settings.stt.model_name, settings.stt.model_path)
     # Real speech first, then the generated; six utterances keep the full run short.
     ab_clips = [c for c in audio.corpus + speech if c.language == "en" or not english_only]
     ab_clips = list({clip.name: clip for clip in ab_clips}.values())[:6]
@@ -123,6 +125,17 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         ),
         "memory": memory,
         "fanout": lambda: trio.run(measure_fanout, 100, 10 if quick else 50, 0.02),
+        # Real English speech per session (the corpus, else the fixtures); quick: the
+        # short commands only, so that the run stays under a minute.
+        "concurrency": lambda: measure_concurrency(
+            [c for c in (audio.corpus or speech) if c.language == "en"]
+            if not quick
+            else [c for c in english if c.duration_s < 6] or english,
+            profile=options.profile,
+            settings_dir=options.settings_dir,
+            overrides=options.overrides,
+            quick=quick,
+        ),
     }
 
 

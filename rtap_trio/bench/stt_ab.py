@@ -132,8 +132,10 @@ def measure_stt_ab(settings: Settings, clips: list[Clip], *, quick: bool) -> dic
 
     fw_status = _faster_whisper_status(stt.model_name)
     if fw_status is None:
-        english_only = stt.model_name.endswith(".en")
-        language = "en" if english_only else (None if stt.language == "auto" else stt.language)
+        # The language whisper.cpp decodes in (English for an English-only model,
+        # the engine knows which from its name and file); its "" (detect) is
+        # faster-whisper's None.
+        language = cpp.default_language or None
         model_dir = ct2_model_dir(stt.model_name, stt.model_cache_dir)
         for compute_type in ("int8",) if quick else ("int8", "float32"):
             started = time.perf_counter()
@@ -162,7 +164,7 @@ def measure_stt_ab(settings: Settings, clips: list[Clip], *, quick: bool) -> dic
                 texts[name][index] = text
 
     # Speed only counts at equal accuracy: every engine scored on the same clips.
-    from ..evaluation import ErrorCounts, word_errors
+    from ..evaluation.scoring import ErrorCounts, word_errors
 
     # One figure per utterance: the median of its repetitions.
     medians = {name: [float(np.median(t)) for t in times[name]] for name in names}

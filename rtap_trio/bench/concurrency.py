@@ -1,0 +1,288 @@
+"""Many sessions at once: N ``/v1/audio`` clients streaming real speech at real-time pace.
+
+The service is the real command, ``python -m rtap_trio --source none``, in a
+child process with the bench's profile, so that its CPU and memory are its
+own. For N = 1, 2, 4, 8 the clients connect, then stream at once, each a
+different rotation of the speech clips, paced like a microphone (offset ``x``
+of a client's audio has been sent by ``t0 + x``). A transcript's latency is
+its arrival at its client minus ``t0 +`` the end of speech (the end of the
+last voiced frame, from the session's ``speech_end`` event): what a speaker
+waits. Reported per N: latency p50/p95, the STT queue wait (in the session and
+for the engine), the service's CPU (percent of one core) and peak RSS, and
+the largest N whose p95 stays within 2x the single-session p95. Before that,
+the cost of idle connected sessions: clients streaming silence (front-end
+only) against the service with no session at all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import trio
+
+from ..client import AudioSessionClient, open_audio_session
+from ..items import Samples
+from ..transport.schemas import EventType
+from .common import SAMPLE_RATE, Clip, ServicePorts, concatenate, progress, summarize
+from .memory import proc_status_kb
+
+__all__ = ["measure_concurrency"]
+
+#: Each client sends 20 ms per message, as a browser's audio worklet would.
+_CHUNK_S = 0.02
+#: The target: N sessions "within 2x the single-session p95".
+_WITHIN = 2.0
+
+
+def _command(profile: str | None, settings_dir: Path | None, overrides: Sequence[str]) -> list[str]:
+    command = [sys.executable, "-m", "rtap_trio", "run", "--source", "none"]
+    if profile:
+        command += ["--profile", profile]
+    if settings_dir:
+        command += ["--settings-dir", str(settings_dir)]
+    for item in overrides:
+        command += ["--set", item]
+    return command
+
+
+async def _wait_healthy(port: int, child: trio.Process, limit_s: float) -> None:
+    import urllib.request
+
+    def get() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                return int(r.status)
+        except OSError:
+            return 0
+
+    with trio.fail_after(limit_s):
+        while await trio.to_thread.run_sync(get) != 200:
+            if child.poll() is not None:
+                raise RuntimeError(f"the service exited with {child.returncode} while starting")
+            await trio.sleep(0.2)
+
+
+class _Resources:
+    """CPU seconds and RSS of the service process, sampled while a run goes on."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak_rss = 0
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    async def watch_rss(self) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            await trio.sleep(0.25)
+
+
+def _to_float(samples: Samples) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return samples.astype(np.float32) / 32768.0
+
+
+class _Clients:
+    """The connected clients of a run, and an event once all of them are."""
+
+    def __init__(self, expected: int) -> None:
+        self.connected: list[AudioSessionClient] = []
+        self.all_connected = trio.Event()
+        self._expected = expected
+        if not expected:
+            self.all_connected.set()
+
+    def add(self, client: AudioSessionClient) -> None:
+        self.connected.append(client)
+        if len(self.connected) >= self._expected:
+            self.all_connected.set()
+
+
+async def _stream(
+    port: int, audio: Samples, clients: _Clients, go: trio.Event, limit_s: float
+) -> None:
+    async with open_audio_session(port, wake_word=False) as client:
+        clients.add(client)
+        await go.wait()
+        await client.send_audio(_to_float(audio), chunk_s=_CHUNK_S, realtime=True)
+        await client.stop(limit_s)
+
+
+def _latencies(client: AudioSessionClient) -> tuple[list[float], list[float], int, int]:
+    """(latency ms, queue ms) of each transcript, utterances ended, utterances dropped."""
+    ends = {
+        e.utterance_id: float(e.data["offset_s"])
+        for e in client.events
+        if e.type is EventType.SPEECH_END and e.utterance_id
+    }
+    latency, queue = [], []
+    for transcript in client.transcripts:
+        uid = transcript.utterance_id
+        if uid in ends and uid in client.arrived_at:
+            latency.append((client.arrived_at[uid] - (client.stream_started + ends[uid])) * 1000)
+            queue.append(transcript.latency_ms.queue)
+    dropped = sum(
+        1 for e in client.events if e.type in (EventType.UTTERANCE_DROPPED, EventType.STT_TIMEOUT)
+    )
+    return latency, queue, len(ends), dropped
+
+
+async def _run_level(
+    port: int, audios: Sequence[Samples], resources: _Resources, limit_s: float
+) -> dict[str, Any]:
+    clients = _Clients(len(audios))
+    go = trio.Event()
+    resources.peak_rss = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resources.watch_rss)
+        async with trio.open_nursery() as streams:
+            for audio in audios:
+                streams.start_soon(_stream, port, audio, clients, go, limit_s)
+            with trio.fail_after(30):
+                await clients.all_connected.wait()
+            cpu_before, wall_before = resources.cpu_s(), time.perf_counter()
+            go.set()
+        cpu = resources.cpu_s() - cpu_before
+        wall = time.perf_counter() - wall_before
+        nursery.cancel_scope.cancel()
+    latencies, queues, utterances, dropped = [], [], 0, 0
+    for client in clients.connected:
+        latency, queue, ended, lost = _latencies(client)
+        latencies += latency
+        queues += queue
+        utterances += ended
+        dropped += lost
+    return {
+        "sessions": len(audios),
+        "audio_s_per_session": round(max(a.size for a in audios) / SAMPLE_RATE, 1),
+        "utterances": utterances,
+        "transcripts": len(latencies),
+        "dropped_or_timed_out": dropped,
+        "latency_ms": summarize(latencies, 1),
+        "queue_ms": summarize(queues, 1),
+        "cpu_percent": round(100 * cpu / wall, 1) if wall else None,
+        "peak_rss_mb": round(resources.peak_rss / 2**20, 1),
+        "seconds": round(wall, 1),
+    }
+
+
+async def _idle_cost(
+    port: int, resources: _Resources, sessions: int, seconds: float
+) -> dict[str, Any]:
+    silence = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
+
+    async def measure(count: int) -> float:
+        clients = _Clients(count)
+        go = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(_stream, port, silence, clients, go, 30.0)
+            with trio.fail_after(30):
+                await clients.all_connected.wait()
+            before, started = resources.cpu_s(), time.perf_counter()
+            if count:
+                go.set()
+            else:
+                await trio.sleep(seconds)
+        return 100 * (resources.cpu_s() - before) / (time.perf_counter() - started)
+
+    baseline = await measure(0)
+    loaded = await measure(sessions)
+    return {
+        "sessions": sessions,
+        "seconds": seconds,
+        "service_cpu_percent_no_session": round(baseline, 2),
+        "service_cpu_percent_with_idle_sessions": round(loaded, 2),
+        "cpu_percent_per_idle_session": round((loaded - baseline) / sessions, 2),
+    }
+
+
+def _rotations(clips: Sequence[Clip], count: int, seconds: float) -> list[Samples]:
+    """A different order of the clips for each session, ``seconds`` long, silence at the end."""
+    audios = []
+    for index in range(count):
+        shift = index % len(clips)
+        order = [*clips[shift:], *clips[:shift]]
+        speech = concatenate(order, 1.5, seconds)
+        audios.append(np.concatenate((speech, np.zeros(int(1.5 * SAMPLE_RATE), np.int16))))
+    return audios
+
+
+async def _measure(
+    command: list[str], clips: Sequence[Clip], levels: Sequence[int], seconds: float, quick: bool
+) -> dict[str, Any]:
+    ports = ServicePorts.free()
+    env = {**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING"}
+    child = await trio.lowlevel.open_process(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await _wait_healthy(ports.telemetry, child, 120)
+        resources = _Resources(child.pid)
+        progress("concurrency: idle sessions")
+        idle = await _idle_cost(ports.websocket, resources, 4, 3.0 if quick else 8.0)
+        runs = []
+        for count in levels:
+            progress(f"concurrency: {count} session(s) streaming")
+            runs.append(
+                await _run_level(
+                    ports.websocket, _rotations(clips, count, seconds), resources, 60 + 30 * count
+                )
+            )
+        hwm = proc_status_kb(child.pid).get("VmHWM", 0)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        with trio.move_on_after(15) as waited:
+            await child.wait()
+        if waited.cancelled_caught:
+            child.kill()
+            await child.wait()
+    single = runs[0]["latency_ms"].get("p95") if runs else None
+    within = [
+        run["sessions"]
+        for run in runs
+        if single
+        and run["latency_ms"].get("p95") is not None
+        and run["latency_ms"]["p95"] <= _WITHIN * single
+    ]
+    for run in runs:
+        p95 = run["latency_ms"].get("p95")
+        run["p95_vs_single"] = round(p95 / single, 2) if single and p95 else None
+    return {
+        "command": " ".join(command[1:]),
+        "chunk_ms": _CHUNK_S * 1000,
+        "idle": idle,
+        "runs": runs,
+        "max_sessions_within_2x_p95": max(within) if within else None,
+        "peak_rss_mb": round(hwm / 1024, 1),
+        "definitions": {
+            "latency": "end of speech (end of the last voiced frame, the client streaming "
+            "at real-time pace) -> transcript received by that client",
+            "queue": "waiting in the session for its STT stage plus waiting for an engine",
+            "cpu_percent": "the service process, percent of one core, over the run",
+        },
+    }
+
+
+def measure_concurrency(
+    clips: Sequence[Clip],
+    *,
+    profile: str | None,
+    settings_dir: Path | None,
+    overrides: Sequence[str],
+    quick: bool,
+) -> dict[str, Any]:
+    levels = (1, 2) if quick else (1, 2, 4, 8)
+    seconds = 8.0 if quick else 30.0
+    command = _command(profile, settings_dir, overrides)
+    return trio.run(_measure, command, clips, levels, seconds, quick)
