@@ -155,7 +155,7 @@ class SttSettings(_Section):
     flash_attn: bool = Field(True, description="whisper.cpp flash attention")
     # language auto over the full window: detect the language on the encoder
     # pass that transcribes (greedy, through libwhisper; see
-    # stages/whisper_direct.py) instead of whisper_full's extra encoder pass.
+    # stt/whispercpp/direct.py) instead of whisper_full's extra encoder pass.
     one_pass_language: bool = True
     # Whisper's own probability that an utterance held no speech; over this the
     # transcript is discarded (an event, not a transcript). Whisper itself only
