@@ -73,22 +73,29 @@ class SessionPipeline:
         self._supervisor = supervisor
         self._fault_hook = fault_hook
         metrics = ctx.metrics
-        # A live source must never wait, so its edges drop the oldest item; a
-        # replayed file or a network client waits instead and loses nothing.
-        policy = FullPolicy.DROP_OLDEST if source.live else FullPolicy.BLOCK
+        # Frames: a live source must never wait, so its channel drops the oldest
+        # frame; a replayed file or a network client waits and loses nothing.
+        # Utterances: where someone waits for each answer (a microphone, a
+        # network client), the oldest waiting one is dropped with an event when
+        # STT falls behind; a replayed file waits and loses nothing.
+        frame_policy = FullPolicy.DROP_OLDEST if source.live else FullPolicy.BLOCK
+        utterance_policy = FullPolicy.DROP_OLDEST if source.interactive else FullPolicy.BLOCK
         dropped_frames = metrics.frames_dropped.labels("capture")
         frames_send: PolicySendChannel[AudioFrame]
         frames_receive: trio.MemoryReceiveChannel[AudioFrame]
         frames_send, frames_receive = open_channel(
             "frames",
             settings.audio.capture_queue_frames,
-            policy,
+            frame_policy,
             lambda _: dropped_frames.inc(),
         )
         utterances_send: PolicySendChannel[Utterance]
         utterances_receive: trio.MemoryReceiveChannel[Utterance]
         utterances_send, utterances_receive = open_channel(
-            "utterances", settings.pipeline.utterance_queue_size, policy, self._utterance_dropped
+            "utterances",
+            settings.pipeline.utterance_queue_size,
+            utterance_policy,
+            self._utterance_dropped,
         )
         transcriptions_send, transcriptions_receive = trio.open_memory_channel[Transcription](
             settings.pipeline.utterance_queue_size

@@ -15,33 +15,10 @@ import pytest
 
 from rtap_trio.bench.common import ServicePorts
 
-from .support import REPO
+from .support import REPO, assert_one_line_error, rtap
 
 #: Every listening port 0 (any free one): these runs are about something else.
 EPHEMERAL_PORTS = ServicePorts(0, 0, 0, 0).env()
-
-
-def rtap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "RTAP_LOG_LEVEL": "ERROR", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "rtap_trio", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=environment,
-    )
-
-
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], code: int, *needles: str
-) -> None:
-    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
-    errors = [line for line in result.stderr.splitlines() if line.startswith("rtap: error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture

@@ -13,11 +13,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import shutil
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +33,8 @@ from rtap_trio.models.whisper.cache import (
     recorded_digest,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from .support import rtap
+
 MODEL_NAME = "ggml-tiny.en.bin"
 TINY_EN_F16_SIZE = 77_704_715
 
@@ -138,18 +136,6 @@ def test_cached_model_without_a_record_is_reconverted_or_refused(
     assert resolve_whisper_model("tiny.en", target.parent, convert=False) == target
 
 
-def _rtap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "RTAP_LOG_LEVEL": "ERROR", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "rtap_trio", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=environment,
-    )
-
-
 def _silence(tmp_path: Path) -> Path:
     wav = tmp_path / "silence.wav"
     sf.write(wav, np.zeros(16_000, dtype=np.float32), 16_000)
@@ -192,7 +178,7 @@ def test_replay_with_a_damaged_model_path_is_one_line_and_exit_3(
     shutil.copyfile(pristine / MODEL_NAME, model)
     damage(model)
     assert model.stat().st_size == TINY_EN_F16_SIZE
-    result = _rtap(
+    result = rtap(
         "replay", str(_silence(tmp_path)), "--profile", "pc2", "--set", f"stt.model_path={model}"
     )
     assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
@@ -205,7 +191,7 @@ def test_replay_with_a_damaged_model_path_is_one_line_and_exit_3(
 def test_replay_on_a_damaged_cache_reconverts_and_runs(pristine: Path, tmp_path: Path) -> None:
     target = _copy_cache(pristine, tmp_path)
     _damage_middle(target)
-    result = _rtap(
+    result = rtap(
         "replay",
         str(_silence(tmp_path)),
         "--profile",

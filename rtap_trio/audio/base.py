@@ -23,6 +23,13 @@ class AudioSource(abc.ABC):
     #: a live source cannot wait: its channel drops the oldest frame when full
     live: bool
 
+    @property
+    def interactive(self) -> bool:
+        """Someone waits for each answer: when transcription falls behind, the
+        oldest waiting utterance is dropped (and said so) rather than capture
+        stalled. Live sources are; a network client may be without being live."""
+        return self.live
+
     @abc.abstractmethod
     async def open(self) -> None: ...
 

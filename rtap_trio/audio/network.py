@@ -33,7 +33,15 @@ class AudioFormatError(ValueError):
 
 
 class PushSource(AudioSource):
-    live = False  # a network client waits (TCP back-pressure) rather than lose audio
+    # A client's audio is never dropped: one that sends faster than the
+    # front-end takes it waits (TCP back-pressure). But it is a person talking:
+    # when transcription falls behind, the oldest waiting utterance goes,
+    # as for a microphone, rather than the whole session stalling behind it.
+    live = False
+
+    @property
+    def interactive(self) -> bool:
+        return True
 
     def __init__(
         self,

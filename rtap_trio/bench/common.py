@@ -33,6 +33,7 @@ __all__ = [
     "default_corpus",
     "fixture_clips",
     "progress",
+    "service_command",
     "quiet_logging",
     "summarize",
 ]
@@ -270,3 +271,22 @@ def quiet_logging() -> None:
     """Only warnings from the services the bench starts: its own output is the report."""
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{time:HH:mm:ss} {level} {message}")
+
+
+def service_command(
+    source: str,
+    *,
+    profile: str | None,
+    settings_dir: Path | None,
+    overrides: Sequence[str],
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """``python -m rtap_trio run --source SOURCE`` with the bench's own settings."""
+    command = [sys.executable, "-m", "rtap_trio", "run", "--source", source, *extra]
+    if profile:
+        command += ["--profile", profile]
+    if settings_dir:
+        command += ["--settings-dir", str(settings_dir)]
+    for item in overrides:
+        command += ["--set", item]
+    return command

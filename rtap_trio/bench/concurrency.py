@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,15 @@ import trio
 from ..client import AudioSessionClient, open_audio_session
 from ..items import Samples
 from ..transport.schemas import EventType
-from .common import SAMPLE_RATE, Clip, ServicePorts, concatenate, progress, summarize
+from .common import (
+    SAMPLE_RATE,
+    Clip,
+    ServicePorts,
+    concatenate,
+    progress,
+    service_command,
+    summarize,
+)
 from .memory import proc_status_kb
 
 __all__ = ["measure_concurrency"]
@@ -41,17 +48,6 @@ __all__ = ["measure_concurrency"]
 _CHUNK_S = 0.02
 #: The target: N sessions "within 2x the single-session p95".
 _WITHIN = 2.0
-
-
-def _command(profile: str | None, settings_dir: Path | None, overrides: Sequence[str]) -> list[str]:
-    command = [sys.executable, "-m", "rtap_trio", "run", "--source", "none"]
-    if profile:
-        command += ["--profile", profile]
-    if settings_dir:
-        command += ["--settings-dir", str(settings_dir)]
-    for item in overrides:
-        command += ["--set", item]
-    return command
 
 
 async def _wait_healthy(port: int, child: trio.Process, limit_s: float) -> None:
@@ -284,5 +280,7 @@ def measure_concurrency(
 ) -> dict[str, Any]:
     levels = (1, 2) if quick else (1, 2, 4, 8)
     seconds = 8.0 if quick else 30.0
-    command = _command(profile, settings_dir, overrides)
+    command = service_command(
+        "none", profile=profile, settings_dir=settings_dir, overrides=overrides
+    )
     return trio.run(_measure, command, clips, levels, seconds, quick)

@@ -12,13 +12,12 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO, Any
 
-from .common import ServicePorts
+from .common import ServicePorts, service_command
 
 __all__ = ["measure_service_rss", "proc_status_kb"]
 
@@ -48,13 +47,9 @@ def measure_service_rss(
     limit_s: float,
 ) -> dict[str, Any]:
     env = {**os.environ, **ServicePorts.free().env(), "RTAP_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "rtap_trio", "run", "--source", "demo", "--print"]
-    if profile:
-        command += ["--profile", profile]
-    if settings_dir:
-        command += ["--settings-dir", str(settings_dir)]
-    for item in overrides:
-        command += ["--set", item]
+    command = service_command(
+        "demo", profile=profile, settings_dir=settings_dir, overrides=overrides, extra=["--print"]
+    )
     started = time.perf_counter()
     child = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
