@@ -25,7 +25,7 @@ import zmq
 from loguru import logger
 
 from .audio import AudioSource, source_from_settings
-from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint
+from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint, WyomingServer, openai_routes
 from .pipeline import Engines, FaultHook
 from .session import PipelineState
 from .sessions import EndReason, Session, SessionManager, new_session_id
@@ -65,6 +65,7 @@ class BoundPorts:
     zmq_transcripts: int | None = None
     websocket: int | None = None
     telemetry: int | None = None
+    wyoming: int | None = None
 
     def as_dict(self) -> dict[str, int | None]:
         return {
@@ -72,6 +73,7 @@ class BoundPorts:
             "zmq_transcripts": self.zmq_transcripts,
             "websocket": self.websocket,
             "telemetry": self.telemetry,
+            "wyoming": self.wyoming,
         }
 
 
@@ -139,17 +141,31 @@ class Service:
                 if self._handle_signals:
                     servers.start_soon(self._watch_signals)
                 if settings.telemetry.enabled:
+                    routes = (
+                        openai_routes(settings, self._serving_sessions)
+                        if settings.openai.enabled
+                        else []
+                    )
                     self.ports.telemetry = await servers.start(
                         self.supervisor.supervise_started,
                         "telemetry",
                         lambda task_status: serve_telemetry(
-                            settings.telemetry, self.metrics, self.health, task_status=task_status
+                            settings.telemetry,
+                            self.metrics,
+                            self.health,
+                            routes,
+                            task_status=task_status,
                         ),
                     )
                 websocket = self._websocket = self._websocket_server()
                 if websocket is not None:
                     self.ports.websocket = await servers.start(
                         self.supervisor.supervise_started, "websocket", websocket.run
+                    )
+                if settings.wyoming.enabled:
+                    wyoming = WyomingServer(settings, self._serving_sessions, self.metrics)
+                    self.ports.wyoming = await servers.start(
+                        self.supervisor.supervise_started, "wyoming", wyoming.run
                     )
                 publishers = self._bind_zmq()
                 engines, source = await self._load(log)
@@ -231,6 +247,12 @@ class Service:
         )
         server.route(AUDIO_PATH, self._serve_audio)
         return server
+
+    def _serving_sessions(self) -> SessionManager | None:
+        """The session manager while new sessions are taken (not starting, not stopping)."""
+        if not self._runtime.running or self._runtime.stopping:
+            return None
+        return self.sessions
 
     async def _serve_audio(self, ws: Any, client: int) -> None:
         if self.sessions is None or not self._runtime.running or self._runtime.stopping:

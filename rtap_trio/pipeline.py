@@ -62,6 +62,7 @@ class SessionPipeline:
         engines: Engines,
         supervisor: Supervisor,
         language: str | None = None,
+        wake_only: bool = False,
         fault_hook: FaultHook | None = None,
     ) -> None:
         """``settings`` are the session's own (its wake word choice applied).
@@ -115,6 +116,7 @@ class SessionPipeline:
             frames=frames_receive,
             utterances=utterances_send,
             language=language,
+            wake_only=wake_only,
         )
         self.stt = [
             SttStage(

@@ -71,6 +71,8 @@ class SessionOptions:
     wake_word: bool | None = None
     keywords: tuple[str, ...] | None = None
     language: str | None = None
+    #: False: a wake word service, nothing is transcribed
+    transcribe: bool = True
 
     def apply(self, settings: Settings) -> Settings:
         wakeword = settings.wakeword
@@ -161,6 +163,7 @@ class Session:
                 engines=manager.engines,
                 supervisor=self.supervisor,
                 language=self.options.language,
+                wake_only=not self.options.transcribe,
                 fault_hook=manager.fault_hook,
             )
             if self._stop_requested:

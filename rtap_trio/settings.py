@@ -28,6 +28,7 @@ from .errors import ConfigError
 __all__ = [
     "AudioSettings",
     "LanguageSettings",
+    "OpenAISettings",
     "OutputSettings",
     "PipelineSettings",
     "PreprocessSettings",
@@ -38,6 +39,7 @@ __all__ = [
     "TelemetrySettings",
     "VadSettings",
     "WakewordSettings",
+    "WyomingSettings",
     "load_settings",
     "load_yaml_value",
     "settings_dir",
@@ -227,6 +229,27 @@ class OutputSettings(_Section):
     websocket_max_message_bytes: int = Field(65_536, ge=1024, le=16_777_216)
 
 
+class WyomingSettings(_Section):
+    """The Wyoming server (Home Assistant's speech services), on ``output.bind_address``."""
+
+    enabled: bool = False
+    port: int = Field(10300, ge=0, le=65535)
+    # A header line is a small JSON object; audio chunks are a few KB
+    # (Home Assistant sends 1024 samples of 16-bit audio). Anything over these
+    # is an error event, and the connection is closed.
+    max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
+    max_data_bytes: int = Field(65_536, ge=256, le=16_777_216)
+    max_payload_bytes: int = Field(1_048_576, ge=1024, le=16_777_216)
+
+
+class OpenAISettings(_Section):
+    """OpenAI-compatible transcription on the HTTP port (``telemetry.port``)."""
+
+    # POST /v1/audio/transcriptions and GET /v1/models: nothing runs until asked.
+    enabled: bool = True
+    max_file_bytes: int = Field(25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+
 class TelemetrySettings(_Section):
     enabled: bool = True
     bind_address: str = "127.0.0.1"
@@ -260,6 +283,8 @@ class Settings(BaseSettings):
     sessions: SessionsSettings = SessionsSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     output: OutputSettings = OutputSettings()
+    wyoming: WyomingSettings = WyomingSettings()
+    openai: OpenAISettings = OpenAISettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import h11
 import psutil
 import trio
 from loguru import logger
@@ -29,8 +28,11 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
-from .errors import PortInUseError
+from .http import serve_http
 from .settings import TelemetrySettings
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "StepTimes",
     "configure_logging",
     "serve_telemetry",
+    "telemetry_routes",
 ]
 
 # Buckets span a 20 ms frame's front-end cost up to a slow CPU transcription.
@@ -216,111 +219,48 @@ class Metrics:
 HealthReport = Callable[[], dict[str, Any]]
 
 
+def telemetry_routes(metrics: Metrics, health: HealthReport) -> list[BaseRoute]:
+    """``GET /metrics`` (Prometheus) and ``GET /health`` (JSON, 503 unless ok); HEAD too."""
+
+    async def metrics_page(request: Request) -> Response:
+        metrics.sample_resources(cpu=False)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def health_page(request: Request) -> Response:
+        report = health()
+        return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
+
+    return [Route("/metrics", metrics_page), Route("/health", health_page)]
+
+
 async def serve_telemetry(
     settings: TelemetrySettings,
     metrics: Metrics,
     health: HealthReport,
+    routes: Sequence[BaseRoute] = (),
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics`` and ``/health`` over HTTP/1.1; reports the bound port."""
-    try:
-        listeners = await trio.open_tcp_listeners(settings.port, host=settings.bind_address)
-    except OSError as exc:
-        raise PortInUseError(
-            "telemetry", settings.bind_address, settings.port, exc.strerror or str(exc)
-        ) from None
-    port = listeners[0].socket.getsockname()[1]
+    """Serve ``/metrics``, ``/health`` and ``routes`` over HTTP; reports the bound port.
 
-    async def handler(stream: trio.SocketStream) -> None:
-        # One client's failure is that client's: it never reaches the listener.
-        try:
-            with trio.move_on_after(_REQUEST_TIMEOUT_S):
-                await _serve_http(stream, metrics, health)
-        except Exception as exc:
-            metrics.errors.labels("http", type(exc).__name__).inc()
-            logger.bind(component="telemetry").opt(exception=exc).warning(
-                "HTTP request failed: {}", exc
-            )
-
+    Also samples the process's memory and CPU every ``resource_interval_s``.
+    """
     async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            serve_http,
+            "telemetry",
+            settings.bind_address,
+            settings.port,
+            [*telemetry_routes(metrics, health), *routes],
+        )
         nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
         task_status.started(port)
-        await trio.serve_listeners(handler, listeners)
 
 
 async def _sample_resources(metrics: Metrics, interval_s: float) -> None:
     while True:
         metrics.sample_resources()
         await trio.sleep(interval_s)
-
-
-#: A request must arrive whole, and its answer be taken, within this.
-_REQUEST_TIMEOUT_S = 10.0
-#: Request line plus headers; h11 answers more with an error. Nothing here
-#: takes a request body: GET and HEAD only.
-_MAX_HEADER_BYTES = 16_384
-
-
-async def _serve_http(stream: trio.SocketStream, metrics: Metrics, health: HealthReport) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                status, content_type, body = _route(event, metrics, health)
-                headers = [
-                    ("content-type", content_type),
-                    ("content-length", str(len(body))),
-                    ("connection", "close"),
-                ]
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-                # A HEAD answer has the GET answer's headers and no body.
-                if event.method != b"HEAD":
-                    await stream.send_all(conn.send(h11.Data(data=body)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-            return
-    except h11.RemoteProtocolError as exc:
-        await _send_error(stream, conn, exc.error_status_hint)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return
-    finally:
-        await stream.aclose()
-
-
-async def _send_error(stream: trio.SocketStream, conn: h11.Connection, status: int) -> None:
-    """Answer a malformed or oversized request with its status, if it can still be said."""
-    if conn.our_state is not h11.SEND_RESPONSE:
-        return
-    body = f"{status} bad request\n".encode()
-    headers = [("content-type", "text/plain"), ("content-length", str(len(body)))]
-    headers.append(("connection", "close"))
-    try:
-        await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-        await stream.send_all(conn.send(h11.Data(data=body)))
-        await stream.send_all(conn.send(h11.EndOfMessage()))
-    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
-        return
-
-
-def _route(request: h11.Request, metrics: Metrics, health: HealthReport) -> tuple[int, str, bytes]:
-    path = request.target.decode("ascii", "replace").split("?", 1)[0]
-    if request.method not in (b"GET", b"HEAD"):
-        return 405, "text/plain", b"method not allowed\n"
-    if path == "/metrics":
-        metrics.sample_resources(cpu=False)
-        return 200, CONTENT_TYPE_LATEST, metrics.render()
-    if path == "/health":
-        report = health()
-        status = 200 if report.get("status") == "ok" else 503
-        return status, "application/json", json.dumps(report).encode()
-    return 404, "text/plain", b"not found\n"
 
 
 def configure_logging(settings: TelemetrySettings, session_id: str) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import zmq
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from rtap_trio.audio.base import AudioSource
-from rtap_trio.bench.common import ZmqSubscriber
+from rtap_trio.bench.common import ServicePorts, ZmqSubscriber
 from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
 from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
@@ -225,3 +226,54 @@ def assert_one_line_error(
     for needle in needles:
         assert needle in errors[0], errors[0]
     assert "Traceback" not in result.stderr
+
+
+@contextlib.contextmanager
+def service_process(
+    *args: str, env: dict[str, str] | None = None, limit_s: float = 120
+) -> Iterator[ServicePorts]:
+    """``python -m rtap_trio ARGS`` on free ports, yielded once /health says ok.
+
+    Stopped with SIGTERM afterwards, as systemd would; it must exit 0.
+    """
+    import json
+    import signal
+    import time
+
+    ports = ServicePorts.free()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtap_trio", *args],
+        cwd=REPO,
+        env={**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING", **(env or {})},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + limit_s
+        while True:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the service did not come up"
+            try:
+                url = f"http://127.0.0.1:{ports.telemetry}/health"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if json.loads(response.read())["status"] == "ok":
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        yield ports
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0, stderr[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

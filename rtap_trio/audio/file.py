@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import stat
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile
@@ -18,7 +20,14 @@ from ..settings import AudioSettings, VadSettings
 from .base import AudioSource
 from .framing import pace, split_frames
 
-__all__ = ["DemoSource", "FileSource", "demo_recording", "load_audio", "replay_source"]
+__all__ = [
+    "DemoSource",
+    "FileSource",
+    "decode_audio",
+    "demo_recording",
+    "load_audio",
+    "replay_source",
+]
 
 
 def load_audio(path: Path, sample_rate: int) -> Samples:
@@ -28,14 +37,23 @@ def load_audio(path: Path, sample_rate: int) -> Samples:
     converted with soxr's high-quality resampler, never by dropping samples.
     """
     _check_regular_file(path)
+    return _decode(str(path), str(path), sample_rate)
+
+
+def decode_audio(data: bytes, sample_rate: int, label: str = "upload") -> Samples:
+    """Audio in any format libsndfile reads (WAV, FLAC, OGG, MP3, ...), from memory."""
+    return _decode(io.BytesIO(data), label, sample_rate)
+
+
+def _decode(source: str | BinaryIO, label: str, sample_rate: int) -> Samples:
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as exc:
-        raise AudioSourceError(f"{path}: cannot decode audio: {exc.error_string}") from None
-    except (RuntimeError, ValueError) as exc:
-        raise AudioSourceError(f"{path}: cannot decode audio: {exc}") from None
+        raise AudioSourceError(f"{label}: cannot decode audio: {exc.error_string}") from None
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise AudioSourceError(f"{label}: cannot decode audio: {exc}") from None
     if data.size == 0:
-        raise AudioSourceError(f"{path}: the file holds no audio")
+        raise AudioSourceError(f"{label}: the file holds no audio")
     if not np.isfinite(data).all():
         # A float file may hold NaN or infinities; as samples they mean nothing
         # (and numpy would warn on the cast): silence instead.
@@ -96,6 +114,28 @@ class FileSource(AudioSource):
         self._gap = np.zeros(sample_rate * loop_gap_ms // 1000, dtype=np.int16)
         self._trailing = np.zeros(sample_rate * trailing_silence_ms // 1000, dtype=np.int16)
         self._audio: Samples | None = None
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Samples,
+        *,
+        name: str,
+        frame_samples: int,
+        sample_rate: int = 16000,
+        trailing_silence_ms: int = 0,
+    ) -> FileSource:
+        """Audio already decoded (an upload), played once as fast as it is taken."""
+        source = cls(
+            Path(name),
+            frame_samples=frame_samples,
+            sample_rate=sample_rate,
+            realtime=False,
+            trailing_silence_ms=trailing_silence_ms,
+        )
+        source.name = name
+        source._audio = samples
+        return source
 
     @property
     def duration_s(self) -> float:

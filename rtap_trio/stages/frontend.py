@@ -59,7 +59,9 @@ class FrontEnd:
         frames: trio.MemoryReceiveChannel[AudioFrame],
         utterances: PolicySendChannel[Utterance],
         language: str | None = None,
+        wake_only: bool = False,
     ) -> None:
+        """``wake_only``: detect wake words and nothing more (no utterances)."""
         self._frame_ms = audio.frame_ms
         self._frame_s = audio.frame_ms / 1000
         self._frame_samples = audio.frame_samples
@@ -72,6 +74,7 @@ class FrontEnd:
         self._listen_timeout = listen_timeout_ms // audio.frame_ms
         self._budget_s = budget_ms / 1000
         self._language = language
+        self._wake_only = wake_only and wake is not None
         self._ctx = ctx
         self._state = ctx.state
         self._outbox = ctx.outbox
@@ -188,16 +191,20 @@ class FrontEnd:
 
     def _on_wake(self, detection: WakeWordDetection) -> None:
         self._stats["wake_words"] += 1
-        self._detection = detection
-        self._mode = _Mode.AWAIT_SPEECH
-        self._listen_deadline = detection.frame_index + self._listen_timeout
-        self._endpointer.reset()
-        self._state.capture_started("wake_word")
         self._outbox.event(
             EventType.WAKE_WORD,
             keyword=detection.keyword,
             offset_s=round((detection.frame_index + 1) * self._frame_s, 3),
         )
+        if self._wake_only:  # a wake word service: listen for the next one
+            assert self._wake is not None
+            self._wake.reset()
+        else:
+            self._detection = detection
+            self._mode = _Mode.AWAIT_SPEECH
+            self._listen_deadline = detection.frame_index + self._listen_timeout
+            self._endpointer.reset()
+            self._state.capture_started("wake_word")
         self._ctx.log.bind(component="frontend", stage="wakeword").info(
             "wake word {} at {:.2f}s",
             detection.keyword,

@@ -38,6 +38,8 @@ class SttBackend(abc.ABC):
     english_only: bool
     #: where the model comes from, for reports (a file, a URL)
     origin: str
+    #: the language codes it can transcribe (("en",) for an English-only model)
+    languages: tuple[str, ...]
 
     @abc.abstractmethod
     async def transcribe(
@@ -55,6 +57,10 @@ class SttBackend(abc.ABC):
         transcription outlives ``budget_s`` (it is aborted first). Cancelling
         the caller aborts the transcription and frees the engine.
         """
+
+    def language_name(self, code: str) -> str:
+        """The language's English name ("english" for "en"), as OpenAI's API reports it."""
+        return code
 
     @abc.abstractmethod
     def statistics(self) -> SttStatistics: ...

@@ -22,6 +22,7 @@ from ...items import Float32, SttResult
 from ...settings import SttSettings
 from ..base import SttBackend, SttStatistics
 from ..scheduling import PriorityLimiter
+from .direct import whisper_language_name
 from .engine import WhisperEngine
 
 __all__ = ["ABORT_WAIT_S", "WhisperCppBackend"]
@@ -47,6 +48,7 @@ class WhisperCppBackend(SttBackend):
         self.english_only = engines[0].english_only
         self.model_file = engines[0].model_file
         self.origin = str(self.model_file)
+        self.languages = engines[0].languages
         self._transcriptions = 0
         self._timeouts = 0
 
@@ -117,6 +119,9 @@ class WhisperCppBackend(SttBackend):
             queue_ms=queue_ms,
             stt_ms=stt_ms,
         )
+
+    def language_name(self, code: str) -> str:
+        return whisper_language_name(code)
 
     def statistics(self) -> SttStatistics:
         limiter = self._limiter.statistics()

@@ -126,6 +126,8 @@ def libwhisper() -> ctypes.CDLL:
     library.whisper_lang_max_id.restype = c_int
     library.whisper_lang_str.argtypes = [c_int]
     library.whisper_lang_str.restype = ctypes.c_char_p
+    library.whisper_lang_str_full.argtypes = [c_int]
+    library.whisper_lang_str_full.restype = ctypes.c_char_p
     library.whisper_token_to_str.argtypes = [ctx, c_int]
     library.whisper_token_to_str.restype = ctypes.c_char_p
     tokens = ctypes.POINTER(ctypes.c_int32)
@@ -136,6 +138,20 @@ def libwhisper() -> ctypes.CDLL:
     library.whisper_full_get_segment_no_speech_prob.argtypes = [ctx, c_int]
     library.whisper_full_get_segment_no_speech_prob.restype = ctypes.c_float
     return library
+
+
+@functools.cache
+def _language_names() -> dict[str, str]:
+    lib = libwhisper()
+    return {
+        lib.whisper_lang_str(i).decode(): lib.whisper_lang_str_full(i).decode()
+        for i in range(lib.whisper_lang_max_id() + 1)
+    }
+
+
+def whisper_language_name(code: str) -> str:
+    """whisper.cpp's English name of a language code ("english"), or the code itself."""
+    return _language_names().get(code, code)
 
 
 def context_pointer(context: Any) -> int | None:

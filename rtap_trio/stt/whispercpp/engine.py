@@ -36,6 +36,15 @@ def is_english_only(model_name: str, model_file: Path | None = None) -> bool:
     )
 
 
+def _whisper_languages() -> tuple[str, ...]:
+    """Every language code whisper.cpp knows (a multilingual model's)."""
+    import _pywhispercpp
+
+    return tuple(
+        _pywhispercpp.whisper_lang_str(i) for i in range(_pywhispercpp.whisper_lang_max_id() + 1)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EngineResult:
     text: str
@@ -61,6 +70,7 @@ class WhisperEngine:
         )
         self.name = settings.model_name if settings.model_path is None else self.model_file.name
         self.english_only = is_english_only(self.name, self.model_file)
+        self.languages: tuple[str, ...] = ("en",) if self.english_only else _whisper_languages()
         #: The language when none is asked for: "" lets whisper.cpp detect it.
         self.default_language = (
             "en"

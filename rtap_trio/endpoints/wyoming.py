@@ -1,0 +1,457 @@
+"""The Wyoming protocol (Home Assistant's voice services) over TCP, each audio stream a session.
+
+A Wyoming event is one JSON header line ``{"type", "data", "data_length",
+"payload_length"}``, then ``data_length`` bytes of JSON merged into ``data``,
+then ``payload_length`` bytes of payload (PCM audio). RTAP serves:
+
+* ``describe`` -> ``info``: the ASR model with its languages, and the wake words;
+* speech to text: ``transcribe {name?, language?}``, ``audio-start``,
+  ``audio-chunk``..., ``audio-stop`` -> ``transcript {text, language}``, with
+  ``voice-started`` / ``voice-stopped {timestamp}`` as the session's VAD hears
+  speech start and end;
+* wake word: ``detect {names?}``, then audio -> ``detection {name, timestamp}``
+  for each wake word, or ``not-detected`` after ``audio-stop``.
+
+Each stream from ``audio-start`` to ``audio-stop`` is one session of kind
+``wyoming`` over the shared engines. Audio without a ``transcribe`` or
+``detect`` first is transcribed. A malformed header line gets an ``error``
+event and the connection reads on from the next line; a header, data or
+payload over its limit gets an ``error`` event and the connection is closed
+(the stream cannot be trusted after it). Either way the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from loguru import logger
+
+from ..audio.network import AudioFormatError, PushSource
+from ..errors import ConfigError, ModelError, PortInUseError
+from ..sessions import EndReason, Session, SessionLimitError, SessionManager, SessionOptions
+from ..settings import Settings
+from ..stages.wakeword import builtin_keywords
+from ..telemetry import Metrics
+from ..transport.outbox import Subscription
+from ..transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
+
+__all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]
+
+_WHISPER_ATTRIBUTION = {"name": "OpenAI", "url": "https://github.com/openai/whisper"}
+_PORCUPINE_ATTRIBUTION = {"name": "Picovoice", "url": "https://github.com/Picovoice/porcupine"}
+
+
+@dataclass
+class WyomingEvent:
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    payload: bytes = b""
+
+
+class ProtocolError(Exception):
+    """Bad input on a connection; ``fatal``: the stream cannot be read on."""
+
+    def __init__(self, text: str, code: str, *, fatal: bool) -> None:
+        super().__init__(text)
+        self.code = code
+        self.fatal = fatal
+
+
+class _Reader:
+    """Wyoming events off a byte stream, within size limits."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, settings: Any) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._limits = settings
+
+    async def _fill(self) -> bool:
+        chunk = await self._stream.receive_some(65_536)
+        if not chunk:
+            return False
+        self._buffer += chunk
+        return True
+
+    async def _line(self) -> bytes | None:
+        limit = self._limits.max_header_bytes
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                if len(line) > limit:
+                    raise ProtocolError(f"header line over {limit} bytes", "too_large", fatal=True)
+                return line
+            if len(self._buffer) > limit:
+                raise ProtocolError(f"header line over {limit} bytes", "too_large", fatal=True)
+            if not await self._fill():
+                return None
+
+    async def _exactly(self, count: int) -> bytes:
+        while len(self._buffer) < count:
+            if not await self._fill():
+                raise ProtocolError("the connection ended inside an event", "eof", fatal=True)
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    async def read(self) -> WyomingEvent | None:
+        """The next event; None at the end of the stream."""
+        line = await self._line()
+        if line is None:
+            return None
+        try:
+            header = json.loads(line)
+            if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+                raise ValueError("a header must be a JSON object with a string 'type'")
+            data = header.get("data") or {}
+            data_length = int(header.get("data_length") or 0)
+            payload_length = int(header.get("payload_length") or 0)
+            if not isinstance(data, dict) or data_length < 0 or payload_length < 0:
+                raise ValueError("'data' must be an object, the lengths not negative")
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(
+                f"malformed header line: {exc}", "bad_header", fatal=False
+            ) from None
+        if data_length > self._limits.max_data_bytes:
+            raise ProtocolError(
+                f"data of {data_length} bytes is over {self._limits.max_data_bytes}",
+                "too_large",
+                fatal=True,
+            )
+        if payload_length > self._limits.max_payload_bytes:
+            raise ProtocolError(
+                f"payload of {payload_length} bytes is over {self._limits.max_payload_bytes}",
+                "too_large",
+                fatal=True,
+            )
+        if data_length:
+            try:
+                extra = json.loads(await self._exactly(data_length))
+            except ValueError as exc:
+                raise ProtocolError(f"malformed data: {exc}", "bad_data", fatal=True) from None
+            if not isinstance(extra, dict):
+                raise ProtocolError("data must be a JSON object", "bad_data", fatal=True)
+            data.update(extra)
+        payload = await self._exactly(payload_length) if payload_length else b""
+        return WyomingEvent(header["type"], data, payload)
+
+
+def encode_event(event: WyomingEvent) -> bytes:
+    header: dict[str, Any] = {"type": event.type}
+    data = json.dumps(event.data, ensure_ascii=False).encode() if event.data else b""
+    if data:
+        header["data_length"] = len(data)
+    if event.payload:
+        header["payload_length"] = len(event.payload)
+    return json.dumps(header).encode() + b"\n" + data + event.payload
+
+
+async def write_event(stream: trio.abc.SendStream, event: WyomingEvent) -> None:
+    await stream.send_all(encode_event(event))
+
+
+class _Stream:
+    """One audio stream of a connection: a session and what it has said so far."""
+
+    def __init__(self, session: Session, source: PushSource, mode: str) -> None:
+        self.session = session
+        self.source = source
+        self.mode = mode
+        self.texts: list[str] = []
+        self.languages: list[str] = []
+        self.detected = False
+        self.done = trio.Event()
+
+
+class WyomingServer:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: Callable[[], SessionManager | None],
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._wyoming = settings.wyoming
+        self._sessions = sessions
+        self._metrics = metrics
+        self.port = settings.wyoming.port
+        self.connections = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        host = self._settings.output.bind_address
+        try:
+            listeners = await trio.open_tcp_listeners(self.port, host=host)
+        except OSError as exc:
+            raise PortInUseError("wyoming", host, self.port, exc.strerror or str(exc)) from None
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        # One connection's failure is that connection's: never the listener's.
+        self.connections += 1
+        try:
+            await _Connection(self, stream).serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception as exc:
+            self._metrics.errors.labels("wyoming", type(exc).__name__).inc()
+            logger.bind(component="wyoming").opt(exception=exc).warning(
+                "connection failed: {}", exc
+            )
+        finally:
+            self.connections -= 1
+            with trio.move_on_after(1):
+                await stream.aclose()
+
+    def info(self, manager: SessionManager | None) -> dict[str, Any]:
+        from .. import __version__
+
+        asr_models = []
+        if manager is not None:
+            stt = manager.engines.stt
+            asr_models.append(
+                {
+                    "name": stt.name,
+                    "languages": list(stt.languages),
+                    "attribution": _WHISPER_ATTRIBUTION,
+                    "installed": True,
+                    "description": f"Whisper {stt.name} (whisper.cpp) in RTAP {__version__}",
+                    "version": __version__,
+                }
+            )
+        wake_models = [
+            {
+                "name": keyword,
+                "languages": ["en"],
+                "attribution": _PORCUPINE_ATTRIBUTION,
+                "installed": True,
+                "description": f"Porcupine 1.9.5 built-in keyword '{keyword}'",
+                "version": "1.9.5",
+            }
+            for keyword in builtin_keywords()
+        ]
+        return {
+            "asr": [
+                {
+                    "name": "rtap",
+                    "attribution": {"name": "RTAP", "url": "https://github.com/"},
+                    "installed": True,
+                    "description": "RTAP speech to text: VAD, whisper.cpp, language and sentiment",
+                    "version": __version__,
+                    "models": asr_models,
+                    "supports_transcript_streaming": False,
+                    # Home Assistant decides where a command ends: RTAP answers at audio-stop.
+                    "requires_external_vad": True,
+                }
+            ],
+            "wake": [
+                {
+                    "name": "rtap-porcupine",
+                    "attribution": _PORCUPINE_ATTRIBUTION,
+                    "installed": True,
+                    "description": "Porcupine 1.9.5 wake words in RTAP",
+                    "version": __version__,
+                    "models": wake_models,
+                }
+            ],
+        }
+
+
+class _Connection:
+    def __init__(self, server: WyomingServer, stream: trio.SocketStream) -> None:
+        self._server = server
+        self._stream = stream
+        self._reader = _Reader(stream, server._wyoming)
+        self._write_lock = trio.Lock()
+        self._settings = server._settings
+        self._mode = "asr"
+        self._language: str | None = None
+        self._names: tuple[str, ...] | None = None
+        self._current: _Stream | None = None
+
+    async def send(self, type: str, **data: Any) -> None:
+        async with self._write_lock:
+            await write_event(self._stream, WyomingEvent(type, data))
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._read_events(nursery)
+            finally:
+                if self._current is not None:  # the client left mid-stream
+                    self._current.source.close()
+                    self._current.session.stop(EndReason.DISCONNECTED)
+                nursery.cancel_scope.cancel()
+
+    async def _read_events(self, nursery: trio.Nursery) -> None:
+        idle_s = self._settings.sessions.idle_timeout_s
+        while True:
+            event = None
+            with trio.move_on_after(idle_s):
+                try:
+                    event = await self._reader.read()
+                except ProtocolError as exc:
+                    self._server._metrics.errors.labels("wyoming", exc.code).inc()
+                    await self.send("error", text=str(exc), code=exc.code)
+                    if exc.fatal:
+                        return
+                    continue
+                if event is None:
+                    return
+            if event is None:  # idle: what was said is answered, then goodbye
+                if self._current is not None:
+                    await self._end_stream()
+                return
+            try:
+                await self._dispatch(event, nursery)
+            except ProtocolError as exc:
+                self._server._metrics.errors.labels("wyoming", exc.code).inc()
+                await self.send("error", text=str(exc), code=exc.code)
+                if exc.fatal:
+                    return
+
+    async def _dispatch(self, event: WyomingEvent, nursery: trio.Nursery) -> None:
+        kind, data = event.type, event.data
+        if kind == "describe":
+            await self.send("info", **self._server.info(self._server._sessions()))
+        elif kind == "ping":
+            await self.send("pong", text=data.get("text"))
+        elif kind == "transcribe":
+            self._mode, self._names = "asr", None
+            language = data.get("language")
+            self._language = language if isinstance(language, str) and language else None
+        elif kind == "detect":
+            names = data.get("names")
+            self._mode, self._language = "wake", None
+            self._names = (
+                tuple(str(n) for n in names) if isinstance(names, list) and names else None
+            )
+        elif kind == "audio-start":
+            if self._current is not None:
+                await self._end_stream()
+            await self._start_stream(data, nursery)
+        elif kind == "audio-chunk":
+            if self._current is None:  # audio without a start: its own fields start it
+                await self._start_stream(data, nursery)
+            assert self._current is not None
+            try:
+                await self._current.source.push(event.payload)
+            except AudioFormatError as exc:
+                raise ProtocolError(str(exc), "bad_audio", fatal=True) from None
+        elif kind == "audio-stop":
+            if self._current is not None:
+                await self._end_stream()
+        else:
+            raise ProtocolError(f"unsupported event type {kind!r}", "unsupported", fatal=False)
+
+    async def _start_stream(self, data: dict[str, Any], nursery: trio.Nursery) -> None:
+        manager = self._server._sessions()
+        if manager is None:
+            raise ProtocolError("the service is starting", "starting", fatal=False)
+        try:
+            rate, width, channels = int(data["rate"]), int(data["width"]), int(data["channels"])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError(
+                "audio needs integer rate, width and channels", "bad_audio", fatal=True
+            ) from None
+        if width != 2:
+            raise ProtocolError("only 16-bit PCM (width 2) is taken", "bad_audio", fatal=True)
+        wake = self._mode == "wake"
+        keywords = self._names
+        if wake and keywords is not None:
+            unknown = sorted(set(keywords) - set(builtin_keywords()))
+            if unknown:
+                raise ProtocolError(
+                    f"unknown wake word(s) {unknown}", "unknown_wake_word", fatal=False
+                )
+        options = SessionOptions(
+            wake_word=wake, keywords=keywords, language=self._language, transcribe=not wake
+        )
+        try:
+            session = manager.open("wyoming", options)
+            source = PushSource(
+                name=f"wyoming:{session.id}",
+                sample_rate=rate,
+                encoding="pcm_s16le",
+                channels=channels,
+                frame_samples=self._settings.audio.frame_samples,
+                target_rate=self._settings.audio.sample_rate,
+            )
+        except SessionLimitError as exc:
+            raise ProtocolError(str(exc), "busy", fatal=False) from None
+        except ConfigError as exc:
+            raise ProtocolError(exc.reason, "bad_request", fatal=False) from None
+        except AudioFormatError as exc:
+            raise ProtocolError(str(exc), "bad_audio", fatal=True) from None
+        current = _Stream(session, source, self._mode)
+        subscription = manager.outbox.subscribe(
+            f"wyoming-{session.id}",
+            (Stream.EVENTS, Stream.TRANSCRIPTS),
+            self._settings.output.websocket_client_queue,
+            session_id=session.id,
+        )
+        nursery.start_soon(self._forward, current, subscription)
+        try:
+            await nursery.start(self._run_session, current, subscription)
+        except (ConfigError, ModelError) as exc:
+            raise ProtocolError(str(exc), "bad_request", fatal=False) from None
+        self._current = current
+
+    async def _run_session(
+        self,
+        current: _Stream,
+        subscription: Subscription,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await current.session.run(current.source, task_status=task_status)
+        finally:
+            subscription.end()
+
+    async def _forward(self, current: _Stream, subscription: Subscription) -> None:
+        """The session's events as Wyoming events, as they happen."""
+        with subscription:
+            async for item in subscription.receive:
+                message = item.message
+                if isinstance(message, TranscriptMessage):
+                    current.texts.append(message.text)
+                    current.languages.append(message.stt_language or message.language)
+                elif isinstance(message, EventMessage):
+                    await self._forward_event(current, message)
+        current.done.set()
+
+    async def _forward_event(self, current: _Stream, message: EventMessage) -> None:
+        milliseconds = round(1000 * float(message.data.get("offset_s", 0.0)))
+        if message.type is EventType.WAKE_WORD and current.mode == "wake":
+            current.detected = True
+            await self.send("detection", name=message.data["keyword"], timestamp=milliseconds)
+        elif message.type is EventType.SPEECH_START and current.mode == "asr":
+            await self.send("voice-started", timestamp=milliseconds)
+        elif message.type is EventType.SPEECH_END and current.mode == "asr":
+            await self.send("voice-stopped", timestamp=milliseconds)
+        elif message.type is EventType.SESSION_FAILED:
+            await self.send("error", text="the session failed", code="session_failed")
+
+    async def _end_stream(self) -> None:
+        """The stream's end: what was said goes through, then the answer."""
+        current, self._current = self._current, None
+        assert current is not None
+        current.session.end_reason = EndReason.STOP
+        await current.source.finish()
+        await current.done.wait()
+        if current.mode == "asr":
+            text = " ".join(t for t in current.texts if t).strip()
+            language = current.languages[0] if current.languages else (self._language or None)
+            data: dict[str, Any] = {"text": text}
+            if language:
+                data["language"] = language
+            await self.send("transcript", **data)
+        elif not current.detected:
+            await self.send("not-detected")
