@@ -61,6 +61,14 @@ eval *ARGS:
 build-native:
     scripts/build_native.sh
 
+# soak: the service with several real-time sessions for a long run (default 30 min)
+soak *ARGS:
+    {{py}} -m rtap_trio soak {{ARGS}}
+
+# the fuzz and property tests alone, with many more examples than CI runs
+fuzz:
+    HYPOTHESIS_PROFILE=thorough {{py}} -m pytest tests/test_fuzz.py
+
 # build the container image
 image:
     podman build -t rtap-trio:latest -f Containerfile .

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import zmq
@@ -26,21 +27,24 @@ from loguru import logger
 
 from .audio import AudioSource, source_from_settings
 from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint, WyomingServer, openai_routes
-from .pipeline import Engines, FaultHook
+from .errors import PortInUseError, RestartsExhaustedError, find_error
+from .pipeline import Engines
 from .session import PipelineState
-from .sessions import EndReason, Session, SessionManager, new_session_id
+from .sessions import EndReason, FaultHook, Session, SessionManager, new_session_id
 from .settings import Settings
 from .stages.language import LanguageAnalyzer
 from .stt import load_backend
 from .stt.whispercpp import ABORT_WAIT_S
 from .supervisor import RestartPolicy, Supervisor
-from .telemetry import Metrics, serve_telemetry
+from .telemetry import Metrics, count_trio_tasks, serve_telemetry
 from .transport.outbox import Outbox
 from .transport.schemas import EventType, Stream
 from .transport.websocket import WebSocketServer
 from .transport.zmq import ZmqPublisher
 
 __all__ = ["BoundPorts", "Service", "is_loopback"]
+
+_T = TypeVar("_T")
 
 
 def is_loopback(address: str) -> bool:
@@ -98,8 +102,9 @@ class Service:
     ) -> None:
         """``source`` replaces the local source the settings name (tests, replay).
 
-        ``fault_hook`` is called as each session stage (re)starts: tests use it
-        to prove recovery without touching the engines.
+        ``fault_hook`` is awaited as each supervised task (re)starts, the
+        service's own and every session's: tests use it to prove recovery
+        without touching the engines.
         """
         self.settings = settings
         #: names the service on its own events (service_started, ...) and in logs
@@ -108,7 +113,9 @@ class Service:
         self.outbox = Outbox(on_drop=lambda name: self.metrics.messages_dropped.labels(name).inc())
         self._events = self.outbox.session(self.service_id)
         self.supervisor = Supervisor(
-            RestartPolicy.from_settings(settings.supervisor), self._crashed
+            RestartPolicy.from_settings(settings.supervisor),
+            self._crashed,
+            before_start=(lambda task: fault_hook(None, task)) if fault_hook else None,
         )
         self.ports = BoundPorts()
         #: the sessions; None until the engines are loaded
@@ -126,6 +133,10 @@ class Service:
         self._servers_scope: trio.CancelScope | None = None
         self._engines: Engines | None = None
         self._websocket: WebSocketServer | None = None
+        self._http_shutdown = trio.Event()
+        self._http_closed = trio.Event()
+        #: a service task that crashed past its restart policy: raised after the drain
+        self._failure: RestartsExhaustedError | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -147,27 +158,26 @@ class Service:
                         else []
                     )
                     self.ports.telemetry = await servers.start(
-                        self.supervisor.supervise_started,
+                        self._critical,
                         "telemetry",
                         lambda task_status: serve_telemetry(
                             settings.telemetry,
                             self.metrics,
                             self.health,
                             routes,
+                            shutdown=self._http_shutdown,
                             task_status=task_status,
                         ),
                     )
                 websocket = self._websocket = self._websocket_server()
                 if websocket is not None:
                     self.ports.websocket = await servers.start(
-                        self.supervisor.supervise_started, "websocket", websocket.run
+                        self._critical, "websocket", websocket.run
                     )
                 if settings.wyoming.enabled:
                     wyoming = WyomingServer(settings, self._serving_sessions, self.metrics)
-                    self.ports.wyoming = await servers.start(
-                        self.supervisor.supervise_started, "wyoming", wyoming.run
-                    )
-                publishers = self._bind_zmq()
+                    self.ports.wyoming = await servers.start(self._critical, "wyoming", wyoming.run)
+                publishers = await self._retry_bind("zmq", self._bind_zmq)
                 engines, source = await self._load(log)
                 self._engines = engines
                 sessions = self.sessions = SessionManager(
@@ -183,9 +193,11 @@ class Service:
                             f"zmq-{stream.value}", (stream,), settings.pipeline.output_queue_size
                         )
                         emitters.start_soon(
-                            self.supervisor.supervise,
+                            self._critical,
                             f"zmq-{stream.value}",
-                            lambda p=publisher, s=subscription: p.run(s),
+                            lambda task_status, p=publisher, s=subscription: self._started(
+                                task_status, p.run(s)
+                            ),
                         )
                     with self._drain_scope:
                         async with trio.open_nursery() as local:
@@ -208,6 +220,12 @@ class Service:
                         with trio.move_on_after(_FLUSH_S):
                             await websocket.drained()
                         websocket.close()
+                    # WebSockets on the HTTP port (OpenAI Realtime) say goodbye
+                    # too: hypercorn stops taking connections and lets these end.
+                    self._http_shutdown.set()
+                    if settings.telemetry.enabled:
+                        with trio.move_on_after(_FLUSH_S * 4):
+                            await self._http_closed.wait()
                 servers.cancel_scope.cancel()
         finally:
             # Whatever ended the run (a stop while the models loaded, a fatal
@@ -220,6 +238,56 @@ class Service:
             if self._zmq_context is not None:
                 self._zmq_context.term()
         log.info("RTAP stopped")
+        if self._failure is not None:
+            raise self._failure
+
+    async def _critical(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[object]],
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """A service task under the supervisor; when it crashes past its restart
+        policy, the service stops gracefully (sessions drain, what is said is
+        published) and then exits with the error, for systemd or podman to
+        restart it: the design's "critical errors -> graceful restart"."""
+        try:
+            await self._retry_bind(
+                name, lambda: self.supervisor.supervise_started(name, fn, task_status=task_status)
+            )
+            if name == "telemetry":  # the HTTP server returns after its graceful shutdown
+                self._http_closed.set()
+        except RestartsExhaustedError as exc:
+            if self._failure is None:
+                self._failure = exc
+            logger.bind(component="service").critical(
+                "{}: stopping gracefully, to be restarted", exc
+            )
+            self._events.event(EventType.SERVICE_FAILING, task=name, error=str(exc)[:500])
+            self.stop()
+
+    async def _retry_bind(self, name: str, start: Callable[[], Awaitable[_T]]) -> _T:
+        """``start()``, again with backoff while its port is taken, up to ``bind_retry_s``."""
+        policy = self.supervisor.policy
+        deadline = trio.current_time() + self.settings.supervisor.bind_retry_s
+        attempt = 0
+        while True:
+            try:
+                return await start()
+            except Exception as exc:  # a server binds inside its nursery: maybe in a group
+                taken = find_error(exc, PortInUseError)
+                attempt += 1
+                delay = policy.backoff(attempt)
+                if taken is None or trio.current_time() + delay > deadline:
+                    raise
+                logger.bind(component="service").warning("{}: retrying in {:.1f}s", taken, delay)
+                await trio.sleep(delay)
+
+    @staticmethod
+    async def _started(task_status: trio.TaskStatus[Any], work: Awaitable[object]) -> None:
+        task_status.started()
+        await work
 
     async def _run_local(
         self,
@@ -268,6 +336,8 @@ class Service:
             EventType.SERVICE_STARTED,
             source=name,
             model=engines.stt.name,
+            stt_device=engines.stt.device,
+            stt_device_fallback=engines.stt.device_fallback,
             ports=self.ports.as_dict(),
             profile=self.settings.environment,
             local_session_id=self.local_session.id if self.local_session else None,
@@ -315,11 +385,16 @@ class Service:
 
     # ------------------------------------------------------------------ pieces
 
-    def _bind_zmq(self) -> list[tuple[ZmqPublisher, Stream]]:
+    async def _bind_zmq(self) -> list[tuple[ZmqPublisher, Stream]]:
         out = self.settings.output
         if not out.zmq_enabled:
             return []
-        self._zmq_context = zmq.Context()
+        await trio.lowlevel.checkpoint()
+        if self._zmq_context is None:
+            self._zmq_context = zmq.Context()
+        for publisher, _ in self._publishers:  # a retry: bind both again
+            publisher.close()
+        self._publishers = []
         for what, port, stream in (
             ("events", out.zmq_pub_port_events, Stream.EVENTS),
             ("transcripts", out.zmq_pub_port_transcripts, Stream.TRANSCRIPTS),
@@ -349,7 +424,9 @@ class Service:
             if source is not None:
                 nursery.start_soon(source.open)
         log.info("engines loaded in {:.2f}s", time.perf_counter() - started)
-        return Engines(stt=results["stt"], analyzer=results["analyzer"]), source
+        stt = results["stt"]
+        self.metrics.stt_device_fallback.set(1 if stt.device_fallback else 0)
+        return Engines(stt=stt, analyzer=results["analyzer"]), source
 
     async def _watch_signals(self) -> None:
         log = logger.bind(component="service")
@@ -418,7 +495,15 @@ class Service:
                 ],
             },
             "stt": None
-            if stt is None
-            else {"engines": stt.engines, "busy": stt.busy, "waiting": stt.waiting},
+            if stt is None or self._engines is None
+            else {
+                "model": self._engines.stt.name,
+                "device": self._engines.stt.device,
+                "device_fallback": self._engines.stt.device_fallback,
+                "engines": stt.engines,
+                "busy": stt.busy,
+                "waiting": stt.waiting,
+            },
             "outbox": {"published": outbox.published, "subscribers": outbox.subscribers},
+            "runtime": {"trio_tasks": count_trio_tasks(), "threads": threading.active_count()},
         }

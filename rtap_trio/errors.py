@@ -26,8 +26,15 @@ class ConfigError(RTAPError):
         self.source = source
         self.key_path = key_path
         self.reason = reason
-        where = f"{source}: {key_path}" if key_path else source
-        super().__init__(f"{where}: {reason}")
+        where = f"{source}: {_one_line(key_path)}" if key_path else source
+        super().__init__(f"{where}: {_one_line(reason)}")
+
+
+def _one_line(text: str) -> str:
+    """Control characters escaped: a key from a hostile file must not break the one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ModelError(RTAPError):

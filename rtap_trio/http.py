@@ -42,9 +42,12 @@ async def serve_http(
     port: int,
     routes: Sequence[BaseRoute],
     *,
+    shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``routes`` until cancelled; reports the bound port."""
+    """Serve ``routes`` until cancelled, or until ``shutdown`` is set: then no new
+    connection is taken and open ones (a WebSocket saying goodbye) get
+    ``_GRACEFUL_S`` to finish. Reports the bound port."""
     config = Config()
     config.bind = [_bind(host, port)]
     config.h11_max_incomplete_size = MAX_HEADER_BYTES
@@ -57,7 +60,13 @@ async def serve_http(
     app = Starlette(routes=list(routes))
 
     async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        await serve(app, config, task_status=task_status, mode="asgi")  # type: ignore[arg-type]
+        await serve(
+            app,  # type: ignore[arg-type]
+            config,
+            shutdown_trigger=shutdown.wait if shutdown is not None else None,
+            task_status=task_status,
+            mode="asgi",
+        )
 
     async with trio.open_nursery() as nursery:
         try:

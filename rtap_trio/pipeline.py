@@ -10,7 +10,6 @@ session; everything else here is the session's own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -29,11 +28,9 @@ from .stt import SttBackend
 from .supervisor import Supervisor
 from .transport.schemas import EventType
 
-__all__ = ["Engines", "FaultHook", "PipelineStatistics", "SessionPipeline"]
+__all__ = ["Engines", "PipelineStatistics", "SessionPipeline"]
 
-#: Called as each stage task (re)starts, with the session id and the stage
-#: name; raising makes that start crash. For tests that prove recovery.
-FaultHook = Callable[[str, str], None]
+_DROP_EVENT_INTERVAL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -63,7 +60,6 @@ class SessionPipeline:
         supervisor: Supervisor,
         language: str | None = None,
         wake_only: bool = False,
-        fault_hook: FaultHook | None = None,
     ) -> None:
         """``settings`` are the session's own (its wake word choice applied).
 
@@ -72,7 +68,6 @@ class SessionPipeline:
         self.ctx = ctx
         self.source = source
         self._supervisor = supervisor
-        self._fault_hook = fault_hook
         metrics = ctx.metrics
         # Frames: a live source must never wait, so its channel drops the oldest
         # frame; a replayed file or a network client waits and loses nothing.
@@ -81,14 +76,12 @@ class SessionPipeline:
         # STT falls behind; a replayed file waits and loses nothing.
         frame_policy = FullPolicy.DROP_OLDEST if source.live else FullPolicy.BLOCK
         utterance_policy = FullPolicy.DROP_OLDEST if source.interactive else FullPolicy.BLOCK
-        dropped_frames = metrics.frames_dropped.labels("capture")
+        self._dropped_frames = metrics.frames_dropped.labels("capture")
+        self._last_drop_event = -float("inf")
         frames_send: PolicySendChannel[AudioFrame]
         frames_receive: trio.MemoryReceiveChannel[AudioFrame]
         frames_send, frames_receive = open_channel(
-            "frames",
-            settings.audio.capture_queue_frames,
-            frame_policy,
-            lambda _: dropped_frames.inc(),
+            "frames", settings.audio.capture_queue_frames, frame_policy, self._frame_dropped
         )
         utterances_send: PolicySendChannel[Utterance]
         utterances_receive: trio.MemoryReceiveChannel[Utterance]
@@ -142,23 +135,23 @@ class SessionPipeline:
         )
         self._capture_scope = trio.CancelScope()
 
+    def _frame_dropped(self, frame: AudioFrame) -> None:
+        # Counted every time; said at most once a second (a stalled front-end
+        # drops 50 frames a second), with the session's total so far.
+        self._dropped_frames.inc()
+        now = trio.current_time()
+        if now - self._last_drop_event >= _DROP_EVENT_INTERVAL_S:
+            self._last_drop_event = now
+            self.ctx.outbox.event(
+                EventType.FRAMES_DROPPED,
+                dropped_total=self.frames.statistics().dropped,
+                reason="queue_full",
+            )
+
     def _utterance_dropped(self, utterance: Utterance) -> None:
         self.ctx.metrics.utterances.labels(self.ctx.kind, "dropped").inc()
         self.ctx.outbox.event(EventType.UTTERANCE_DROPPED, utterance.id, reason="queue_full")
         self.ctx.state.utterance_done("dropped")
-
-    def _task(
-        self, stage: str, run: Callable[[], Awaitable[None]]
-    ) -> Callable[[], Awaitable[None]]:
-        if self._fault_hook is None:
-            return run
-        hook, session_id = self._fault_hook, self.ctx.session_id
-
-        async def with_fault_hook() -> None:
-            hook(session_id, stage)
-            await run()
-
-        return with_fault_hook
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every stage until the source ends or :meth:`stop`, then drain.
@@ -172,16 +165,10 @@ class SessionPipeline:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._run_capture)
-                await nursery.start(
-                    supervise, f"{name}/frontend", self._task("frontend", self.frontend.run)
-                )
+                await nursery.start(supervise, f"{name}/frontend", self.frontend.run)
                 for number, stage in enumerate(self.stt):
-                    await nursery.start(
-                        supervise, f"{name}/stt-{number}", self._task("stt", stage.run)
-                    )
-                await nursery.start(
-                    supervise, f"{name}/language", self._task("language", self.language.run)
-                )
+                    await nursery.start(supervise, f"{name}/stt-{number}", stage.run)
+                await nursery.start(supervise, f"{name}/language", self.language.run)
                 task_status.started()
         finally:
             if self.wake is not None:
@@ -192,7 +179,7 @@ class SessionPipeline:
             with self._capture_scope:
                 await self._supervisor.supervise(
                     f"{self.ctx.session_id}/capture",
-                    self._task("capture", self.capture.run),
+                    self.capture.run,
                     task_status=task_status,
                 )
             if self._capture_scope.cancelled_caught:

@@ -77,8 +77,25 @@ TransitionHook = Callable[[PipelineState, PipelineState, str], None]
 
 
 class SessionStateMachine:
-    def __init__(self, on_transition: TransitionHook | None = None) -> None:
+    """The session's published state, derived from what its stages report.
+
+    A report that would take it where :data:`ALLOWED_TRANSITIONS` forbids (the
+    counters have gone wrong: a bug, a stage that reported twice) does not
+    crash the stage that reported it: the machine resets to IDLE with its
+    counters cleared, and ``on_reset`` is told (the session counts it and
+    publishes a ``state_reset`` event). The transcripts go on regardless: no
+    stage waits on the state.
+    """
+
+    def __init__(
+        self,
+        on_transition: TransitionHook | None = None,
+        *,
+        on_reset: TransitionHook | None = None,
+    ) -> None:
         self._on_transition = on_transition
+        self._on_reset = on_reset
+        self._resyncing = False
         self._state = PipelineState.IDLE
         self._capturing = False
         self._in_flight = 0
@@ -148,12 +165,27 @@ class SessionStateMachine:
 
     def _transition(self, to: PipelineState, reason: str) -> None:
         before = self._state
-        if (before, to) not in ALLOWED_TRANSITIONS:
-            raise StateTransitionError(f"{before} -> {to} is not allowed ({reason})")
+        resyncing, self._resyncing = self._resyncing, False
+        if (before, to) not in ALLOWED_TRANSITIONS and not resyncing:
+            if self._on_reset is None:
+                raise StateTransitionError(f"{before} -> {to} is not allowed ({reason})")
+            self._reset(before, to, reason)
+            return
         self._state = to
         self.transitions += 1
         if self._on_transition is not None:
             self._on_transition(before, to, reason)
+
+    def _reset(self, before: PipelineState, attempted: PipelineState, reason: str) -> None:
+        self._capturing = self._emitting = False
+        self._in_flight = 0
+        self._state = PipelineState.IDLE
+        # The stages' work in progress goes on and reports as before: the next
+        # change out of IDLE (an utterance queued mid-capture, say) is taken
+        # as it comes, then the rules hold again.
+        self._resyncing = True
+        assert self._on_reset is not None
+        self._on_reset(before, attempted, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +217,24 @@ class SessionContext:
                 "state {} -> {} ({})", before.value, to.value, reason
             )
 
+        def reset(before: PipelineState, attempted: PipelineState, reason: str) -> None:
+            metrics.state_resets.inc()
+            session_outbox.event(
+                EventType.STATE_RESET,
+                **{"from": before.value, "attempted": attempted.value, "reason": reason},
+            )
+            log.bind(component="pipeline").warning(
+                "state {} -> {} is not allowed ({}): reset to IDLE",
+                before.value,
+                attempted.value,
+                reason,
+            )
+
         return cls(
             session_id=session_id,
             kind=kind,
             outbox=session_outbox,
             metrics=metrics,
-            state=SessionStateMachine(transitioned),
+            state=SessionStateMachine(transitioned, on_reset=reset),
             log=log,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +24,17 @@ import trio
 
 from .audio.base import AudioSource
 from .errors import ConfigError, RestartsExhaustedError, RTAPError, find_error, only_errors
-from .pipeline import Engines, FaultHook, PipelineStatistics, SessionPipeline
+from .pipeline import Engines, PipelineStatistics, SessionPipeline
 from .session import PipelineState, SessionContext, SessionStateMachine
 from .settings import Settings
-from .supervisor import RestartPolicy, Supervisor
+from .supervisor import RestartPolicy, Saboteur, Supervisor
 from .telemetry import Metrics
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType
 
 __all__ = [
     "EndReason",
+    "FaultHook",
     "Session",
     "SessionLimitError",
     "SessionManager",
@@ -41,6 +42,14 @@ __all__ = [
     "SessionStatistics",
     "new_session_id",
 ]
+
+
+#: Awaited before each (re)start of a supervised task: with the session's
+#: context and the stage ("frontend", "stt", ...), or with None and the task's
+#: name for the service's own tasks ("zmq-events", "websocket"). Raising makes
+#: that start a crash, sleeping stalls it, a returned saboteur runs beside the
+#: task (see :data:`~rtap_trio.supervisor.StartHook`): tests inject faults with it.
+FaultHook = Callable[[SessionContext | None, str], Awaitable[Saboteur | None]]
 
 
 def new_session_id() -> str:
@@ -115,8 +124,11 @@ class Session:
         self.outbox: SessionOutbox = self.ctx.outbox
         self.state: SessionStateMachine = self.ctx.state
         self.log = self.ctx.log
+        hook = manager.fault_hook
         self.supervisor = Supervisor(
-            RestartPolicy.from_settings(manager.settings.supervisor), self._crashed
+            RestartPolicy.from_settings(manager.settings.supervisor),
+            self._crashed,
+            before_start=(lambda task: hook(self.ctx, _stage_of(task))) if hook else None,
         )
         self.pipeline: SessionPipeline | None = None
         self.started_at = time.time()
@@ -127,7 +139,7 @@ class Session:
         self._stop_requested = False
 
     def _crashed(self, task: str, exc: BaseException) -> None:
-        stage = task.rsplit("/", 1)[-1]  # metrics by stage, not by session
+        stage = _stage_of(task)  # metrics by stage, not by session
         metrics = self._manager.metrics
         metrics.errors.labels(stage, type(exc).__name__).inc()
         metrics.task_restarts.labels(stage).inc()
@@ -164,7 +176,6 @@ class Session:
                 supervisor=self.supervisor,
                 language=self.options.language,
                 wake_only=not self.options.transcribe,
-                fault_hook=manager.fault_hook,
             )
             if self._stop_requested:
                 self.pipeline.stop()
@@ -206,7 +217,13 @@ class Session:
                 manager.metrics.sessions_active.labels(self.kind).dec()
                 if outcome == "ended":
                     self.state.shutdown(self.end_reason.value)
-                    self.outbox.event(EventType.SESSION_ENDED, reason=self.end_reason.value)
+                    lost = self.pipeline.statistics() if self.pipeline else None
+                    self.outbox.event(
+                        EventType.SESSION_ENDED,
+                        reason=self.end_reason.value,
+                        frames_dropped=lost.frames_dropped if lost else 0,
+                        utterances_dropped=lost.utterances_dropped if lost else 0,
+                    )
                     self.log.bind(component="sessions").info(
                         "session {} ended ({})", self.id, self.end_reason.value
                     )
@@ -232,6 +249,11 @@ class Session:
             started_at=self.started_at,
             pipeline=self.pipeline.statistics() if self.pipeline else None,
         )
+
+
+def _stage_of(task: str) -> str:
+    """``<session>/stt-0`` -> ``stt``: what a task does, whichever session it serves."""
+    return task.rsplit("/", 1)[-1].split("-", 1)[0]
 
 
 class SessionManager:

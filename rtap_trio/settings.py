@@ -214,6 +214,9 @@ class SupervisorSettings(_Section):
     backoff_initial_s: float = Field(0.1, ge=0, le=60)
     backoff_max_s: float = Field(5.0, ge=0, le=600)
     shutdown_grace_s: float = Field(2.0, gt=0, le=60)
+    # A port still held at start (the previous process of a restart is still
+    # closing): retried with backoff this long before the start fails (exit 5).
+    bind_retry_s: float = Field(3.0, ge=0, le=300)
 
 
 class OutputSettings(_Section):

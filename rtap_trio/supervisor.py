@@ -19,10 +19,18 @@ from typing import Any
 import trio
 from loguru import logger
 
-from .errors import ConfigError, ModelError, PortInUseError, RestartsExhaustedError
+from .errors import ConfigError, ModelError, PortInUseError, RestartsExhaustedError, find_error
 from .settings import SupervisorSettings
 
-__all__ = ["RestartPolicy", "Supervisor", "TaskState", "TaskStatistics"]
+__all__ = [
+    "CrashHook",
+    "RestartPolicy",
+    "Saboteur",
+    "StartHook",
+    "Supervisor",
+    "TaskState",
+    "TaskStatistics",
+]
 
 
 class _FirstStart:
@@ -83,6 +91,13 @@ class TaskStatistics:
 
 
 CrashHook = Callable[[str, BaseException], None]
+#: A fault that runs beside one run of a task: what it raises crashes that run.
+Saboteur = Callable[[], Awaitable[None]]
+#: Awaited before each start of a task, with its name: raising makes that start
+#: a crash, sleeping stalls it, and a :data:`Saboteur` it returns runs beside
+#: the task (to crash it later). How tests inject faults without touching the
+#: code they test.
+StartHook = Callable[[str], Awaitable[Saboteur | None]]
 
 
 class Supervisor:
@@ -92,9 +107,16 @@ class Supervisor:
     puts the supervised task where the caller can see it.
     """
 
-    def __init__(self, policy: RestartPolicy, on_crash: CrashHook | None = None) -> None:
+    def __init__(
+        self,
+        policy: RestartPolicy,
+        on_crash: CrashHook | None = None,
+        *,
+        before_start: StartHook | None = None,
+    ) -> None:
         self.policy = policy
         self._on_crash = on_crash
+        self._before_start = before_start
         self._tasks: dict[str, TaskStatistics] = {}
 
     async def supervise(
@@ -143,12 +165,14 @@ class Supervisor:
             stats.state = TaskState.RUNNING
             stats.starts += 1
             try:
-                await fn()
-            except FATAL_ERRORS:
-                stats.state = TaskState.FAILED
-                raise
+                saboteur = await self._before_start(name) if self._before_start else None
+                if saboteur is None:
+                    await fn()
+                else:
+                    await _beside(fn, saboteur)
             except Exception as exc:
-                if not restart():
+                # No restart mends these, raised bare or from inside a nursery.
+                if any(find_error(exc, kind) for kind in FATAL_ERRORS) or not restart():
                     stats.state = TaskState.FAILED
                     raise
                 now = trio.current_time()
@@ -177,3 +201,16 @@ class Supervisor:
 
     def statistics(self) -> dict[str, TaskStatistics]:
         return dict(self._tasks)
+
+
+async def _beside(fn: Callable[[], Awaitable[object]], saboteur: Saboteur) -> None:
+    """``fn()`` with ``saboteur()`` beside it; the first to fail fails the run."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(saboteur)
+            await fn()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the run failed as that one exception
+            raise group.exceptions[0] from None
+        raise

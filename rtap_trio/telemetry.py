@@ -41,6 +41,7 @@ __all__ = [
     "Metrics",
     "StepTimes",
     "configure_logging",
+    "count_trio_tasks",
     "serve_telemetry",
     "telemetry_routes",
 ]
@@ -188,6 +189,11 @@ class Metrics:
             ["from_state", "to_state"],
             registry=r,
         )
+        self.state_resets = Counter(
+            "rtap_state_resets_total",
+            "Session state machines reset to IDLE after a transition they forbid.",
+            registry=r,
+        )
         self.task_restarts = Counter(
             "rtap_task_restarts_total", "Supervised task restarts.", ["task"], registry=r
         )
@@ -195,6 +201,11 @@ class Metrics:
             "rtap_utterances_total",
             "Utterances by session kind and outcome.",
             ["kind", "outcome"],
+            registry=r,
+        )
+        self.stt_device_fallback = Gauge(
+            "rtap_stt_device_fallback",
+            "1 when STT runs on another device than the settings ask (no GPU: the CPU).",
             registry=r,
         )
         self.websocket_clients = Gauge(
@@ -239,28 +250,43 @@ async def serve_telemetry(
     health: HealthReport,
     routes: Sequence[BaseRoute] = (),
     *,
+    shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/metrics``, ``/health`` and ``routes`` over HTTP; reports the bound port.
 
     Also samples the process's memory and CPU every ``resource_interval_s``.
+    Returns once ``shutdown`` is set and open connections have finished.
     """
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            serve_http,
+        nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
+        await serve_http(
             "telemetry",
             settings.bind_address,
             settings.port,
             [*telemetry_routes(metrics, health), *routes],
+            shutdown=shutdown,
+            task_status=task_status,
         )
-        nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
-        task_status.started(port)
+        nursery.cancel_scope.cancel()  # the server has finished: so has the sampling
 
 
 async def _sample_resources(metrics: Metrics, interval_s: float) -> None:
     while True:
         metrics.sample_resources()
         await trio.sleep(interval_s)
+
+
+def count_trio_tasks() -> int:
+    """Every task of the running trio run: a leak (a session's task left behind) shows here."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(
+            count(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+        )
+
+    root = trio.lowlevel.current_root_task()
+    return count(root) if root is not None else 0
 
 
 def configure_logging(settings: TelemetrySettings, session_id: str) -> None:

@@ -151,7 +151,11 @@ class ServiceRun:
 
 
 async def run_service(
-    settings: Settings, source: AudioSource, expected_transcripts: int, limit_s: float = 120
+    settings: Settings,
+    source: AudioSource,
+    expected_transcripts: int,
+    limit_s: float = 120,
+    fault_hook: Any = None,
 ) -> ServiceRun:
     """Run a service on ``source`` with a real ZeroMQ SUB pair and a WebSocket client.
 
@@ -165,7 +169,7 @@ async def run_service(
 
     gate, hold = trio.Event(), trio.Event()
     gated = GatedSource(source, gate, hold)
-    service = Service(settings, source=gated, handle_signals=False)
+    service = Service(settings, source=gated, handle_signals=False, fault_hook=fault_hook)
     ws_messages: list[EventMessage | TranscriptMessage] = []
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)

@@ -6,6 +6,7 @@ from rtap_trio.session import (
     ALLOWED_TRANSITIONS,
     PipelineState,
     SessionContext,
+    SessionStateMachine,
     StateTransitionError,
 )
 from rtap_trio.telemetry import Metrics
@@ -77,9 +78,26 @@ def test_fault_shows_error_then_recovers_and_shutdown_is_final() -> None:
     assert machine.state is S.SHUTDOWN
 
 
-def test_illegal_transitions_are_refused() -> None:
+def test_illegal_transitions_are_refused_without_a_reset_hook() -> None:
     assert (S.IDLE, S.EMIT) not in ALLOWED_TRANSITIONS
     assert (S.SHUTDOWN, S.IDLE) not in ALLOWED_TRANSITIONS
-    machine = SessionContext.create("s1", "test", Outbox(), Metrics()).state
+    machine = SessionStateMachine()
     with pytest.raises(StateTransitionError):
-        machine._transition(S.EMIT, "test")
+        machine.emit_started()  # nothing was in flight: IDLE -> EMIT
+
+
+async def test_a_forbidden_transition_resets_to_idle_counted_and_evented() -> None:
+    outbox, metrics = Outbox(), Metrics()
+    subscription = outbox.subscribe("t", (Stream.EVENTS,), 100)
+    machine = SessionContext.create("s1", "test", outbox, metrics).state
+    machine.emit_started()  # corrupt counters: emitting with nothing in flight
+    assert machine.state is S.IDLE
+    machine.capture_started("speech")  # and it goes on as before
+    assert machine.state is S.LISTENING
+    outbox.close()
+    events = [item.message async for item in subscription.receive]
+    assert [(e.type.value, e.data.get("attempted")) for e in events] == [
+        ("state_reset", "EMIT"),
+        ("state_changed", None),
+    ]
+    assert metrics.registry.get_sample_value("rtap_state_resets_total") == 1.0

@@ -23,6 +23,8 @@ from rtap_trio.audio.base import AudioSource
 from rtap_trio.audio.file import DemoSource, load_audio
 from rtap_trio.client import AudioSessionClient, open_audio_session
 from rtap_trio.items import Float32
+from rtap_trio.session import SessionContext
+from rtap_trio.telemetry import count_trio_tasks
 from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventType
 
@@ -134,9 +136,11 @@ async def test_three_clients_at_different_rates_get_their_own_words_beside_the_l
 async def test_a_session_whose_stage_keeps_crashing_ends_alone(speech: dict[str, Any]) -> None:
     first: list[str] = []
 
-    def crash_all_but_the_first_session(session_id: str, stage: str) -> None:
-        first[:] = first or [session_id]
-        if session_id != first[0] and stage == "frontend":
+    async def crash_all_but_the_first_session(ctx: SessionContext | None, stage: str) -> None:
+        if ctx is None:  # the service's own tasks
+            return
+        first[:] = first or [ctx.session_id]
+        if ctx.session_id != first[0] and stage == "frontend":
             raise RuntimeError("injected fault")
 
     overrides = {"supervisor.backoff_initial_s": 0.01, "supervisor.max_restarts": 2}
@@ -224,22 +228,13 @@ async def test_audio_that_does_not_fit_the_format_is_closed_with_1003() -> None:
     assert code == 1003 and "not whole samples" in (reason or "")
 
 
-def _task_count() -> int:
-    def count(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(
-            count(child) for nursery in task.child_nurseries for child in nursery.child_tasks
-        )
-
-    return count(trio.lowlevel.current_root_task())
-
-
 async def test_a_client_that_leaves_mid_utterance_leaves_nothing_running(
     speech: dict[str, Any],
 ) -> None:
     audio = fixture(speech, "en_no_wake.wav")
     async with running() as (service, ports):
         await trio.sleep(0.2)
-        before = _task_count()
+        before = count_trio_tasks()
         manager, backend = service.sessions, service._engines.stt  # type: ignore[union-attr]
         async with open_audio_session(ports.websocket, wake_word=False) as client:
             # Mid-utterance: the speech has started and nothing has ended it.
@@ -249,7 +244,7 @@ async def test_a_client_that_leaves_mid_utterance_leaves_nothing_running(
                     await trio.sleep(0.01)
             await client.ws.aclose()
         with trio.fail_after(10):
-            while len(manager) or backend.statistics().busy or _task_count() > before:
+            while len(manager) or backend.statistics().busy or count_trio_tasks() > before:
                 await trio.sleep(0.02)
     assert client.transcripts == []
 

@@ -54,10 +54,11 @@ def _decode(source: str | BinaryIO, label: str, sample_rate: int) -> Samples:
         raise AudioSourceError(f"{label}: cannot decode audio: {exc}") from None
     if data.size == 0:
         raise AudioSourceError(f"{label}: the file holds no audio")
-    if not np.isfinite(data).all():
-        # A float file may hold NaN or infinities; as samples they mean nothing
-        # (and numpy would warn on the cast): silence instead.
-        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.isfinite(data).all() or np.abs(data).max() > 1.0:
+        # A float file may hold NaN, infinities or values far past full scale;
+        # as samples they mean nothing (silence), or clipping, and unbounded
+        # values would overflow the resampler (and numpy warn on the cast).
+        data = np.clip(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
     mono = data.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")

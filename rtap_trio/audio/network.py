@@ -96,9 +96,10 @@ class PushSource(AudioSource):
         if self.encoding == "pcm_s16le":
             audio = samples.astype(np.float32) / 32768.0
         else:
-            audio = samples.astype(np.float32, copy=False)
-            if not np.isfinite(audio).all():  # NaN or infinities mean nothing as sound
-                audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+            # NaN or infinities mean nothing as sound; beyond full scale is clipping
+            # anyway, and unbounded values would overflow the resampler into NaN.
+            audio = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+            audio = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
         mono = audio.mean(axis=1) if self.channels == 2 else audio[:, 0]
         await self._emit(mono)
 

@@ -22,16 +22,17 @@ from typing import Any
 
 import trio
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..audio.file import FileSource, decode_audio
 from ..errors import AudioSourceError, ConfigError
 from ..sessions import SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
 from ..transport.schemas import Stream, TranscriptMessage
+from .openai_realtime import REALTIME_PATH, RealtimeEndpoint
 
 __all__ = ["openai_routes"]
 
@@ -39,6 +40,17 @@ RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 #: The name OpenAI's own clients send most; accepted like the real model's.
 ALIAS = "whisper-1"
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+
+
+class _InMemoryParser(MultiPartParser):
+    """Starlette's multipart parser, keeping file parts in memory.
+
+    It spools a part over 1 MiB to a temporary file, and no audio may reach
+    the disk unless a setting says so. The upload is bounded before parsing
+    (the Content-Length against ``openai.max_file_bytes``), so memory is too.
+    """
+
+    spool_max_size = 1 << 31
 
 
 class _ApiError(Exception):
@@ -130,10 +142,15 @@ class _Transcriptions:
             raise _ApiError(
                 413, f"the upload is over {self._max_bytes} bytes", code="file_too_large"
             )
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise _ApiError(400, "the request must be multipart/form-data")
+        parser = _InMemoryParser(
+            request.headers, request.stream(), max_files=1, max_fields=16, max_part_size=65_536
+        )
         try:
-            form = await request.form(max_files=1, max_fields=16, max_part_size=65_536)
-        except HTTPException as exc:  # a malformed multipart body
-            raise _ApiError(400, f"the request is not a valid form: {exc.detail}") from None
+            form = await parser.parse()
+        except MultiPartException as exc:  # a malformed multipart body
+            raise _ApiError(400, f"the request is not a valid form: {exc.message}") from None
         try:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
@@ -280,10 +297,14 @@ def _guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
 def openai_routes(
     settings: Settings, sessions: Callable[[], SessionManager | None]
 ) -> list[BaseRoute]:
-    """The routes, for the service's HTTP server; ``sessions`` is None while not serving."""
+    """The routes, for the service's HTTP server; ``sessions`` is None while not serving.
+
+    With the Realtime API's transcription WebSocket (``openai_realtime``).
+    """
     api = _Transcriptions(settings, sessions)
     return [
         Route("/v1/audio/transcriptions", _guarded(api.transcribe), methods=["POST"]),
         Route("/v1/models", _guarded(api.models), methods=["GET"]),
         Route("/v1/models/{model}", _guarded(api.models), methods=["GET"]),
+        WebSocketRoute(REALTIME_PATH, RealtimeEndpoint(settings, sessions).serve),
     ]

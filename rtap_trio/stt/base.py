@@ -40,6 +40,10 @@ class SttBackend(abc.ABC):
     origin: str
     #: the language codes it can transcribe (("en",) for an English-only model)
     languages: tuple[str, ...]
+    #: where it runs ("cpu", "cuda", a remote address)
+    device: str
+    #: it runs elsewhere than the settings asked (a GPU that is not there)
+    device_fallback: bool
 
     @abc.abstractmethod
     async def transcribe(

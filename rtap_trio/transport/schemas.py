@@ -43,6 +43,7 @@ class Stream(enum.StrEnum):
 class EventType(enum.StrEnum):
     SERVICE_STARTED = "service_started"
     SERVICE_STOPPING = "service_stopping"
+    SERVICE_FAILING = "service_failing"
     STATE_CHANGED = "state_changed"
     WAKE_WORD = "wake_word"
     SPEECH_START = "speech_start"
@@ -56,6 +57,8 @@ class EventType(enum.StrEnum):
     SESSION_STARTED = "session_started"
     SESSION_ENDED = "session_ended"
     SESSION_FAILED = "session_failed"
+    STATE_RESET = "state_reset"
+    FRAMES_DROPPED = "frames_dropped"
 
 
 class _Message(BaseModel):

@@ -38,7 +38,7 @@ def _now() -> float:
 
 
 class WhisperCppBackend(SttBackend):
-    def __init__(self, engines: list[WhisperEngine]) -> None:
+    def __init__(self, engines: list[WhisperEngine], *, requested_device: str = "cpu") -> None:
         if not engines:
             raise ValueError("a backend needs at least one engine")
         self._free = list(engines)
@@ -49,6 +49,8 @@ class WhisperCppBackend(SttBackend):
         self.model_file = engines[0].model_file
         self.origin = str(self.model_file)
         self.languages = engines[0].languages
+        self.device = engines[0].device
+        self.device_fallback = requested_device != self.device
         self._transcriptions = 0
         self._timeouts = 0
 
@@ -75,13 +77,23 @@ class WhisperCppBackend(SttBackend):
                 for engine in engines:
                     await trio.to_thread.run_sync(engine.close)
             raise
-        logger.bind(component="stt").info(
-            "whisper model {} loaded from {} ({} worker(s))",
+        log = logger.bind(component="stt")
+        if settings.device != engines[0].device:
+            # The recovery the design asks for: a GPU that is not there is not
+            # fatal, the CPU takes over, and the operator is told.
+            log.warning(
+                "stt.device is {} but this whisper.cpp build has no GPU backend: "
+                "running on the CPU (see docs/cuda.md to build one with CUDA)",
+                settings.device,
+            )
+        log.info(
+            "whisper model {} loaded from {} on the {} ({} worker(s))",
             engines[0].name,
             engines[0].model_file,
+            engines[0].device.upper(),
             len(engines),
         )
-        return cls(engines)
+        return cls(engines, requested_device=settings.device)
 
     async def transcribe(
         self,

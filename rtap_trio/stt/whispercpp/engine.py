@@ -21,6 +21,7 @@ from ...errors import ModelError
 from ...items import Float32
 from ...models.whisper import resolve_whisper_model
 from ...settings import SttSettings
+from .devices import gpu_devices
 from .direct import DirectWhisper, context_pointer, libwhisper
 from .logs import route_whisper_logs
 from .text import clean_transcript
@@ -97,6 +98,9 @@ class WhisperEngine:
         #: The audio_ctx of the latest transcription (0: the full window).
         self.last_audio_ctx = 0
         self._lock = threading.Lock()
+        #: where it runs: "cuda" only when asked for and the build has a GPU backend
+        self.device = "cuda" if settings.device == "cuda" and gpu_devices() else "cpu"
+        use_gpu = self.device == "cuda"
         #: Language detection and decoding on one encoder pass (see .direct):
         #: only where whisper_full would encode twice, i.e. a multilingual model
         #: asked to detect the language over the full window.
@@ -108,17 +112,14 @@ class WhisperEngine:
                 self.model_file,
                 n_threads=settings.n_threads,
                 flash_attn=settings.flash_attn,
-                use_gpu=settings.device == "cuda",
+                use_gpu=use_gpu,
             )
             return
         try:
             self._model = Model(
                 str(self.model_file),
                 redirect_whispercpp_logs_to=None,
-                context_params={
-                    "use_gpu": settings.device == "cuda",
-                    "flash_attn": settings.flash_attn,
-                },
+                context_params={"use_gpu": use_gpu, "flash_attn": settings.flash_attn},
                 **self._params,
             )
         except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file

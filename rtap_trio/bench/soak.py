@@ -1,0 +1,207 @@
+"""Soak: the whole service, several sessions at real-time pace, for minutes; nothing may grow.
+
+The service is the real command (``python -m rtap_trio --source demo``: the
+local demo loops at real-time pace as one session) in a child process, and N
+``/v1/audio`` clients stream real speech at real-time pace into it, each
+reconnecting as a new session after every pass (so sessions come and go the
+whole time). Every few seconds the child's RSS, threads, open file
+descriptors and trio tasks are read (``/proc`` through psutil, and
+``/health``). At the end:
+
+* growth: each figure's mean over the last third of the run against the first
+  third after the warm-up;
+* accounting: every utterance a session ended (``speech_end``) has a
+  transcript or says why not (``utterance_discarded``, ``utterance_dropped``,
+  ``stt_timeout``), and no session dropped a frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import trio
+
+from ..client import open_audio_session
+from ..items import Samples
+from ..transport.schemas import EventType
+from .common import SAMPLE_RATE, Clip, ServicePorts, concatenate, progress, service_command
+
+__all__ = ["run_soak"]
+
+_SAMPLE_EVERY_S = 2.0
+#: What "flat" allows between the first and the last third: allocator noise.
+_RSS_GROWTH_LIMIT = 0.10
+
+
+@dataclass
+class _Accounts:
+    sessions: int = 0
+    utterances: int = 0
+    transcripts: int = 0
+    explained: int = 0
+    unaccounted: list[str] = field(default_factory=list)
+    frames_dropped: int = 0
+
+
+def _health(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        report: dict[str, Any] = json.loads(response.read())
+        return report
+
+
+async def _wait_healthy(port: int, child: trio.Process, limit_s: float) -> None:
+    with trio.fail_after(limit_s):
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"the service exited with {child.returncode}")
+            try:
+                if (await trio.to_thread.run_sync(_health, port))["status"] == "ok":
+                    return
+            except OSError:
+                pass
+            await trio.sleep(0.2)
+
+
+async def _client(port: int, audio: Samples, until: float, accounts: _Accounts) -> None:
+    """Sessions one after another, each streaming ``audio`` at real-time pace."""
+    samples = audio.astype(np.float32) / 32768.0
+    while trio.current_time() < until:
+        async with open_audio_session(port, wake_word=False) as session:
+            await session.send_audio(samples, chunk_s=0.02, realtime=True)
+            await session.stop(60)
+        accounts.sessions += 1
+        ended = {e.utterance_id for e in session.events if e.type is EventType.SPEECH_END}
+        transcribed = {t.utterance_id for t in session.transcripts}
+        explained = {
+            e.utterance_id
+            for e in session.events
+            if e.type
+            in (EventType.UTTERANCE_DISCARDED, EventType.UTTERANCE_DROPPED, EventType.STT_TIMEOUT)
+        }
+        accounts.utterances += len(ended)
+        accounts.transcripts += len(ended & transcribed)
+        accounts.explained += len(ended & explained - transcribed)
+        accounts.unaccounted += sorted(str(u) for u in ended - transcribed - explained)
+        final = session.events[-1] if session.events else None
+        if final is not None and final.type is EventType.SESSION_ENDED:
+            accounts.frames_dropped += int(final.data.get("frames_dropped", 0))
+
+
+async def _sample(pid: int, port: int, into: list[dict[str, float]], started: float) -> None:
+    process = psutil.Process(pid)
+    while True:
+        health = await trio.to_thread.run_sync(_health, port)
+        into.append(
+            {
+                "t_s": round(trio.current_time() - started, 1),
+                "rss_mb": round(process.memory_info().rss / 2**20, 1),
+                "threads": process.num_threads(),
+                "fds": process.num_fds(),
+                "trio_tasks": health["runtime"]["trio_tasks"],
+                "sessions": health["sessions"]["active"],
+            }
+        )
+        await trio.sleep(_SAMPLE_EVERY_S)
+
+
+def _growth(samples: list[dict[str, float]], warmup_s: float) -> dict[str, dict[str, float]]:
+    steady = [s for s in samples if s["t_s"] >= warmup_s]
+    third = max(1, len(steady) // 3)
+    first, last = steady[:third], steady[-third:]
+    out = {}
+    for key in ("rss_mb", "threads", "fds", "trio_tasks"):
+        before = sum(s[key] for s in first) / len(first)
+        after = sum(s[key] for s in last) / len(last)
+        out[key] = {"first_third": round(before, 2), "last_third": round(after, 2)}
+    return out
+
+
+async def _soak(
+    command: list[str], audios: Sequence[Samples], seconds: float, warmup_s: float
+) -> dict[str, Any]:
+    ports = ServicePorts.free()
+    env = {**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING"}
+    child = await trio.lowlevel.open_process(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    accounts = _Accounts()
+    samples: list[dict[str, float]] = []
+    try:
+        await _wait_healthy(ports.telemetry, child, 120)
+        started = trio.current_time()
+        until = started + seconds
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sample, child.pid, ports.telemetry, samples, started)
+            async with trio.open_nursery() as clients:
+                for audio in audios:
+                    clients.start_soon(_client, ports.websocket, audio, until, accounts)
+            nursery.cancel_scope.cancel()
+        health = await trio.to_thread.run_sync(_health, ports.telemetry)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        with trio.move_on_after(15) as waited:
+            await child.wait()
+        if waited.cancelled_caught:
+            child.kill()
+            await child.wait()
+    growth = _growth(samples, warmup_s)
+    rss = growth["rss_mb"]
+    return {
+        "command": " ".join(command[1:]),
+        "seconds": seconds,
+        "clients": len(audios),
+        "warmup_s": warmup_s,
+        "samples": samples,
+        "growth": growth,
+        "rss_growth": round(rss["last_third"] / rss["first_third"] - 1, 4),
+        "rss_growth_limit": _RSS_GROWTH_LIMIT,
+        "sessions": accounts.sessions,
+        "utterances": accounts.utterances,
+        "transcripts": accounts.transcripts,
+        "explained": accounts.explained,
+        "unaccounted": accounts.unaccounted,
+        "frames_dropped": accounts.frames_dropped,
+        "local_session_state": health.get("state"),
+        "exit_code": child.returncode,
+    }
+
+
+def run_soak(
+    clips: Sequence[Clip],
+    *,
+    seconds: float,
+    clients: int,
+    profile: str | None,
+    settings_dir: Path | None = None,
+    overrides: Sequence[str] = (),
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Soak the service; the report (and ``out/soak.json`` if ``out`` is given)."""
+    command = service_command(
+        "demo", profile=profile, settings_dir=settings_dir, overrides=overrides
+    )
+    audios = []
+    for index in range(clients):  # each client a different order of the clips
+        shift = index % len(clips)
+        speech = concatenate([*clips[shift:], *clips[:shift]], 1.5)
+        audios.append(np.concatenate((speech, np.zeros(int(1.5 * SAMPLE_RATE), np.int16))))
+    warmup_s = min(60.0, seconds / 4)
+    progress(f"soak: {clients} client(s) and the demo for {seconds:g} s")
+    started = time.perf_counter()
+    report = trio.run(_soak, command, audios, seconds, warmup_s)
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "soak.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report

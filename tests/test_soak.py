@@ -1,0 +1,33 @@
+"""A short soak in CI (``just soak`` runs the long one): nothing grows, nothing is lost.
+
+The real service on its looped demo, plus two ``/v1/audio`` clients streaming
+generated speech at real-time pace and reconnecting after every pass, for
+40 seconds; its RSS, threads, file descriptors and trio tasks sampled
+throughout (issue 12, part 4).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rtap_trio.bench.common import fixture_clips
+from rtap_trio.bench.soak import run_soak
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_short_soak_stays_flat_and_accounts_for_every_utterance() -> None:
+    short = [c for c in fixture_clips() if c.has_speech and c.language == "en"]
+    short = sorted(short, key=lambda clip: clip.duration_s)[:3]
+    report = run_soak(short, seconds=40, clients=2, profile="pc2")
+    growth = report["growth"]
+    print({key: value for key, value in report.items() if key != "samples"})
+    assert report["exit_code"] == 0
+    assert report["sessions"] >= 4  # sessions came and went throughout
+    assert report["utterances"] >= 8 and report["unaccounted"] == []
+    assert report["frames_dropped"] == 0
+    assert report["rss_growth"] <= report["rss_growth_limit"]
+    # Between the first and the last third: no thread, descriptor or task left behind.
+    assert growth["threads"]["last_third"] <= growth["threads"]["first_third"] + 2
+    assert growth["fds"]["last_third"] <= growth["fds"]["first_third"] + 4
+    assert growth["trio_tasks"]["last_third"] <= 1.25 * growth["trio_tasks"]["first_third"] + 5
