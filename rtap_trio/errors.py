@@ -75,6 +75,14 @@ class RestartsExhaustedError(RTAPError):
         )
 
 
+class SttSkippedError(RTAPError):
+    """Speculative work was not done: every engine was busy, or a final needed one."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"speculative transcription skipped: {reason}")
+
+
 class SttTimeoutError(RTAPError):
     """A transcription outlived its budget and was aborted (one utterance, not the service)."""
 

@@ -11,13 +11,15 @@ An :class:`AudioFrame` is one fixed block of capture; the front-end cuts an
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import trio
 
 __all__ = [
     "AudioFrame",
+    "EarlyTranscript",
     "EndReason",
     "Float32",
     "Samples",
@@ -54,6 +56,24 @@ class EndReason(enum.StrEnum):
     END_OF_STREAM = "end_of_stream"
 
 
+@dataclass
+class EarlyTranscript:
+    """An utterance transcribed early, in its trailing silence, up to ``last_voiced_frame``.
+
+    Should the silence hold, the utterance ends with exactly ``samples`` and
+    ``result`` is its transcript.
+    """
+
+    last_voiced_frame: int
+    samples: Samples
+    language: str | None
+    #: set once it has a result, or was skipped or cancelled (``result`` None)
+    done: trio.Event = field(default_factory=trio.Event)
+    result: SttResult | None = None
+    preprocess_ms: float = 0.0
+    cancelled: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Utterance:
     id: str
@@ -69,6 +89,8 @@ class Utterance:
     hangover_ms: float
     #: the language the session asked for (None: the STT settings decide)
     language: str | None = None
+    #: its early transcript, when one heard all of it (running, or done)
+    early: EarlyTranscript | None = None
 
 
 @dataclass(frozen=True, slots=True)

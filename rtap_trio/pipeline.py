@@ -20,6 +20,7 @@ from .items import AudioFrame, Transcription, Utterance
 from .session import SessionContext
 from .settings import Settings
 from .stages.capture import CaptureStage
+from .stages.early import EarlyTranscriber
 from .stages.frontend import FrontEnd
 from .stages.language import LanguageAnalyzer, LanguageStage
 from .stages.stt import SttStage
@@ -99,6 +100,17 @@ class SessionPipeline:
         wakeword = settings.wakeword
         self.wake = WakeWordDetector(wakeword) if wakeword.enabled else None
         self.capture = CaptureStage(source, frames_send)
+        self.early = (
+            EarlyTranscriber(
+                ctx,
+                backend=engines.stt,
+                stt=settings.stt,
+                preprocess=settings.preprocess,
+                sample_rate=settings.audio.sample_rate,
+            )
+            if settings.vad.early_ms and not wake_only
+            else None
+        )
         self.frontend = FrontEnd(
             ctx,
             audio=settings.audio,
@@ -110,6 +122,7 @@ class SessionPipeline:
             utterances=utterances_send,
             language=language,
             wake_only=wake_only,
+            early_transcriber=self.early,
         )
         self.stt = [
             SttStage(
@@ -163,13 +176,18 @@ class SessionPipeline:
         supervise = self._supervisor.supervise
         name = self.ctx.session_id
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._run_capture)
-                await nursery.start(supervise, f"{name}/frontend", self.frontend.run)
-                for number, stage in enumerate(self.stt):
-                    await nursery.start(supervise, f"{name}/stt-{number}", stage.run)
-                await nursery.start(supervise, f"{name}/language", self.language.run)
-                task_status.started()
+            async with trio.open_nursery() as helpers:
+                if self.early is not None:
+                    await helpers.start(supervise, f"{name}/early", self.early.run)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._run_capture)
+                    await nursery.start(supervise, f"{name}/frontend", self.frontend.run)
+                    for number, stage in enumerate(self.stt):
+                        await nursery.start(supervise, f"{name}/stt-{number}", stage.run)
+                    await nursery.start(supervise, f"{name}/language", self.language.run)
+                    task_status.started()
+                # Drained: what serves the stages (early transcription) never ends by itself.
+                helpers.cancel_scope.cancel()
         finally:
             if self.wake is not None:
                 self.wake.close()

@@ -119,6 +119,24 @@ class VadSettings(_Section):
     max_utterance_ms: int = Field(15_000, ge=500, le=30_000)
     min_utterance_ms: int = Field(200, ge=0, le=5000)
     pre_roll_ms: int = Field(300, ge=0, le=2000)
+    # Early transcription: after this much silence the utterance so far is
+    # transcribed speculatively; if the silence holds, that is the transcript.
+    early_ms: int = Field(
+        150, ge=0, le=5000, description="0 (or hangover_ms and above) disables it"
+    )
+    # Sentence-aware endpointing, on the early transcript: one that clearly
+    # goes on ("and", "the", a comma) waits up to max_hangover_ms; one that ends
+    # a sentence may end the utterance once the silence reaches min_hangover_ms.
+    # That second half is off by default (min = hangover): Whisper ends a
+    # clause with a full stop when it hears a pause, and on commands with
+    # 0.35-0.55 s pauses inside them (the paused_sentences fixture) a
+    # min_hangover_ms of 450 (RealtimeSTT's end-of-sentence pause) ended 1 or 2
+    # of 5 at their pause on pc2 (how many depends on how soon the early
+    # transcript is back), where the 600 ms hangover ends none.
+    # Both bounds apply as far as they are on their side of hangover_ms.
+    sentence_endpointing: bool = True
+    min_hangover_ms: int = Field(600, ge=20, le=5000)
+    max_hangover_ms: int = Field(1200, ge=60, le=10_000)
 
 
 class PreprocessSettings(_Section):

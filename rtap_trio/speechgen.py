@@ -155,6 +155,14 @@ class Utterance:
     #: starts no earlier than that, so the pause must outlast the delay or the
     #: command's first word is cut.
     wake_gap_s: float = WAKE_GAP_S
+    #: Silence where the text has a "|": a pause inside the sentence, as people
+    #: make them (the endpointer must not end the utterance there).
+    pause_s: float = 0.0
+
+    @property
+    def words(self) -> str:
+        """The text as said, without its pause marks."""
+        return " ".join(part.strip() for part in self.text.split("|"))
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,16 @@ DEMO_VOICE = Voice("en-us", 150, 40)
 #: cannot start before that, so the pause is 0.5 s: after the fixtures' 0.3 s it
 #: may fire once the command has begun (with 0.2 s a trial lost its first words).
 DEMO = Utterance("What is the weather in Berlin today?", DEMO_VOICE, "computer", wake_gap_s=0.5)
+
+#: Commands with a pause inside the sentence, 0.35-0.55 s (less than the 600 ms
+#: hangover): each must come out as one utterance, early endpointing or not.
+PAUSED = (
+    Utterance("Remind me to buy milk | and eggs tomorrow.", EN_F2, pause_s=0.45),
+    Utterance("Turn on the lights in the kitchen | and in the hallway.", EN_F2, pause_s=0.55),
+    Utterance("Set a timer for | ten minutes.", EN_F2, pause_s=0.35),
+    Utterance("What is the weather | in Paris?", EN_F2, pause_s=0.5),
+    Utterance("Play the new album | by the Beatles.", EN_F2, pause_s=0.4),
+)
 
 FIXTURES: tuple[Fixture, ...] = (
     Fixture(
@@ -228,6 +246,12 @@ FIXTURES: tuple[Fixture, ...] = (
             Utterance("Remind me to call my mother.", EN_F2, "computer"),
         ),
         "two wake word + command turns, 1.5 s of silence between them",
+    ),
+    Fixture(
+        "paused_sentences.wav",
+        "en",
+        PAUSED,
+        "five commands, each with a 0.35-0.55 s pause inside it, 1.5 s between them",
     ),
 )
 
@@ -347,11 +371,12 @@ def render(utterances: Sequence[Utterance], seed_name: str) -> tuple[Pcm, list[d
         if i:
             parts.append(_silence(BETWEEN_S))
             pos += parts[-1].size
+        words = utt.words
         timing: dict[str, Any] = {
-            "text": utt.text,
-            "spoken_text": f"{utt.wake_word.capitalize()}, {utt.text[0].lower()}{utt.text[1:]}"
+            "text": words,
+            "spoken_text": f"{utt.wake_word.capitalize()}, {words[0].lower()}{words[1:]}"
             if utt.wake_word
-            else utt.text,
+            else words,
             "wake_word": utt.wake_word,
             "voice": utt.voice.describe(),
             "wake_start_s": None,
@@ -364,7 +389,11 @@ def render(utterances: Sequence[Utterance], seed_name: str) -> tuple[Pcm, list[d
             timing["wake_start_s"] = _seconds(pos)
             timing["wake_end_s"] = _seconds(pos + wake.size)
             pos += wake.size + parts[-1].size
-        command = synthesize(utt.text, utt.voice)
+        pieces = [synthesize(piece.strip(), utt.voice) for piece in utt.text.split("|")]
+        if len(pieces) > 1:
+            timing["pause_s"] = utt.pause_s
+        gap = _silence(utt.pause_s)
+        command = np.concatenate([x for piece in pieces for x in (piece, gap)][:-1])
         parts.append(command)
         timing["command_start_s"] = _seconds(pos)
         timing["command_end_s"] = _seconds(pos + command.size)

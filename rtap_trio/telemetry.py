@@ -189,6 +189,12 @@ class Metrics:
             ["from_state", "to_state"],
             registry=r,
         )
+        self.early_transcriptions = Counter(
+            "rtap_early_transcriptions_total",
+            "Early (speculative) transcriptions by outcome: done, used, skipped, cancelled.",
+            ["outcome"],
+            registry=r,
+        )
         self.state_resets = Counter(
             "rtap_state_resets_total",
             "Session state machines reset to IDLE after a transition they forbid.",

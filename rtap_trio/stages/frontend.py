@@ -16,11 +16,12 @@ import numpy as np
 import trio
 
 from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
-from ..items import AudioFrame, Samples, Utterance
+from ..items import AudioFrame, EarlyTranscript, Samples, Utterance
 from ..session import SessionContext
 from ..settings import AudioSettings, Settings, VadSettings
 from ..telemetry import now
 from ..transport.schemas import EventType
+from .early import EarlyTranscriber, SentenceState, sentence_state
 from .vad import Endpointer, SpeechEnded, SpeechStarted, VoiceActivityDetector
 from .wakeword import WakeWordDetection, WakeWordDetector
 
@@ -60,8 +61,13 @@ class FrontEnd:
         utterances: PolicySendChannel[Utterance],
         language: str | None = None,
         wake_only: bool = False,
+        early_transcriber: EarlyTranscriber | None = None,
     ) -> None:
-        """``wake_only``: detect wake words and nothing more (no utterances)."""
+        """``wake_only``: detect wake words and nothing more (no utterances).
+
+        ``early_transcriber``: transcribe each pause's utterance so far after
+        ``vad.early_ms`` of silence, and let its words move the end.
+        """
         self._frame_ms = audio.frame_ms
         self._frame_s = audio.frame_ms / 1000
         self._frame_samples = audio.frame_samples
@@ -74,6 +80,15 @@ class FrontEnd:
         self._listen_timeout = listen_timeout_ms // audio.frame_ms
         self._budget_s = budget_ms / 1000
         self._language = language
+        # Early transcription needs a pause shorter than the hangover to run in.
+        early_on = 0 < vad.early_ms < vad.hangover_ms
+        self._early_transcriber = early_transcriber if early_on else None
+        self._early_frames = max(1, vad.early_ms // audio.frame_ms)
+        self._sentence_endpointing = vad.sentence_endpointing
+        self._min_hangover = min(vad.min_hangover_ms, vad.hangover_ms) // audio.frame_ms
+        self._max_hangover = max(vad.max_hangover_ms, vad.hangover_ms) // audio.frame_ms
+        self._early: EarlyTranscript | None = None
+        self._pause_judged = False
         self._wake_only = wake_only and wake is not None
         self._ctx = ctx
         self._state = ctx.state
@@ -125,6 +140,10 @@ class FrontEnd:
         self._endpointer.reset()
         if self._wake is not None:
             self._wake.reset()
+        if self._early_transcriber is not None:
+            self._early_transcriber.cancel()
+        self._early = None
+        self._pause_judged = False
 
     async def run(self) -> None:
         """Consume frames until the capture side closes, then flush and close."""
@@ -165,6 +184,8 @@ class FrontEnd:
                 self._on_speech_start(decision, index)
             elif isinstance(decision, SpeechEnded):
                 utterance = self._on_speech_end(decision)
+            elif self._mode is _Mode.IN_SPEECH and self._early_transcriber is not None:
+                self._in_pause()
             elif (
                 self._mode is _Mode.AWAIT_SPEECH
                 and self._detection is not None
@@ -227,11 +248,53 @@ class FrontEnd:
             offset_s=round(decision.first_frame * self._frame_s, 3),
         )
 
+    def _samples_until(self, stop: int) -> Samples:
+        """The utterance's audio from its first frame up to (not including) ``stop``."""
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return samples[: max(0, stop - self._chunks_start) * self._frame_samples]
+
+    def _in_pause(self) -> None:
+        """Speech or a pause in it: early transcription and what its words say."""
+        assert self._early_transcriber is not None
+        silence = self._endpointer.silence_frames
+        early = self._early
+        if silence == 0:
+            if early is not None:  # speech resumed: the early transcript is stale
+                self._early_transcriber.cancel()
+                self._early = None
+            return
+        if silence == self._early_frames and early is None:
+            last_voiced = self._endpointer.last_voiced_frame
+            self._early = self._early_transcriber.start(
+                last_voiced, self._samples_until(last_voiced + 1 + silence), self._language
+            )
+            return
+        if (
+            early is not None
+            and self._sentence_endpointing
+            and not self._pause_judged
+            and early.done.is_set()
+            and early.result is not None
+        ):
+            self._pause_judged = True
+            state = sentence_state(early.result.text)
+            if state is SentenceState.ENDED:
+                self._endpointer.set_pause_hangover(self._min_hangover)
+            elif state is SentenceState.GOES_ON:
+                self._endpointer.set_pause_hangover(self._max_hangover)
+
     def _on_speech_end(self, decision: SpeechEnded) -> Utterance | None:
         wake = self._detection
-        stop = min(decision.last_voiced_frame + 1 + self._tail, decision.decided_frame + 1)
-        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        samples = samples[: max(0, stop - self._chunks_start) * self._frame_samples]
+        early, self._early = self._early, None
+        self._pause_judged = False
+        if early is not None and early.last_voiced_frame != decision.last_voiced_frame:
+            early = None  # it heard less than the utterance holds
+        if early is not None:  # its audio is the utterance: it was transcribed
+            stop = self._chunks_start + early.samples.size // self._frame_samples
+            samples = early.samples
+        else:
+            stop = min(decision.last_voiced_frame + 1 + self._tail, decision.decided_frame + 1)
+            samples = self._samples_until(stop)
         start_s = self._chunks_start * self._frame_s
         end_s = stop * self._frame_s
         self._chunks = []
@@ -269,6 +332,7 @@ class FrontEnd:
             endpointed_at=now(),
             hangover_ms=(decision.decided_frame - decision.last_voiced_frame) * self._frame_ms,
             language=self._language,
+            early=early,
         )
 
     def _on_listen_timeout(self) -> None:

@@ -172,6 +172,7 @@ class LanguageStage:
 
     def _breakdown(self, item: Transcription, started: float, analysed: float) -> LatencyBreakdown:
         emit_ms = (now() - analysed) * 1000
+        total_ms = (now() - item.utterance.endpointed_at) * 1000
         return LatencyBreakdown(
             endpoint=item.utterance.hangover_ms,
             queue=round(item.waited_ms + item.stt.queue_ms, 2),
@@ -179,7 +180,8 @@ class LanguageStage:
             stt=round(item.stt.stt_ms, 2),
             language=round((analysed - started) * 1000, 3),
             emit=round(emit_ms, 3),
-            total=round((now() - item.utterance.endpointed_at) * 1000, 2),
+            total=round(total_ms, 2),
+            speech_end_to_emit=round(item.utterance.hangover_ms + total_ms, 2),
         )
 
 

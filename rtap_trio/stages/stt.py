@@ -15,7 +15,7 @@ from __future__ import annotations
 import trio
 
 from ..errors import SttTimeoutError
-from ..items import Transcription, Utterance
+from ..items import SttResult, Transcription, Utterance
 from ..session import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
@@ -62,26 +62,29 @@ class SttStage:
         done = False
         try:
             started = now()
-            audio = await trio.to_thread.run_sync(
-                prepare_for_stt, utterance.samples, self._sample_rate, self._preprocess
-            )
-            prepared = now()
-            self._preprocess_time.observe(prepared - started)
-            try:
-                result = await self._backend.transcribe(
-                    audio,
-                    priority=utterance.endpointed_at,
-                    budget_s=self._budget_s,
-                    language=utterance.language,
+            result, preprocess_ms = await self._early_result(utterance)
+            if result is None:
+                audio = await trio.to_thread.run_sync(
+                    prepare_for_stt, utterance.samples, self._sample_rate, self._preprocess
                 )
-            except SttTimeoutError as exc:
-                self._queue_wait.observe(exc.queue_ms / 1000)
-                self._stt_time.observe(exc.elapsed_ms / 1000)
-                self._timed_out(utterance, exc)
-                done = True
-                return
-            self._queue_wait.observe(result.queue_ms / 1000)
-            self._stt_time.observe(result.stt_ms / 1000)
+                prepared = now()
+                preprocess_ms = (prepared - started) * 1000
+                self._preprocess_time.observe(prepared - started)
+                try:
+                    result = await self._backend.transcribe(
+                        audio,
+                        priority=utterance.endpointed_at,
+                        budget_s=self._budget_s,
+                        language=utterance.language,
+                    )
+                except SttTimeoutError as exc:
+                    self._queue_wait.observe(exc.queue_ms / 1000)
+                    self._stt_time.observe(exc.elapsed_ms / 1000)
+                    self._timed_out(utterance, exc)
+                    done = True
+                    return
+                self._queue_wait.observe(result.queue_ms / 1000)
+                self._stt_time.observe(result.stt_ms / 1000)
             reason = self._discard_reason(result.text, result.no_speech_probability)
             if reason is not None:
                 self._discard(utterance, reason, result.text, result.no_speech_probability)
@@ -92,13 +95,31 @@ class SttStage:
                     utterance=utterance,
                     stt=result,
                     waited_ms=(started - utterance.endpointed_at) * 1000,
-                    preprocess_ms=(prepared - started) * 1000,
+                    preprocess_ms=preprocess_ms,
                 )
             )
             done = True
         finally:
             if not done:  # crashed or cancelled mid-way: the utterance is gone
                 self._ctx.state.utterance_done("stt_failed")
+
+    async def _early_result(self, utterance: Utterance) -> tuple[SttResult | None, float]:
+        """The early transcript of exactly this utterance, if it was (or is being) made.
+
+        It runs, or ran, on the engine in the utterance's trailing silence: waiting
+        for it is never longer than transcribing again. Skipped or preempted, it
+        has no result and the utterance is transcribed now.
+        """
+        early = utterance.early
+        if early is None:
+            return None, 0.0
+        await early.done.wait()
+        if early.result is None:
+            return None, 0.0
+        self._ctx.metrics.early_transcriptions.labels("used").inc()
+        self._queue_wait.observe(early.result.queue_ms / 1000)
+        self._stt_time.observe(early.result.stt_ms / 1000)
+        return early.result, early.preprocess_ms
 
     def _discard_reason(self, text: str, no_speech: float | None) -> str | None:
         if not text:

@@ -44,12 +44,16 @@ class Endpointer:
     """Frame-by-frame speech start/end decisions; pure logic, no audio.
 
     Speech starts after ``speech_start_frames`` voiced frames in a row and ends
-    after ``hangover_ms`` of unvoiced frames, or at ``max_utterance_ms``.
+    after ``hangover_ms`` of unvoiced frames, or at ``max_utterance_ms``. The
+    hangover of the current pause may be changed while it lasts
+    (:meth:`set_pause_hangover`: what the words so far suggest); it is back to
+    ``hangover_ms`` at the next voiced frame.
     """
 
     def __init__(self, settings: VadSettings, frame_ms: int) -> None:
         self._start_frames = settings.speech_start_frames
-        self._hangover_frames = max(1, settings.hangover_ms // frame_ms)
+        self._default_hangover = max(1, settings.hangover_ms // frame_ms)
+        self._hangover_frames = self._default_hangover
         self._max_frames = max(1, settings.max_utterance_ms // frame_ms)
         self._min_frames = settings.min_utterance_ms // frame_ms
         self.reset()
@@ -58,7 +62,22 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self._first is not None
 
+    @property
+    def silence_frames(self) -> int:
+        """Unvoiced frames since the last voiced one, in speech (0 outside)."""
+        return self._silence if self._first is not None else 0
+
+    @property
+    def last_voiced_frame(self) -> int:
+        return self._last_voiced
+
+    def set_pause_hangover(self, frames: int) -> None:
+        """The hangover of the current pause: the utterance ends once the silence
+        reaches it (at the next frame, if it already has)."""
+        self._hangover_frames = max(1, frames)
+
     def reset(self) -> None:
+        self._hangover_frames = self._default_hangover
         self._run_start: int | None = None  # first frame of the current voiced run
         self._run_length = 0
         self._first: int | None = None
@@ -82,6 +101,7 @@ class Endpointer:
         if voiced:
             self._last_voiced = frame_index
             self._silence = 0
+            self._hangover_frames = self._default_hangover
         else:
             self._silence += 1
         if frame_index - self._first + 1 >= self._max_frames:

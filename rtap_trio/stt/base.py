@@ -27,6 +27,8 @@ class SttStatistics:
     waiting: int
     transcriptions: int
     timeouts: int
+    #: speculative requests skipped (no engine free) or preempted by a final
+    speculative_skipped: int = 0
 
 
 class SttBackend(abc.ABC):
@@ -53,6 +55,7 @@ class SttBackend(abc.ABC):
         priority: float = 0.0,
         budget_s: float | None = None,
         language: str | None = None,
+        speculative: bool = False,
     ) -> SttResult:
         """Transcribe 16 kHz mono float32 audio.
 
@@ -60,6 +63,11 @@ class SttBackend(abc.ABC):
         Raises :class:`~rtap_trio.errors.SttTimeoutError` when the
         transcription outlives ``budget_s`` (it is aborted first). Cancelling
         the caller aborts the transcription and frees the engine.
+
+        ``speculative`` work (early and partial transcripts) comes after every
+        final: it runs only on an engine free at once, and gives it up (aborted)
+        when a final needs it; either way it raises
+        :class:`~rtap_trio.errors.SttSkippedError`.
         """
 
     def language_name(self, code: str) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -54,6 +54,23 @@ class PriorityLimiter:
             yield
         finally:
             self._release()
+
+    @contextmanager
+    def borrow_nowait(self) -> Iterator[None]:
+        """Hold a free token for the ``with`` body; ``trio.WouldBlock`` if none is free
+        now or anyone waits (who would then wait longer)."""
+        if self._borrowed >= self._total or self._live_waiters():
+            raise trio.WouldBlock
+        self._borrowed += 1
+        try:
+            yield
+        finally:
+            self._release()
+
+    @property
+    def waiting(self) -> bool:
+        """Someone waits for a token."""
+        return self._live_waiters()
 
     async def _acquire(self, priority: float) -> None:
         if self._borrowed < self._total and not self._live_waiters():

@@ -94,6 +94,10 @@ class LatencyBreakdown(BaseModel):
     language: float = 0.0
     emit: float = Field(0.0, description="hand-off to the emitters")
     total: float = Field(0.0, description="end of speech detected to emit, hangover excluded")
+    speech_end_to_emit: float = Field(
+        0.0,
+        description="end of the last voiced frame to emit, hangover included: what a speaker waits",
+    )
 
 
 class TranscriptMessage(_Message):

@@ -17,7 +17,7 @@ from typing import TypeVar
 import trio
 from loguru import logger
 
-from ...errors import SttTimeoutError
+from ...errors import SttSkippedError, SttTimeoutError
 from ...items import Float32, SttResult
 from ...settings import SttSettings
 from ..base import SttBackend, SttStatistics
@@ -53,6 +53,9 @@ class WhisperCppBackend(SttBackend):
         self.device_fallback = requested_device != self.device
         self._transcriptions = 0
         self._timeouts = 0
+        self._skipped = 0
+        #: cancel scopes of the speculative transcriptions running now, oldest first
+        self._speculative: list[trio.CancelScope] = []
 
     @property
     def engines(self) -> tuple[WhisperEngine, ...]:
@@ -102,20 +105,55 @@ class WhisperCppBackend(SttBackend):
         priority: float = 0.0,
         budget_s: float | None = None,
         language: str | None = None,
+        speculative: bool = False,
+    ) -> SttResult:
+        if speculative:
+            return await self._speculate(audio, budget_s, language)
+        asked = _now()
+        if self._limiter.statistics().borrowed_tokens >= len(self._engines):
+            # A final waits only for finals: speculative work gives its engine up.
+            self._preempt_one()
+        async with self._limiter.borrow(priority):
+            return await self._run(audio, budget_s, language, asked)
+
+    async def _speculate(
+        self, audio: Float32, budget_s: float | None, language: str | None
     ) -> SttResult:
         asked = _now()
-        async with self._limiter.borrow(priority):
-            engine = self._free.pop()
-            acquired = _now()
-            try:
-                with trio.move_on_after(
-                    budget_s if budget_s is not None else float("inf")
-                ) as scope:
-                    result = await _run_abortably(
-                        engine, lambda abort: engine.transcribe(audio, abort, language)
-                    )
-            finally:
-                self._free.append(engine)
+        try:
+            with self._limiter.borrow_nowait():
+                scope = trio.CancelScope()
+                self._speculative.append(scope)
+                try:
+                    with scope:
+                        return await self._run(audio, budget_s, language, asked)
+                finally:
+                    self._speculative.remove(scope)
+                # Only a preemption ends the scope without a result.
+                self._skipped += 1
+                raise SttSkippedError("preempted by a final")
+        except trio.WouldBlock:
+            self._skipped += 1
+            raise SttSkippedError("every engine is busy") from None
+
+    def _preempt_one(self) -> None:
+        for scope in self._speculative:
+            if not scope.cancel_called:
+                scope.cancel()  # its engine stops at the next abort check
+                return
+
+    async def _run(
+        self, audio: Float32, budget_s: float | None, language: str | None, asked: float
+    ) -> SttResult:
+        engine = self._free.pop()
+        acquired = _now()
+        try:
+            with trio.move_on_after(budget_s if budget_s is not None else float("inf")) as scope:
+                result = await _run_abortably(
+                    engine, lambda abort: engine.transcribe(audio, abort, language)
+                )
+        finally:
+            self._free.append(engine)
         finished = _now()
         queue_ms = (acquired - asked) * 1000
         stt_ms = (finished - acquired) * 1000
@@ -143,6 +181,7 @@ class WhisperCppBackend(SttBackend):
             waiting=limiter.waiting,
             transcriptions=self._transcriptions,
             timeouts=self._timeouts,
+            speculative_skipped=self._skipped,
         )
 
     async def aclose(self) -> None:
