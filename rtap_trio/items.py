@@ -119,6 +119,9 @@ class Transcription:
     #: waiting for an engine)
     waited_ms: float
     preprocess_ms: float
+    #: made early, in the trailing silence: how long the final waited for it
+    #: after the endpoint (None: transcribed after the endpoint as usual)
+    early_wait_ms: float | None = None
 
     @property
     def text(self) -> str:

@@ -20,9 +20,9 @@ from .items import AudioFrame, Transcription, Utterance
 from .session import SessionContext
 from .settings import Settings
 from .stages.capture import CaptureStage
-from .stages.early import EarlyTranscriber
 from .stages.frontend import FrontEnd
 from .stages.language import LanguageAnalyzer, LanguageStage
+from .stages.speculative import SpeculativeTranscriber
 from .stages.stt import SttStage
 from .stages.wakeword import WakeWordDetector
 from .stt import SttBackend
@@ -100,15 +100,16 @@ class SessionPipeline:
         wakeword = settings.wakeword
         self.wake = WakeWordDetector(wakeword) if wakeword.enabled else None
         self.capture = CaptureStage(source, frames_send)
-        self.early = (
-            EarlyTranscriber(
+        partial_ms = settings.stt.partial_interval_ms if settings.stt.partials else 0
+        self.speculative = (
+            SpeculativeTranscriber(
                 ctx,
                 backend=engines.stt,
                 stt=settings.stt,
                 preprocess=settings.preprocess,
                 sample_rate=settings.audio.sample_rate,
             )
-            if settings.vad.early_ms and not wake_only
+            if (settings.vad.early_ms or partial_ms) and not wake_only
             else None
         )
         self.frontend = FrontEnd(
@@ -122,7 +123,8 @@ class SessionPipeline:
             utterances=utterances_send,
             language=language,
             wake_only=wake_only,
-            early_transcriber=self.early,
+            early_transcriber=self.speculative,
+            partial_interval_ms=partial_ms,
         )
         self.stt = [
             SttStage(
@@ -177,8 +179,8 @@ class SessionPipeline:
         name = self.ctx.session_id
         try:
             async with trio.open_nursery() as helpers:
-                if self.early is not None:
-                    await helpers.start(supervise, f"{name}/early", self.early.run)
+                if self.speculative is not None:
+                    await helpers.start(supervise, f"{name}/speculative", self.speculative.run)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._run_capture)
                     await nursery.start(supervise, f"{name}/frontend", self.frontend.run)
@@ -186,7 +188,7 @@ class SessionPipeline:
                         await nursery.start(supervise, f"{name}/stt-{number}", stage.run)
                     await nursery.start(supervise, f"{name}/language", self.language.run)
                     task_status.started()
-                # Drained: what serves the stages (early transcription) never ends by itself.
+                # Drained: what serves the stages (speculative work) never ends by itself.
                 helpers.cancel_scope.cancel()
         finally:
             if self.wake is not None:

@@ -177,6 +177,12 @@ class SttSettings(_Section):
     # pass that transcribes (greedy, through libwhisper; see
     # stt/whispercpp/direct.py) instead of whisper_full's extra encoder pass.
     one_pass_language: bool = True
+    # Partial transcripts while a person speaks: the audio so far, every this
+    # often, when an engine is free (they never delay a final), published as
+    # transcript_partial events with a stable prefix (LocalAgreement-2). Worth
+    # it where the model is fast: pc2's tiny.en, main_pc's GPU.
+    partials: bool = False
+    partial_interval_ms: int = Field(500, ge=100, le=10_000)
     # Whisper's own probability that an utterance held no speech; over this the
     # transcript is discarded (an event, not a transcript). Whisper itself only
     # drops text when this is over 0.6 and its words are also unlikely. Measured

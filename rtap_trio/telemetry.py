@@ -195,6 +195,9 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.partial_transcripts = Counter(
+            "rtap_partial_transcripts_total", "Partial transcripts published.", registry=r
+        )
         self.state_resets = Counter(
             "rtap_state_resets_total",
             "Session state machines reset to IDLE after a transition they forbid.",

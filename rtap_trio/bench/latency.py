@@ -9,21 +9,24 @@ event's offset, so ``received - (t0 + offset)`` is what a user waits.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import trio
 import zmq
 
 from ..app import Service
 from ..items import Samples
 from ..settings import Settings
+from ..textmetrics import word_error_rate
 from .common import ArraySource, ZmqSubscriber, summarize
 
-__all__ = ["ZmqReceiver", "measure_latency"]
+__all__ = ["ZmqReceiver", "measure_latency", "measure_latency_ab"]
 
 
 @dataclass
@@ -118,6 +121,61 @@ async def measure_latency(settings: Settings, audio: Samples, limit_s: float) ->
 _PARTS = ("endpoint", "queue", "preprocess", "stt", "language", "emit")
 
 
+def _partials(receiver: ZmqReceiver, source: ArraySource) -> dict[str, Any]:
+    """Partial transcripts: how soon the first, how many, how many words changed later."""
+    starts = {
+        m["utterance_id"]: float(m["data"]["offset_s"])
+        for _, topic, m in receiver.received
+        if topic == "speech_start" and m.get("utterance_id")
+    }
+    by_utterance: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for received, topic, message in receiver.received:
+        if topic == "transcript_partial":
+            by_utterance.setdefault(message["utterance_id"], []).append((received, message))
+    first_ms, counts, unstable, changed = [], [], 0, 0
+    for utterance_id, partials in by_utterance.items():
+        counts.append(len(partials))
+        if utterance_id in starts:
+            first = partials[0][0] - (source.started_wall + starts[utterance_id])
+            first_ms.append(first * 1000)
+        for (_, before), (_, after) in itertools.pairwise(partials):
+            words, later = before["data"]["text"].split(), after["data"]["text"].split()
+            for position in range(before["data"]["stable_words"], len(words)):
+                unstable += 1
+                if position >= len(later) or later[position] != words[position]:
+                    changed += 1
+    return {
+        "utterances_with_partials": len(by_utterance),
+        "per_utterance": summarize(counts, 1),
+        "first_after_speech_start_ms": summarize(first_ms, 1),
+        "unstable_words": unstable,
+        "unstable_words_changed_share": round(changed / unstable, 3) if unstable else None,
+    }
+
+
+async def measure_latency_ab(settings: Settings, audio: Samples, limit_s: float) -> dict[str, Any]:
+    """The profile as it is, and with early and partial transcription off, on the same audio."""
+    off = settings.model_copy(
+        update={
+            "vad": settings.vad.model_copy(update={"early_ms": 0}),
+            "stt": settings.stt.model_copy(update={"partials": False}),
+        }
+    )
+    results = {}
+    for name, variant in (("without_early", off), ("with_early", settings)):
+        process = psutil.Process()
+        before = process.cpu_times()
+        results[name] = await measure_latency(variant, audio, limit_s)
+        after = process.cpu_times()
+        results[name]["cpu_s"] = round(after.user + after.system - before.user - before.system, 2)
+    on, without = results["with_early"], results["without_early"]
+    on["without_early"] = without
+    on["same_words_wer"] = round(
+        word_error_rate(" ".join(without["texts"]), " ".join(on["texts"])), 4
+    )
+    return on
+
+
 def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> dict[str, Any]:
     ends = {
         m["utterance_id"]: float(m["data"]["offset_s"])
@@ -137,12 +195,21 @@ def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> 
         row["total"] = total
         # Waiting for a busy STT worker is STT capacity, not pipeline overhead:
         # it is reported on its own as "queue".
-        row["overhead"] = total - row["endpoint"] - row["stt"] - row["queue"]
+        # An early transcript ran during the endpoint's wait: only the wait for
+        # it after the endpoint is STT time.
+        if parts.get("early"):
+            row["overhead"] = total - row["endpoint"] - float(parts["early_wait"])
+        else:
+            row["overhead"] = total - row["endpoint"] - row["stt"] - row["queue"]
+        row["early"] = 1.0 if parts.get("early") else 0.0
         # Frame delivery and scheduling: what no stage accounts for.
-        row["unattributed"] = total - sum(row[name] for name in (*_PARTS, "transport"))
+        row["unattributed"] = (
+            0.0 if row["early"] else total - sum(row[name] for name in (*_PARTS, "transport"))
+        )
         row["audio_s"] = float(message["audio_end_s"]) - float(message["audio_start_s"])
         rows.append(row)
     keys = ("total", "overhead", *_PARTS, "transport", "unattributed")
+    partials = _partials(receiver, source)
     return {
         "model": settings.stt.model_name,
         "wake_word": False,
@@ -152,6 +219,9 @@ def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> 
         "transcripts_received": len(receiver.transcripts()),
         "ms": {key: summarize((row[key] for row in rows), 2) for key in keys},
         "per_utterance": [{k: round(v, 2) for k, v in row.items()} for row in rows],
+        "early_used": int(sum(row["early"] for row in rows)),
+        "partials": partials,
+        "texts": [m["text"] for _, m in receiver.transcripts()],
         "definitions": {
             "total": "end of the last voiced frame -> transcript received by a ZeroMQ SUB",
             "overhead": "total - endpoint hangover - STT - queue (preprocess, language, "

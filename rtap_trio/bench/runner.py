@@ -32,7 +32,7 @@ from .common import (
 from .concurrency import measure_concurrency
 from .fanout import measure_fanout
 from .frontend import measure_frontend
-from .latency import measure_latency
+from .latency import measure_latency_ab
 from .memory import measure_service_rss
 from .stt_ab import measure_stt_ab
 from .throughput import measure_throughput
@@ -118,7 +118,7 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         "stt_ab": lambda: measure_stt_ab(settings, short if quick else ab_clips, quick=quick),
         "throughput": throughput,
         "latency": lambda: trio.run(
-            measure_latency,
+            measure_latency_ab,
             settings,
             concatenate(short if quick else speech[:6], 1.5),
             60 if quick else 240,

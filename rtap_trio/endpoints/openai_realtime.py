@@ -781,6 +781,16 @@ class _Connection:
                 audio_start_ms=start_ms,
                 item_id=self._speech.item_id,
             )
+        elif kind is EventType.TRANSCRIPT_PARTIAL:
+            # Words as they become stable (never retracted): the API's deltas add up.
+            newly = str(message.data.get("newly_stable", ""))
+            if newly and self._speech is not None:
+                await self._send(
+                    "conversation.item.input_audio_transcription.delta",
+                    item_id=self._speech.item_id,
+                    content_index=0,
+                    delta=newly + " ",
+                )
         elif kind is EventType.SPEECH_END:
             speech, self._speech = self._speech or _VadItem(_new_id("item"), offset_ms), None
             speech.end_ms = offset_ms

@@ -165,6 +165,8 @@ class _Stream:
         self.texts: list[str] = []
         self.languages: list[str] = []
         self.detected = False
+        #: transcript-start was sent: partials are being streamed
+        self.streaming = False
         self.done = trio.Event()
 
 
@@ -245,7 +247,8 @@ class WyomingServer:
                     "description": "RTAP speech to text: VAD, whisper.cpp, language and sentiment",
                     "version": __version__,
                     "models": asr_models,
-                    "supports_transcript_streaming": False,
+                    # Partial transcripts, where the profile makes them (pc2, main_pc).
+                    "supports_transcript_streaming": self._settings.stt.partials,
                     # Home Assistant decides where a command ends: RTAP answers at audio-stop.
                     "requires_external_vad": True,
                 }
@@ -436,8 +439,19 @@ class _Connection:
             await self.send("voice-started", timestamp=milliseconds)
         elif message.type is EventType.SPEECH_END and current.mode == "asr":
             await self.send("voice-stopped", timestamp=milliseconds)
+        elif message.type is EventType.TRANSCRIPT_PARTIAL and current.mode == "asr":
+            # Wyoming 1.7 streaming: words as they become stable, after a start.
+            newly = str(message.data.get("newly_stable", ""))
+            if newly:
+                if not current.streaming:
+                    current.streaming = True
+                    await self.send("transcript-start", **self._language_data())
+                await self.send("transcript-chunk", text=newly + " ")
         elif message.type is EventType.SESSION_FAILED:
             await self.send("error", text="the session failed", code="session_failed")
+
+    def _language_data(self) -> dict[str, Any]:
+        return {"language": self._language} if self._language else {}
 
     async def _end_stream(self) -> None:
         """The stream's end: what was said goes through, then the answer."""
@@ -453,5 +467,7 @@ class _Connection:
             if language:
                 data["language"] = language
             await self.send("transcript", **data)
+            if current.streaming:  # the backwards-compatible transcript, then the end
+                await self.send("transcript-stop")
         elif not current.detected:
             await self.send("not-detected")

@@ -21,7 +21,8 @@ from ..session import SessionContext
 from ..settings import AudioSettings, Settings, VadSettings
 from ..telemetry import now
 from ..transport.schemas import EventType
-from .early import EarlyTranscriber, SentenceState, sentence_state
+from .sentence import SentenceState, sentence_state
+from .speculative import SpeculativeTranscriber
 from .vad import Endpointer, SpeechEnded, SpeechStarted, VoiceActivityDetector
 from .wakeword import WakeWordDetection, WakeWordDetector
 
@@ -61,12 +62,15 @@ class FrontEnd:
         utterances: PolicySendChannel[Utterance],
         language: str | None = None,
         wake_only: bool = False,
-        early_transcriber: EarlyTranscriber | None = None,
+        early_transcriber: SpeculativeTranscriber | None = None,
+        partial_interval_ms: int = 0,
     ) -> None:
         """``wake_only``: detect wake words and nothing more (no utterances).
 
         ``early_transcriber``: transcribe each pause's utterance so far after
-        ``vad.early_ms`` of silence, and let its words move the end.
+        ``vad.early_ms`` of silence, and let its words move the end; and, every
+        ``partial_interval_ms`` of speech (0: never), the audio so far for a
+        partial transcript.
         """
         self._frame_ms = audio.frame_ms
         self._frame_s = audio.frame_ms / 1000
@@ -81,14 +85,22 @@ class FrontEnd:
         self._budget_s = budget_ms / 1000
         self._language = language
         # Early transcription needs a pause shorter than the hangover to run in.
-        early_on = 0 < vad.early_ms < vad.hangover_ms
-        self._early_transcriber = early_transcriber if early_on else None
+        self._early_on = 0 < vad.early_ms < vad.hangover_ms and early_transcriber is not None
+        #: partial transcripts every this many frames of speech (0: none)
+        self._partial_frames = (
+            partial_interval_ms // audio.frame_ms if early_transcriber is not None else 0
+        )
+        self._early_transcriber = (
+            early_transcriber if self._early_on or self._partial_frames else None
+        )
         self._early_frames = max(1, vad.early_ms // audio.frame_ms)
         self._sentence_endpointing = vad.sentence_endpointing
         self._min_hangover = min(vad.min_hangover_ms, vad.hangover_ms) // audio.frame_ms
         self._max_hangover = max(vad.max_hangover_ms, vad.hangover_ms) // audio.frame_ms
         self._early: EarlyTranscript | None = None
         self._pause_judged = False
+        self._next_partial = 0
+        self._utterance_id = ""
         self._wake_only = wake_only and wake is not None
         self._ctx = ctx
         self._state = ctx.state
@@ -243,8 +255,12 @@ class FrontEnd:
         self._mode = _Mode.IN_SPEECH
         if self._detection is None:
             self._state.capture_started("speech")
+        # Named at its start, so that partial transcripts can say which utterance they are.
+        self._utterance_id = f"{self._ctx.session_id}-{next(self._ids):04d}"
+        self._next_partial = index + self._partial_frames
         self._outbox.event(
             EventType.SPEECH_START,
+            self._utterance_id,
             offset_s=round(decision.first_frame * self._frame_s, 3),
         )
 
@@ -254,7 +270,8 @@ class FrontEnd:
         return samples[: max(0, stop - self._chunks_start) * self._frame_samples]
 
     def _in_pause(self) -> None:
-        """Speech or a pause in it: early transcription and what its words say."""
+        """Speech (partial transcripts) or a pause in it (early transcription and
+        what its words say)."""
         assert self._early_transcriber is not None
         silence = self._endpointer.silence_frames
         early = self._early
@@ -262,6 +279,10 @@ class FrontEnd:
             if early is not None:  # speech resumed: the early transcript is stale
                 self._early_transcriber.cancel()
                 self._early = None
+            if self._partial_frames and self._last_index >= self._next_partial:
+                self._request_partial()
+            return
+        if not self._early_on:
             return
         if silence == self._early_frames and early is None:
             last_voiced = self._endpointer.last_voiced_frame
@@ -283,6 +304,18 @@ class FrontEnd:
             elif state is SentenceState.GOES_ON:
                 self._endpointer.set_pause_hangover(self._max_hangover)
 
+    def _request_partial(self) -> None:
+        """The audio so far to the transcriber, if it is idle: a partial transcript."""
+        assert self._early_transcriber is not None
+        stop = self._last_index + 1
+        if self._early_transcriber.partial(
+            self._utterance_id,
+            self._samples_until(stop),
+            round(stop * self._frame_s, 3),
+            self._language,
+        ):
+            self._next_partial = self._last_index + self._partial_frames
+
     def _on_speech_end(self, decision: SpeechEnded) -> Utterance | None:
         wake = self._detection
         early, self._early = self._early, None
@@ -302,7 +335,9 @@ class FrontEnd:
         self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
         if self._wake is not None:
             self._wake.reset()
-        utterance_id = f"{self._ctx.session_id}-{next(self._ids):04d}"
+        utterance_id = self._utterance_id
+        if self._early_transcriber is not None:
+            self._early_transcriber.utterance_ended(utterance_id)
         self._outbox.event(
             EventType.SPEECH_END,
             utterance_id,

@@ -182,6 +182,8 @@ class LanguageStage:
             emit=round(emit_ms, 3),
             total=round(total_ms, 2),
             speech_end_to_emit=round(item.utterance.hangover_ms + total_ms, 2),
+            early=item.early_wait_ms is not None,
+            early_wait=round(item.early_wait_ms or 0.0, 2),
         )
 
 

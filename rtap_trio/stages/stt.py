@@ -63,6 +63,7 @@ class SttStage:
         try:
             started = now()
             result, preprocess_ms = await self._early_result(utterance)
+            early_wait_ms = (now() - started) * 1000 if result is not None else None
             if result is None:
                 audio = await trio.to_thread.run_sync(
                     prepare_for_stt, utterance.samples, self._sample_rate, self._preprocess
@@ -96,6 +97,7 @@ class SttStage:
                     stt=result,
                     waited_ms=(started - utterance.endpointed_at) * 1000,
                     preprocess_ms=preprocess_ms,
+                    early_wait_ms=early_wait_ms,
                 )
             )
             done = True

@@ -58,6 +58,7 @@ class EventType(enum.StrEnum):
     SESSION_ENDED = "session_ended"
     SESSION_FAILED = "session_failed"
     STATE_RESET = "state_reset"
+    TRANSCRIPT_PARTIAL = "transcript_partial"
     FRAMES_DROPPED = "frames_dropped"
 
 
@@ -98,6 +99,10 @@ class LatencyBreakdown(BaseModel):
         0.0,
         description="end of the last voiced frame to emit, hangover included: what a speaker waits",
     )
+    early: bool = Field(
+        False, description="transcribed early, in the trailing silence (stt ran during endpoint)"
+    )
+    early_wait: float = Field(0.0, description="after the endpoint, waiting for that early result")
 
 
 class TranscriptMessage(_Message):

@@ -1,10 +1,11 @@
-"""Early transcription and sentence-aware endpointing (issue 11, parts 1, 2 and 5).
+"""Early and partial transcripts, sentence-aware endpointing (issue 11, parts 1, 2, 3 and 5).
 
 Real engines on generated speech at real-time pace, where timing is the point.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import trio
 from rtap_trio.audio.file import FileSource, load_audio
 from rtap_trio.errors import SttSkippedError
 from rtap_trio.settings import SttSettings, VadSettings
-from rtap_trio.stages.early import SentenceState, sentence_state
+from rtap_trio.stages.partials import LocalAgreement
+from rtap_trio.stages.sentence import SentenceState, sentence_state
 from rtap_trio.stages.vad import Endpointer, SpeechEnded
 from rtap_trio.stt.whispercpp import WhisperCppBackend
 from rtap_trio.textmetrics import word_error_rate
@@ -40,6 +42,24 @@ pytestmark = pytest.mark.timeout(240)
 )
 def test_what_the_early_words_say_about_the_sentence(text: str, state: SentenceState) -> None:
     assert sentence_state(text) is state
+
+
+def test_stable_words_need_two_partials_and_are_never_retracted() -> None:
+    agreement = LocalAgreement()
+    first = agreement.update("Turn on")
+    assert (first.stable, first.unstable) == ("", "Turn on")
+    second = agreement.update("Turn on the lights in")
+    assert (second.stable, second.newly_stable, second.unstable) == (
+        "Turn on",
+        "Turn on",
+        "the lights in",
+    )
+    # A later partial that hears the start differently changes nothing stable.
+    third = agreement.update("Turn off the light in the kitchen")
+    assert third.stable.startswith("Turn on") and third.stable_words >= 2
+    assert third.text.startswith("Turn on")
+    fourth = agreement.update("turn off, the light in the kitchen.")  # case, punctuation: agreed
+    assert fourth.stable == "Turn on the light in the kitchen."  # as the latest partial spells it
 
 
 def test_a_pause_hangover_holds_for_that_pause_only() -> None:
@@ -116,3 +136,38 @@ async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
         assert backend.statistics().speculative_skipped == 2
     finally:
         await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows(
+    speech: dict[str, Any],
+) -> None:
+    name = "en_no_wake.wav"  # 3 s of speech: several partials at pc2's 500 ms
+    settings = service_settings(
+        "pc2", **{"wakeword.enabled": False, "audio.realtime": True, "stt.partials": True}
+    )
+    source = FileSource(
+        Path(speech["dir"]) / name,
+        frame_samples=settings.audio.frame_samples,
+        realtime=True,
+        trailing_silence_ms=1000,
+    )
+    run = await run_service(settings, source, expected_transcripts=1)
+    (final,) = run.transcripts
+    partials = [
+        e
+        for e in run.events
+        if e.type.value == "transcript_partial" and e.utterance_id == final.utterance_id
+    ]
+    print([(p.data["stable"], p.data["unstable"]) for p in partials])
+    assert len(partials) >= 2
+    assert all(p.emitted_at <= final.emitted_at for p in partials)
+    stables = [p.data["stable"] for p in partials]
+    for before, after in itertools.pairwise(stables):
+        assert after.startswith(before)  # never retracted
+    assert partials[-1].data["stable_words"] >= 1
+    started = next(e for e in run.events if e.type.value == "speech_start")
+    assert started.utterance_id == final.utterance_id  # named at its start
+    # The time to the first partial, reported, not asserted (a busy machine).
+    print(f"first partial {partials[0].emitted_at - started.emitted_at:.2f} s after speech start")
+    assert word_error_rate(speech["by_file"][name]["utterances"][0]["text"], final.text) <= 0.25

@@ -1,0 +1,181 @@
+"""Speculative transcription of an open utterance: early transcripts and partial ones.
+
+The hangover (600 ms of silence before an utterance ends) is dead time for
+the speaker. When the front-end has seen ``vad.early_ms`` of it, it hands the
+utterance so far to this session's :class:`SpeculativeTranscriber`, which
+transcribes it *early*: if the silence then holds, the utterance ends with
+exactly that audio and this result is its transcript (nothing is transcribed
+twice); if speech resumes, it is cancelled and forgotten. While the person
+still speaks, the front-end also hands it the audio so far every
+``stt.partial_interval_ms``: a *partial* transcript, published as a
+``transcript_partial`` event with its stable prefix (LocalAgreement-2).
+
+All of it is speculative work on the shared backend: after every final, on
+an engine free at once (else skipped), given up when a final needs the
+engine. One job runs at a time per session; an early request replaces a
+partial one, which it outranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import SttSkippedError, SttTimeoutError
+from ..items import EarlyTranscript, Samples, SttResult
+from ..session import SessionContext
+from ..settings import PreprocessSettings, SttSettings
+from ..stt import SttBackend
+from ..telemetry import now
+from ..transport.schemas import EventType
+from .partials import LocalAgreement
+from .preprocess import prepare_for_stt
+
+__all__ = ["SpeculativeTranscriber"]
+
+
+@dataclass
+class _PartialJob:
+    utterance_id: str
+    samples: Samples
+    audio_end_s: float
+    language: str | None
+
+
+class SpeculativeTranscriber:
+    """One session's early and partial transcriptions, one at a time."""
+
+    def __init__(
+        self,
+        ctx: SessionContext,
+        *,
+        backend: SttBackend,
+        stt: SttSettings,
+        preprocess: PreprocessSettings,
+        sample_rate: int,
+    ) -> None:
+        self._ctx = ctx
+        self._backend = backend
+        self._budget_s = stt.budget_ms / 1000
+        self._preprocess = preprocess
+        self._sample_rate = sample_rate
+        self._pending: EarlyTranscript | _PartialJob | None = None
+        self._running: tuple[EarlyTranscript | _PartialJob, trio.CancelScope] | None = None
+        self._wakeup = trio.Event()
+        self._outcomes = ctx.metrics.early_transcriptions
+        self._partials_made = ctx.metrics.partial_transcripts
+        #: the utterance partials are being made for, and their agreement so far
+        self._open: tuple[str, LocalAgreement] | None = None
+
+    # ------------------------------------------------------------------ requests
+
+    def start(
+        self, last_voiced_frame: int, samples: Samples, language: str | None
+    ) -> EarlyTranscript:
+        """Transcribe this audio early, in place of anything asked before. Never blocks."""
+        self.cancel()
+        early = EarlyTranscript(last_voiced_frame, samples, language)
+        self._pending = early
+        self._wakeup.set()
+        return early
+
+    def partial(
+        self, utterance_id: str, samples: Samples, audio_end_s: float, language: str | None
+    ) -> bool:
+        """Transcribe the audio so far for a partial transcript, if nothing else is
+        asked or running; whether it was taken."""
+        if self._pending is not None or self._running is not None:
+            return False
+        if self._open is None or self._open[0] != utterance_id:
+            self._open = (utterance_id, LocalAgreement())
+        self._pending = _PartialJob(utterance_id, samples, audio_end_s, language)
+        self._wakeup.set()
+        return True
+
+    def cancel(self) -> None:
+        """Speech resumed (or the front-end restarted): the early transcript is
+        forgotten, and whatever runs is aborted."""
+        for job in (self._pending, self._running[0] if self._running else None):
+            if isinstance(job, EarlyTranscript) and not job.done.is_set():
+                job.cancelled = True
+                job.done.set()
+        self._pending = None
+        if self._running is not None:
+            self._running[1].cancel()
+
+    def utterance_ended(self, utterance_id: str) -> None:
+        """No more partials for it: a late one is dropped; the final follows."""
+        if self._open is not None and self._open[0] == utterance_id:
+            self._open = None
+        if isinstance(self._pending, _PartialJob):
+            self._pending = None
+        if self._running is not None and isinstance(self._running[0], _PartialJob):
+            self._running[1].cancel()
+
+    # ------------------------------------------------------------------ work
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            job, self._pending = self._pending, None
+            if job is None or (isinstance(job, EarlyTranscript) and job.done.is_set()):
+                continue
+            with trio.CancelScope() as scope:
+                self._running = (job, scope)
+                try:
+                    if isinstance(job, EarlyTranscript):
+                        await self._early(job)
+                    else:
+                        await self._partial(job)
+                finally:
+                    self._running = None
+            if isinstance(job, EarlyTranscript):
+                if scope.cancelled_caught:
+                    self._outcomes.labels("cancelled").inc()
+                job.done.set()
+
+    async def _transcribe(
+        self, samples: Samples, language: str | None
+    ) -> tuple[SttResult | None, float, str]:
+        """(result or None, preprocessing ms, outcome)."""
+        started = now()
+        audio = await trio.to_thread.run_sync(
+            prepare_for_stt, samples, self._sample_rate, self._preprocess
+        )
+        preprocess_ms = (now() - started) * 1000
+        try:
+            result = await self._backend.transcribe(
+                audio, budget_s=self._budget_s, language=language, speculative=True
+            )
+        except SttSkippedError:
+            return None, preprocess_ms, "skipped"
+        except SttTimeoutError:
+            return None, preprocess_ms, "timeout"
+        return result, preprocess_ms, "done"
+
+    async def _early(self, early: EarlyTranscript) -> None:
+        early.result, early.preprocess_ms, outcome = await self._transcribe(
+            early.samples, early.language
+        )
+        self._outcomes.labels(outcome).inc()
+
+    async def _partial(self, job: _PartialJob) -> None:
+        result, _, _ = await self._transcribe(job.samples, job.language)
+        if result is None or not result.text:
+            return
+        if self._open is None or self._open[0] != job.utterance_id:
+            return  # the utterance ended while this was transcribed: the final says it
+        partial = self._open[1].update(result.text)
+        self._partials_made.inc()
+        self._ctx.outbox.event(
+            EventType.TRANSCRIPT_PARTIAL,
+            job.utterance_id,
+            text=partial.text,
+            stable=partial.stable,
+            unstable=partial.unstable,
+            stable_words=partial.stable_words,
+            newly_stable=partial.newly_stable,
+            audio_end_s=job.audio_end_s,
+        )
