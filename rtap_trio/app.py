@@ -41,6 +41,7 @@ from .transport.outbox import Outbox
 from .transport.schemas import EventType, Stream
 from .transport.websocket import WebSocketServer
 from .transport.zmq import ZmqPublisher
+from .vad import load_vad
 
 __all__ = ["BoundPorts", "Service", "is_loopback"]
 
@@ -421,12 +422,17 @@ class Service:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load, "stt", lambda: load_backend(settings.stt))
             nursery.start_soon(load, "analyzer", lambda: LanguageAnalyzer.load(settings.language))
+            nursery.start_soon(
+                load,
+                "vad",
+                lambda: trio.to_thread.run_sync(load_vad, settings.vad, settings.audio.sample_rate),
+            )
             if source is not None:
                 nursery.start_soon(source.open)
         log.info("engines loaded in {:.2f}s", time.perf_counter() - started)
         stt = results["stt"]
         self.metrics.stt_device_fallback.set(1 if stt.device_fallback else 0)
-        return Engines(stt=stt, analyzer=results["analyzer"]), source
+        return Engines(stt=stt, analyzer=results["analyzer"], vad=results["vad"]), source
 
     async def _watch_signals(self) -> None:
         log = logger.bind(component="service")

@@ -19,6 +19,7 @@ import trio
 import yaml
 
 from . import __version__
+from .bench.sections import SECTIONS
 from .errors import ConfigError, RTAPError, find_error, only_errors
 from .settings import Settings, load_settings, load_yaml_value
 from .transport.outbox import Subscription
@@ -139,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="benchmarks: front-end, latency, STT vs faster-whisper, throughput, memory",
+        help="benchmarks: front-end, latency, STT vs faster-whisper, VAD, throughput, memory",
         description="Measure front-end cost, end-of-speech latency to a ZeroMQ subscriber, STT "
-        "time against faster-whisper, replay throughput, peak RSS and WebSocket fan-out; "
+        "time against faster-whisper, webrtcvad against Silero VAD in noise, replay "
+        "throughput, peak RSS, WebSocket fan-out and concurrent sessions; "
         "bench.json + bench.md into --out.",
     )
     _profile_args(bench)
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         action="append",
-        choices=("frontend", "stt_ab", "throughput", "latency", "memory", "fanout", "concurrency"),
+        choices=SECTIONS,
         help="run only this section (repeatable)",
     )
 

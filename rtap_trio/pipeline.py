@@ -28,6 +28,7 @@ from .stages.wakeword import WakeWordDetector
 from .stt import SttBackend
 from .supervisor import Supervisor
 from .transport.schemas import EventType
+from .vad import VadEngine
 
 __all__ = ["Engines", "PipelineStatistics", "SessionPipeline"]
 
@@ -40,6 +41,7 @@ class Engines:
 
     stt: SttBackend
     analyzer: LanguageAnalyzer
+    vad: VadEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class SessionPipeline:
             listen_timeout_ms=wakeword.listen_timeout_ms,
             budget_ms=settings.pipeline.frontend_budget_ms,
             wake=self.wake,
+            voice=engines.vad.stream(settings.vad),
             frames=frames_receive,
             utterances=utterances_send,
             language=language,

@@ -113,7 +113,14 @@ class WakewordSettings(_Section):
 
 
 class VadSettings(_Section):
-    aggressiveness: int = Field(2, ge=0, le=3)
+    # webrtcvad (a GMM, microseconds per frame) or Silero VAD (a small network
+    # on onnxruntime, ~0.09 ms per 20 ms frame, +50 MB of runtime); compared
+    # at 20/10/0 dB SNR in docs/performance.md.
+    engine: Literal["webrtc", "silero"] = "webrtc"
+    aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad 0..3")
+    silero_threshold: float = Field(
+        0.5, ge=0.05, le=0.95, description="Silero speech probability that starts speech"
+    )
     speech_start_frames: int = Field(3, ge=1, le=50)
     hangover_ms: int = Field(600, ge=60, le=5000)
     max_utterance_ms: int = Field(15_000, ge=500, le=30_000)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import trio
 
 from rtap_trio.audio.file import load_audio
@@ -16,20 +17,25 @@ from rtap_trio.stages.wakeword import WakeWordDetector
 from rtap_trio.telemetry import Metrics
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import EventMessage, EventType, Stream
+from rtap_trio.vad import load_vad
 
 from .support import service_settings
 
+#: Both voice activity engines must pass every front-end test.
+ENGINES = pytest.mark.parametrize("engine", ["webrtc", "silero"])
+
 
 def run_frontend(
-    samples: np.ndarray, **overrides: Any
+    samples: np.ndarray, engine: str = "webrtc", **overrides: Any
 ) -> tuple[list[Utterance], list[EventMessage], SessionStateMachine, FrontEnd]:
-    settings = service_settings("pc2", **overrides)
+    settings = service_settings("pc2", **{"vad.engine": engine, **overrides})
     outbox, metrics = Outbox(), Metrics()
     events = outbox.subscribe("test", (Stream.EVENTS,), 10_000)
     ctx = SessionContext.create("s", "test", outbox, metrics)
     session = ctx.state
     wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
-    frontend = FrontEnd.detached(ctx, settings, wake=wake)
+    voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
+    frontend = FrontEnd.detached(ctx, settings, wake=wake, voice=voice)
     n = settings.audio.frame_samples
     padded = np.zeros(-(-samples.size // n) * n, dtype=np.int16)
     padded[: samples.size] = samples
@@ -56,11 +62,13 @@ def fixture_audio(speech: dict[str, Any], name: str) -> tuple[np.ndarray, dict[s
     return load_audio(Path(speech["dir"]) / name, 16000), entry
 
 
+@ENGINES
 def test_wake_word_then_command_gives_one_utterance_after_the_wake_word(
     speech: dict[str, Any],
+    engine: str,
 ) -> None:
     audio, entry = fixture_audio(speech, "computer_garage.wav")
-    utterances, events, session, frontend = run_frontend(audio)
+    utterances, events, session, frontend = run_frontend(audio, engine)
     assert len(utterances) == 1
     utterance = utterances[0]
     assert utterance.wake_word == "computer"
@@ -78,7 +86,8 @@ def test_wake_word_then_command_gives_one_utterance_after_the_wake_word(
     assert (stats.wake_words, stats.utterances, stats.discarded) == (1, 1, 0)
 
 
-def test_wake_word_then_silence_times_out_back_to_idle(speech: dict[str, Any]) -> None:
+@ENGINES
+def test_wake_word_then_silence_times_out_back_to_idle(speech: dict[str, Any], engine: str) -> None:
     audio, entry = fixture_audio(speech, "jarvis_lights.wav")
     # Keep the wake word and the pause after it (on the fixture's noise floor),
     # then only the same faint hiss: no command follows.
@@ -87,6 +96,7 @@ def test_wake_word_then_silence_times_out_back_to_idle(speech: dict[str, Any]) -
     quiet = (rng.standard_normal(16000 * 3) * 24).astype(np.int16)
     utterances, events, session, _ = run_frontend(
         np.concatenate([audio[:cut], quiet]),
+        engine,
         **{"wakeword.keywords": ["jarvis"], "wakeword.listen_timeout_ms": 2000},
     )
     assert utterances == []
@@ -95,9 +105,12 @@ def test_wake_word_then_silence_times_out_back_to_idle(speech: dict[str, Any]) -
     assert session.state is PipelineState.IDLE
 
 
-def test_without_wake_word_vad_alone_opens_each_utterance(speech: dict[str, Any]) -> None:
+@ENGINES
+def test_without_wake_word_vad_alone_opens_each_utterance(
+    speech: dict[str, Any], engine: str
+) -> None:
     audio, entry = fixture_audio(speech, "two_utterances.wav")
-    utterances, _, _, _ = run_frontend(audio, **{"wakeword.enabled": False})
+    utterances, _, _, _ = run_frontend(audio, engine, **{"wakeword.enabled": False})
     # Each turn is "wake word, pause, command": without wake word detection the
     # spoken wake word is speech too, and the 0.3 s pause is shorter than the
     # hangover, so each turn is one utterance.
@@ -108,8 +121,9 @@ def test_without_wake_word_vad_alone_opens_each_utterance(speech: dict[str, Any]
     assert utterances[1].start_s <= second["speech_start_s"] <= utterances[1].end_s
 
 
-def test_noise_alone_opens_nothing(speech: dict[str, Any]) -> None:
+@ENGINES
+def test_noise_alone_opens_nothing(speech: dict[str, Any], engine: str) -> None:
     audio, _ = fixture_audio(speech, "noise_only.wav")
-    utterances, _, session, frontend = run_frontend(audio, **{"wakeword.enabled": False})
+    utterances, _, session, frontend = run_frontend(audio, engine, **{"wakeword.enabled": False})
     assert utterances == [] and session.state is PipelineState.IDLE
     assert frontend.statistics().frames == -(-audio.size // 320)

@@ -102,11 +102,22 @@ SPEECH_FIXTURES = [
 ]
 
 
+#: Every fixture with webrtcvad (the default); Silero VAD on a wake word turn,
+#: two turns, a command without one and another language.
+CASES = [(name, "webrtc") for name in SPEECH_FIXTURES] + [
+    (name, "silero")
+    for name in ("computer_garage.wav", "two_utterances.wav", "en_no_wake.wav", "de_kino.wav")
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SPEECH_FIXTURES)
-async def test_fixture_through_the_service(speech: dict[str, Any], name: str) -> None:
+@pytest.mark.parametrize(("name", "engine"), CASES)
+async def test_fixture_through_the_service(speech: dict[str, Any], name: str, engine: str) -> None:
     entry = speech["by_file"][name]
     settings = settings_for(entry)
+    settings = settings.model_copy(
+        update={"vad": settings.vad.model_copy(update={"engine": engine})}
+    )
     source = FileSource(
         Path(speech["dir"]) / name,
         frame_samples=settings.audio.frame_samples,

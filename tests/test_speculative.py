@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from rtap_trio.audio.file import FileSource, load_audio
 from rtap_trio.errors import SttSkippedError
@@ -19,6 +20,7 @@ from rtap_trio.settings import SttSettings, VadSettings
 from rtap_trio.stages.partials import LocalAgreement
 from rtap_trio.stages.sentence import SentenceState, sentence_state
 from rtap_trio.stages.vad import Endpointer, SpeechEnded
+from rtap_trio.stt import FinalsForeseen
 from rtap_trio.stt.whispercpp import WhisperCppBackend
 from rtap_trio.textmetrics import word_error_rate
 
@@ -136,6 +138,56 @@ async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
         assert backend.statistics().speculative_skipped == 2
     finally:
         await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_partials_make_way_for_early_work_and_for_foreseen_finals() -> None:
+    backend = await WhisperCppBackend.load(SttSettings(model_name="tiny.en", warmup=False))
+    try:
+        speech = load_audio(Path("rtap_trio/audio/data/demo.wav"), 16000)
+        long = np.tile(speech.astype(np.float32) / 32768, 5)
+        short = speech.astype(np.float32) / 32768
+        outcome: dict[str, Any] = {}
+
+        async def partial() -> None:
+            try:
+                await backend.transcribe(long, speculative=True, partial=True)
+                outcome["partial"] = "finished"
+            except SttSkippedError as exc:
+                outcome["partial"] = exc.reason
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial)
+            await trio.sleep(0.2)  # the partial holds the only engine
+            # Early work (likely the final's answer) takes the engine from it.
+            early = await backend.transcribe(short, speculative=True)
+        assert outcome["partial"] == "preempted by early work"
+        assert "weather" in early.text.lower()
+        # A session in a pause foresees a final: no partial starts meanwhile.
+        token = backend.foreseen.announce()
+        with pytest.raises(SttSkippedError, match="a final is due"):
+            await backend.transcribe(short, speculative=True, partial=True)
+        backend.foreseen.withdraw(token)
+        assert backend.foreseen.due == 0
+        result = await backend.transcribe(short, speculative=True, partial=True)
+        assert "weather" in result.text.lower()
+    finally:
+        await backend.aclose()
+
+
+async def test_a_foreseen_final_lingers_then_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    foreseen = FinalsForeseen()
+    pausing = foreseen.announce(for_s=10.0)
+    ended = foreseen.announce()
+    foreseen.withdraw(ended, after_s=0.1)  # its final is about to ask for an engine
+    assert foreseen.due == 2
+    await trio.sleep(0.2)
+    assert foreseen.due == 1
+    await trio.sleep(10.0)  # a withdrawal that never came does not mute partials forever
+    assert foreseen.due == 0
+    foreseen.withdraw(pausing)  # late: harmless
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from ..stages.frontend import FrontEnd
 from ..stages.wakeword import WakeWordDetector
 from ..telemetry import Metrics
 from ..transport.outbox import Outbox
+from ..vad import load_vad
 from .common import summarize
 
 __all__ = ["measure_frontend"]
@@ -32,7 +33,8 @@ class _Harness:
         ctx = SessionContext.create("bench", "bench", Outbox(), Metrics())
         self.session = ctx.state
         self.wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
-        self.frontend = FrontEnd.detached(ctx, settings, wake=self.wake)
+        voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
+        self.frontend = FrontEnd.detached(ctx, settings, wake=self.wake, voice=voice)
         self.index = 0
         self.utterances = 0
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psutil
 import trio
 import zmq
@@ -173,7 +174,43 @@ async def measure_latency_ab(settings: Settings, audio: Samples, limit_s: float)
     on["same_words_wer"] = round(
         word_error_rate(" ".join(without["texts"]), " ".join(on["texts"])), 4
     )
+    on["peer"] = await trio.to_thread.run_sync(_peer_policy, settings, audio, without)
     return on
+
+
+def _peer_policy(settings: Settings, audio: Samples, without: dict[str, Any]) -> dict[str, Any]:
+    """What speaches, WhisperLive and RealtimeSTT (without early transcription) do:
+    a fixed silence, then faster-whisper (int8, the same weights) on the utterance.
+
+    Each utterance the service cut is transcribed by faster-whisper; its latency
+    is the same hangover plus that STT time (no pipeline or transport counted,
+    which flatters the peer).
+    """
+    from ..stages.preprocess import prepare_for_stt
+    from .stt_ab import _faster_whisper_status, _FasterWhisper, ct2_model_dir
+
+    stt = settings.stt
+    status = _faster_whisper_status(stt.model_name)
+    if status is not None:
+        return {"status": "skipped", "reason": status}
+    language = "en" if stt.language == "en" or stt.model_name.endswith(".en") else None
+    model = _FasterWhisper(
+        ct2_model_dir(stt.model_name, stt.model_cache_dir), "int8", stt.n_threads, language
+    )
+    model.transcribe(np.zeros(16000, dtype=np.float32))  # warm-up, as whisper.cpp's
+    rate = settings.audio.sample_rate
+    totals = []
+    for row in without["per_utterance"]:
+        clip = audio[round(row["audio_start_s"] * rate) : round(row["audio_end_s"] * rate)]
+        prepared = prepare_for_stt(clip, rate, settings.preprocess)
+        started = time.perf_counter()
+        model.transcribe(prepared)
+        totals.append(settings.vad.hangover_ms + (time.perf_counter() - started) * 1000)
+    return {
+        "status": "ok",
+        "policy": f"{settings.vad.hangover_ms} ms of silence, then faster-whisper int8",
+        "ms": summarize(totals, 2),
+    }
 
 
 def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> dict[str, Any]:
@@ -206,7 +243,9 @@ def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> 
         row["unattributed"] = (
             0.0 if row["early"] else total - sum(row[name] for name in (*_PARTS, "transport"))
         )
-        row["audio_s"] = float(message["audio_end_s"]) - float(message["audio_start_s"])
+        row["audio_start_s"] = float(message["audio_start_s"])
+        row["audio_end_s"] = float(message["audio_end_s"])
+        row["audio_s"] = row["audio_end_s"] - row["audio_start_s"]
         rows.append(row)
     keys = ("total", "overhead", *_PARTS, "transport", "unattributed")
     partials = _partials(receiver, source)

@@ -34,12 +34,12 @@ from .fanout import measure_fanout
 from .frontend import measure_frontend
 from .latency import measure_latency_ab
 from .memory import measure_service_rss
+from .sections import SECTIONS
 from .stt_ab import measure_stt_ab
 from .throughput import measure_throughput
+from .vad import measure_vad
 
 __all__ = ["SECTIONS", "BenchOptions", "run_bench"]
-
-SECTIONS = ("frontend", "stt_ab", "throughput", "latency", "memory", "fanout", "concurrency")
 
 
 @dataclass
@@ -123,6 +123,7 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
             concatenate(short if quick else speech[:6], 1.5),
             60 if quick else 240,
         ),
+        "vad": lambda: measure_vad(settings, quick=quick),
         "memory": memory,
         "fanout": lambda: trio.run(measure_fanout, 100, 10 if quick else 50, 0.02),
         # Real English speech per session (the corpus, else the fixtures); quick: the

@@ -144,15 +144,20 @@ class _RealtimeOptions(SessionOptions):
 
     hangover_ms: int | None = None
     pre_roll_ms: int | None = None
+    #: Silero's speech probability threshold (webrtcvad has none to set)
+    threshold: float | None = None
 
     def apply(self, settings: Settings) -> Settings:
         # Explicit base call: zero-argument super() breaks in a slots dataclass.
         settings = SessionOptions.apply(self, settings)
-        vad: dict[str, int] = {}
+        vad: dict[str, float] = {}
         if self.hangover_ms is not None:
             vad["hangover_ms"] = self.hangover_ms
         if self.pre_roll_ms is not None:
             vad["pre_roll_ms"] = self.pre_roll_ms
+        if self.threshold is not None:
+            # Silero's own bounds: 0 would call silence speech, 1 nothing.
+            vad["silero_threshold"] = min(max(self.threshold, 0.05), 0.95)
         if not vad:
             return settings
         return settings.model_copy(update={"vad": settings.vad.model_copy(update=vad)})
@@ -162,7 +167,8 @@ class _RealtimeOptions(SessionOptions):
 class _TurnDetection:
     silence_duration_ms: int
     prefix_padding_ms: int
-    #: accepted and echoed; webrtcvad has no threshold to set
+    #: Silero's threshold when vad.engine is silero; accepted and echoed for
+    #: webrtcvad, which has none
     threshold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,7 +194,7 @@ class _Config:
         td = self.turn_detection
         if td is None:
             return (None,)
-        return (td.silence_duration_ms, td.prefix_padding_ms, self.language)
+        return (td.silence_duration_ms, td.prefix_padding_ms, td.threshold, self.language)
 
     def options(self) -> _RealtimeOptions:
         td = self.turn_detection
@@ -197,6 +203,7 @@ class _Config:
             language=self.language,
             hangover_ms=td.silence_duration_ms if td else None,
             pre_roll_ms=td.prefix_padding_ms if td else None,
+            threshold=td.threshold if td else None,
         )
 
     def transcription(self) -> dict[str, Any]:

@@ -201,6 +201,7 @@ async def evaluate_async(
     from ..stages.language import LanguageAnalyzer
     from ..stages.wakeword import builtin_keywords
     from ..stt import load_backend
+    from ..vad import load_vad
 
     started = time.perf_counter()
     user = {**_DEFAULTS, **(overrides or {})}
@@ -237,7 +238,9 @@ async def evaluate_async(
     stt = await load_backend(settings.stt)
     try:
         analyzer = await LanguageAnalyzer.load(settings.language)
-        engines = Engines(stt=stt, analyzer=analyzer)
+        engines = Engines(
+            stt=stt, analyzer=analyzer, vad=load_vad(settings.vad, settings.audio.sample_rate)
+        )
         english_only = stt.english_only
         files = []
         for ref in runnable:

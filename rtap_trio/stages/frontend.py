@@ -21,9 +21,10 @@ from ..session import SessionContext
 from ..settings import AudioSettings, Settings, VadSettings
 from ..telemetry import now
 from ..transport.schemas import EventType
+from ..vad.base import VoiceActivity
 from .sentence import SentenceState, sentence_state
 from .speculative import SpeculativeTranscriber
-from .vad import Endpointer, SpeechEnded, SpeechStarted, VoiceActivityDetector
+from .vad import Endpointer, SpeechEnded, SpeechStarted
 from .wakeword import WakeWordDetection, WakeWordDetector
 
 __all__ = ["FrontEnd", "FrontEndStatistics"]
@@ -31,6 +32,9 @@ __all__ = ["FrontEnd", "FrontEndStatistics"]
 # Speech after the last voiced frame that is kept: word endings fade below the
 # VAD threshold before they are inaudible.
 _TAIL_MS = 200
+#: After an utterance ends, partials stay held back this long: the hand-over
+#: to the STT stage and its preprocessing (~1-2 ms) before the final's request.
+_FINAL_HANDOVER_S = 0.1
 
 
 class _Mode(enum.Enum):
@@ -58,6 +62,7 @@ class FrontEnd:
         listen_timeout_ms: int,
         budget_ms: float,
         wake: WakeWordDetector | None,
+        voice: VoiceActivity,
         frames: trio.MemoryReceiveChannel[AudioFrame],
         utterances: PolicySendChannel[Utterance],
         language: str | None = None,
@@ -76,7 +81,7 @@ class FrontEnd:
         self._frame_s = audio.frame_ms / 1000
         self._frame_samples = audio.frame_samples
         self._wake = wake
-        self._vad = VoiceActivityDetector(vad.aggressiveness, audio.sample_rate)
+        self._vad = voice
         self._endpointer = Endpointer(vad, audio.frame_ms)
         self._ring = RingBuffer(audio.ring_buffer_size_ms // audio.frame_ms, audio.frame_samples)
         self._pre_roll = vad.pre_roll_ms // audio.frame_ms
@@ -123,7 +128,12 @@ class FrontEnd:
 
     @classmethod
     def detached(
-        cls, ctx: SessionContext, settings: Settings, *, wake: WakeWordDetector | None
+        cls,
+        ctx: SessionContext,
+        settings: Settings,
+        *,
+        wake: WakeWordDetector | None,
+        voice: VoiceActivity,
     ) -> FrontEnd:
         """A front-end driven frame by frame through :meth:`process`, not :meth:`run`.
 
@@ -138,6 +148,7 @@ class FrontEnd:
             listen_timeout_ms=settings.wakeword.listen_timeout_ms,
             budget_ms=settings.pipeline.frontend_budget_ms,
             wake=wake if settings.wakeword.enabled else None,
+            voice=voice,
             frames=frames,
             utterances=utterances,
         )
@@ -154,6 +165,7 @@ class FrontEnd:
             self._wake.reset()
         if self._early_transcriber is not None:
             self._early_transcriber.cancel()
+            self._early_transcriber.pause_ended()
         self._early = None
         self._pause_judged = False
 
@@ -176,9 +188,9 @@ class FrontEnd:
         index = self._ring.append(frame.samples, frame.index)
         self._last_index = index
         utterance = None
-        # webrtcvad adapts to the background as it goes, and a cold one calls
-        # the first ~80 ms speech: it hears every frame, so that it is warm
-        # when a wake word hands over to it.
+        # The detector adapts to the background as it goes (a cold webrtcvad
+        # calls the first ~80 ms speech; Silero carries a recurrent state): it
+        # hears every frame, so that it is warm when a wake word hands over.
         voiced = self._vad.is_speech(frame.samples)
         vad_done = now()
         self._vad_time.observe(vad_done - started)
@@ -276,12 +288,15 @@ class FrontEnd:
         silence = self._endpointer.silence_frames
         early = self._early
         if silence == 0:
+            self._early_transcriber.pause_ended()
             if early is not None:  # speech resumed: the early transcript is stale
                 self._early_transcriber.cancel()
                 self._early = None
             if self._partial_frames and self._last_index >= self._next_partial:
                 self._request_partial()
             return
+        if silence == self._early_frames:
+            self._early_transcriber.pause_began()
         if not self._early_on:
             return
         if silence == self._early_frames and early is None:
@@ -338,6 +353,8 @@ class FrontEnd:
         utterance_id = self._utterance_id
         if self._early_transcriber is not None:
             self._early_transcriber.utterance_ended(utterance_id)
+            # Until the final has asked for an engine (preprocessing takes ~1 ms).
+            self._early_transcriber.pause_ended(after_s=_FINAL_HANDOVER_S)
         self._outbox.event(
             EventType.SPEECH_END,
             utterance_id,

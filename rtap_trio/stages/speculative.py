@@ -13,7 +13,9 @@ still speaks, the front-end also hands it the audio so far every
 All of it is speculative work on the shared backend: after every final, on
 an engine free at once (else skipped), given up when a final needs the
 engine. One job runs at a time per session; an early request replaces a
-partial one, which it outranks.
+partial one, which it outranks. A pause long enough for early work is
+announced to the backend (:meth:`pause_began`): no session starts a partial
+while a final is that near.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from .partials import LocalAgreement
 from .preprocess import prepare_for_stt
 
 __all__ = ["SpeculativeTranscriber"]
+
+_PAUSE_LIMIT_S = 10.0
 
 
 @dataclass
@@ -67,6 +71,8 @@ class SpeculativeTranscriber:
         self._partials_made = ctx.metrics.partial_transcripts
         #: the utterance partials are being made for, and their agreement so far
         self._open: tuple[str, LocalAgreement] | None = None
+        #: this session's announced pause (a final foreseen), if any
+        self._foreseen: int | None = None
 
     # ------------------------------------------------------------------ requests
 
@@ -93,6 +99,20 @@ class SpeculativeTranscriber:
         self._wakeup.set()
         return True
 
+    def pause_began(self) -> None:
+        """The speaker paused: a final may follow within a hangover."""
+        if self._foreseen is None:
+            # A pause ends an utterance within vad.max_hangover_ms (10 s at
+            # most): the bound keeps a lost withdrawal from muting partials.
+            self._foreseen = self._backend.foreseen.announce(for_s=_PAUSE_LIMIT_S)
+
+    def pause_ended(self, after_s: float = 0.0) -> None:
+        """Speech resumed, or (``after_s``) the utterance ended and its final is
+        about to ask for an engine."""
+        if self._foreseen is not None:
+            self._backend.foreseen.withdraw(self._foreseen, after_s)
+            self._foreseen = None
+
     def cancel(self) -> None:
         """Speech resumed (or the front-end restarted): the early transcript is
         forgotten, and whatever runs is aborted."""
@@ -116,6 +136,12 @@ class SpeculativeTranscriber:
     # ------------------------------------------------------------------ work
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.pause_ended()
+
+    async def _serve(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
@@ -137,7 +163,7 @@ class SpeculativeTranscriber:
                 job.done.set()
 
     async def _transcribe(
-        self, samples: Samples, language: str | None
+        self, samples: Samples, language: str | None, *, partial: bool = False
     ) -> tuple[SttResult | None, float, str]:
         """(result or None, preprocessing ms, outcome)."""
         started = now()
@@ -147,7 +173,11 @@ class SpeculativeTranscriber:
         preprocess_ms = (now() - started) * 1000
         try:
             result = await self._backend.transcribe(
-                audio, budget_s=self._budget_s, language=language, speculative=True
+                audio,
+                budget_s=self._budget_s,
+                language=language,
+                speculative=True,
+                partial=partial,
             )
         except SttSkippedError:
             return None, preprocess_ms, "skipped"
@@ -162,7 +192,7 @@ class SpeculativeTranscriber:
         self._outcomes.labels(outcome).inc()
 
     async def _partial(self, job: _PartialJob) -> None:
-        result, _, _ = await self._transcribe(job.samples, job.language)
+        result, _, _ = await self._transcribe(job.samples, job.language, partial=True)
         if result is None or not result.text:
             return
         if self._open is None or self._open[0] != job.utterance_id:

@@ -1,26 +1,13 @@
-"""Voice activity (webrtcvad) and the endpointer that turns it into utterances."""
+"""The endpointer: voice activity decisions, frame by frame, into utterances."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import webrtcvad
-
-from ..items import EndReason, Samples
+from ..items import EndReason
 from ..settings import VadSettings
 
-__all__ = ["Endpointer", "SpeechEnded", "SpeechStarted", "VoiceActivityDetector"]
-
-
-class VoiceActivityDetector:
-    """webrtcvad on one frame at a time. Frames must be 10, 20 or 30 ms."""
-
-    def __init__(self, aggressiveness: int, sample_rate: int) -> None:
-        self._vad = webrtcvad.Vad(aggressiveness)
-        self._sample_rate = sample_rate
-
-    def is_speech(self, samples: Samples) -> bool:
-        return bool(self._vad.is_speech(samples.tobytes(), self._sample_rate))
+__all__ = ["Endpointer", "SpeechEnded", "SpeechStarted"]
 
 
 @dataclass(frozen=True, slots=True)

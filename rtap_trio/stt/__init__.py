@@ -8,10 +8,11 @@ implementation today; a remote backend would be another.
 from __future__ import annotations
 
 from ..settings import SttSettings
-from .base import SttBackend, SttStatistics
+from .base import FinalsForeseen, SttBackend, SttStatistics
 from .scheduling import PriorityLimiter, PriorityLimiterStatistics
 
 __all__ = [
+    "FinalsForeseen",
     "PriorityLimiter",
     "PriorityLimiterStatistics",
     "SttBackend",

@@ -11,11 +11,54 @@ wait for a free engine is not part of it, but is reported in the result).
 from __future__ import annotations
 
 import abc
+import itertools
+import math
 from dataclasses import dataclass
+
+import trio
 
 from ..items import Float32, SttResult
 
-__all__ = ["SttBackend", "SttStatistics"]
+__all__ = ["FinalsForeseen", "SttBackend", "SttStatistics"]
+
+
+class FinalsForeseen:
+    """Final transcriptions on their way: sessions whose speaker has paused long
+    enough that the utterance may end within a hangover.
+
+    Partial transcripts do not start while one is foreseen. A final that finds a
+    partial on the engine preempts it, but whisper.cpp notices an abort only
+    between its encoder and decoder passes: measured here with tiny.en on 6-10 s
+    of audio, 170-260 ms after an abort early in the encoder; base takes ~4x
+    that. Not starting the partial is what keeps the final from waiting.
+    Used from the trio thread only.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[int, float] = {}
+        self._ids = itertools.count()
+
+    def announce(self, for_s: float = math.inf) -> int:
+        """A final is foreseen until :meth:`withdraw` (at most ``for_s``); its token."""
+        token = next(self._ids)
+        self._until[token] = trio.current_time() + for_s
+        return token
+
+    def withdraw(self, token: int, after_s: float = 0.0) -> None:
+        """No longer foreseen (speech resumed), or only for ``after_s`` more (the
+        utterance ended and its final is about to ask for an engine)."""
+        if after_s > 0:
+            self._until[token] = trio.current_time() + after_s
+        else:
+            self._until.pop(token, None)
+
+    @property
+    def due(self) -> int:
+        """How many finals are foreseen now."""
+        clock = trio.current_time()
+        for token in [t for t, until in self._until.items() if until <= clock]:
+            del self._until[token]
+        return len(self._until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +89,8 @@ class SttBackend(abc.ABC):
     device: str
     #: it runs elsewhere than the settings asked (a GPU that is not there)
     device_fallback: bool
+    #: sessions announce their pauses here; partial transcripts make way
+    foreseen: FinalsForeseen
 
     @abc.abstractmethod
     async def transcribe(
@@ -56,6 +101,7 @@ class SttBackend(abc.ABC):
         budget_s: float | None = None,
         language: str | None = None,
         speculative: bool = False,
+        partial: bool = False,
     ) -> SttResult:
         """Transcribe 16 kHz mono float32 audio.
 
@@ -67,7 +113,9 @@ class SttBackend(abc.ABC):
         ``speculative`` work (early and partial transcripts) comes after every
         final: it runs only on an engine free at once, and gives it up (aborted)
         when a final needs it; either way it raises
-        :class:`~rtap_trio.errors.SttSkippedError`.
+        :class:`~rtap_trio.errors.SttSkippedError`. ``partial`` speculative work
+        (a partial transcript) ranks lowest of all: it does not start while a
+        final is foreseen (:attr:`foreseen`), and early work preempts it too.
         """
 
     def language_name(self, code: str) -> str:

@@ -10,8 +10,10 @@ aborted through whisper.cpp's abort callback, so the engine is free again at onc
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import trio
@@ -20,7 +22,7 @@ from loguru import logger
 from ...errors import SttSkippedError, SttTimeoutError
 from ...items import Float32, SttResult
 from ...settings import SttSettings
-from ..base import SttBackend, SttStatistics
+from ..base import FinalsForeseen, SttBackend, SttStatistics
 from ..scheduling import PriorityLimiter
 from .direct import whisper_language_name
 from .engine import WhisperEngine
@@ -35,6 +37,15 @@ T = TypeVar("T")
 
 def _now() -> float:
     return trio.current_time()
+
+
+@dataclass(eq=False)
+class _Speculation:
+    """One speculative transcription on an engine."""
+
+    partial: bool
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    preempted_by: str = ""
 
 
 class WhisperCppBackend(SttBackend):
@@ -54,8 +65,9 @@ class WhisperCppBackend(SttBackend):
         self._transcriptions = 0
         self._timeouts = 0
         self._skipped = 0
-        #: cancel scopes of the speculative transcriptions running now, oldest first
-        self._speculative: list[trio.CancelScope] = []
+        self.foreseen = FinalsForeseen()
+        #: the speculative transcriptions running now, oldest first
+        self._speculative: list[_Speculation] = []
 
     @property
     def engines(self) -> tuple[WhisperEngine, ...]:
@@ -106,41 +118,68 @@ class WhisperCppBackend(SttBackend):
         budget_s: float | None = None,
         language: str | None = None,
         speculative: bool = False,
+        partial: bool = False,
     ) -> SttResult:
-        if speculative:
-            return await self._speculate(audio, budget_s, language)
+        if speculative or partial:
+            return await self._speculate(audio, budget_s, language, partial)
         asked = _now()
         if self._limiter.statistics().borrowed_tokens >= len(self._engines):
             # A final waits only for finals: speculative work gives its engine up.
-            self._preempt_one()
+            self._preempt_one(partials_only=False)
         async with self._limiter.borrow(priority):
             return await self._run(audio, budget_s, language, asked)
 
     async def _speculate(
-        self, audio: Float32, budget_s: float | None, language: str | None
+        self, audio: Float32, budget_s: float | None, language: str | None, partial: bool
     ) -> SttResult:
         asked = _now()
+        if partial and self.foreseen.due:
+            self._skipped += 1
+            raise SttSkippedError("a final is due")
         try:
             with self._limiter.borrow_nowait():
-                scope = trio.CancelScope()
-                self._speculative.append(scope)
-                try:
-                    with scope:
-                        return await self._run(audio, budget_s, language, asked)
-                finally:
-                    self._speculative.remove(scope)
-                # Only a preemption ends the scope without a result.
-                self._skipped += 1
-                raise SttSkippedError("preempted by a final")
+                return await self._speculative_run(audio, budget_s, language, partial, asked)
         except trio.WouldBlock:
+            pass
+        # Early work (its result is likely the final) takes an engine from a
+        # partial; it waits for that abort, never for a final.
+        if partial or self._limiter.waiting or not self._preempt_one(partials_only=True):
             self._skipped += 1
-            raise SttSkippedError("every engine is busy") from None
+            raise SttSkippedError("every engine is busy")
+        async with self._limiter.borrow(math.inf):
+            return await self._speculative_run(audio, budget_s, language, partial, asked)
 
-    def _preempt_one(self) -> None:
-        for scope in self._speculative:
-            if not scope.cancel_called:
-                scope.cancel()  # its engine stops at the next abort check
-                return
+    async def _speculative_run(
+        self,
+        audio: Float32,
+        budget_s: float | None,
+        language: str | None,
+        partial: bool,
+        asked: float,
+    ) -> SttResult:
+        speculation = _Speculation(partial)
+        self._speculative.append(speculation)
+        try:
+            with speculation.scope:
+                return await self._run(audio, budget_s, language, asked)
+        finally:
+            self._speculative.remove(speculation)
+        # Only a preemption ends the scope without a result.
+        self._skipped += 1
+        raise SttSkippedError(speculation.preempted_by)
+
+    def _preempt_one(self, *, partials_only: bool) -> bool:
+        """Abort one speculative transcription, a partial one first; whether any was."""
+        running = [s for s in self._speculative if not s.scope.cancel_called]
+        running.sort(key=lambda s: not s.partial)  # partials first, then oldest first
+        for speculation in running:
+            if speculation.partial or not partials_only:
+                speculation.preempted_by = (
+                    "preempted by early work" if partials_only else "preempted by a final"
+                )
+                speculation.scope.cancel()  # its engine stops at the next abort check
+                return True
+        return False
 
     async def _run(
         self, audio: Float32, budget_s: float | None, language: str | None, asked: float
