@@ -13,7 +13,6 @@ on a signal; with ``--source none`` it serves network sessions until a signal.
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import threading
 import time
@@ -25,18 +24,21 @@ import trio
 import zmq
 from loguru import logger
 
+from .access import AccessPolicy
 from .audio import AudioSource, source_from_settings
+from .console import console_routes
 from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint, WyomingServer, openai_routes
 from .errors import PortInUseError, RestartsExhaustedError, find_error
 from .pipeline import Engines
 from .session import PipelineState
 from .sessions import EndReason, FaultHook, Session, SessionManager, new_session_id
-from .settings import Settings
+from .settings import Settings, is_loopback
 from .stages.language import LanguageAnalyzer
 from .stt import load_backend
 from .stt.whispercpp import ABORT_WAIT_S
 from .supervisor import RestartPolicy, Supervisor
 from .telemetry import Metrics, count_trio_tasks, serve_telemetry
+from .transport.catchup import ZmqCatchup
 from .transport.outbox import Outbox
 from .transport.schemas import EventType, Stream
 from .transport.websocket import WebSocketServer
@@ -46,16 +48,6 @@ from .vad import load_vad
 __all__ = ["BoundPorts", "Service", "is_loopback"]
 
 _T = TypeVar("_T")
-
-
-def is_loopback(address: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
 
 
 #: Time the emitters get, after the sessions have drained, to send what is queued.
@@ -71,11 +63,13 @@ class BoundPorts:
     websocket: int | None = None
     telemetry: int | None = None
     wyoming: int | None = None
+    zmq_catchup: int | None = None
 
     def as_dict(self) -> dict[str, int | None]:
         return {
             "zmq_events": self.zmq_events,
             "zmq_transcripts": self.zmq_transcripts,
+            "zmq_catchup": self.zmq_catchup,
             "websocket": self.websocket,
             "telemetry": self.telemetry,
             "wyoming": self.wyoming,
@@ -111,7 +105,10 @@ class Service:
         #: names the service on its own events (service_started, ...) and in logs
         self.service_id = service_id or new_session_id()
         self.metrics = Metrics()
-        self.outbox = Outbox(on_drop=lambda name: self.metrics.messages_dropped.labels(name).inc())
+        self.outbox = Outbox(
+            on_drop=lambda name: self.metrics.messages_dropped.labels(name).inc(),
+            history=settings.output.catchup_size,
+        )
         self._events = self.outbox.session(self.service_id)
         self.supervisor = Supervisor(
             RestartPolicy.from_settings(settings.supervisor),
@@ -153,11 +150,9 @@ class Service:
                 if self._handle_signals:
                     servers.start_soon(self._watch_signals)
                 if settings.telemetry.enabled:
-                    routes = (
-                        openai_routes(settings, self._serving_sessions)
-                        if settings.openai.enabled
-                        else []
-                    )
+                    routes = console_routes(self._console_config, self.outbox, self.service_id)
+                    if settings.openai.enabled:
+                        routes += openai_routes(settings, self._serving_sessions)
                     self.ports.telemetry = await servers.start(
                         self._critical,
                         "telemetry",
@@ -166,6 +161,7 @@ class Service:
                             self.metrics,
                             self.health,
                             routes,
+                            policy=AccessPolicy(settings.security),
                             shutdown=self._http_shutdown,
                             task_status=task_status,
                         ),
@@ -179,6 +175,17 @@ class Service:
                     wyoming = WyomingServer(settings, self._serving_sessions, self.metrics)
                     self.ports.wyoming = await servers.start(self._critical, "wyoming", wyoming.run)
                 publishers = await self._retry_bind("zmq", self._bind_zmq)
+                if publishers and settings.output.zmq_catchup_port is not None:
+                    catchup = ZmqCatchup(
+                        self._zmq(),
+                        settings.output.bind_address,
+                        settings.output.zmq_catchup_port,
+                        self.outbox,
+                        self.service_id,
+                    )
+                    self.ports.zmq_catchup = await servers.start(
+                        self._critical, "zmq-catchup", catchup.run
+                    )
                 engines, source = await self._load(log)
                 self._engines = engines
                 sessions = self.sessions = SessionManager(
@@ -200,6 +207,8 @@ class Service:
                                 task_status, p.run(s)
                             ),
                         )
+                    if settings.output.heartbeat_interval_s > 0:
+                        emitters.start_soon(self._heartbeat, settings.output.heartbeat_interval_s)
                     with self._drain_scope:
                         async with trio.open_nursery() as local:
                             if source is not None:
@@ -312,6 +321,8 @@ class Service:
             settings.output,
             self.outbox,
             self.metrics,
+            security=settings.security,
+            service_id=self.service_id,
             send_budget_s=settings.pipeline.emit_budget_ms / 1000,
         )
         server.route(AUDIO_PATH, self._serve_audio)
@@ -352,24 +363,54 @@ class Service:
         )
 
     def _warn_if_exposed(self, log: Any) -> None:
-        exposed = sorted(
-            {
-                address
-                for address, enabled in (
-                    (self.settings.output.bind_address, self.settings.output.websocket_enabled),
-                    (self.settings.output.bind_address, self.settings.output.zmq_enabled),
-                    (self.settings.telemetry.bind_address, self.settings.telemetry.enabled),
-                )
-                if enabled and not is_loopback(address)
-            }
-        )
-        if exposed:
-            # Until the service has a token (the browser issue), say it loudly.
-            log.warning(
-                "listening on {} without authentication: anyone who can reach this "
-                "address can read transcripts and stream audio in",
-                ", ".join(exposed),
+        # The WebSocket and HTTP servers check the token (settings refuse an
+        # exposed address without one); ZeroMQ and Wyoming have no place for one.
+        output = self.settings.output
+        unauthenticated = [
+            what
+            for what, enabled in (
+                ("ZeroMQ", output.zmq_enabled),
+                ("Wyoming", self.settings.wyoming.enabled),
             )
+            if enabled
+        ]
+        if unauthenticated and not is_loopback(output.bind_address):
+            log.warning(
+                "{} on {} without authentication (the protocol has none): anyone who can "
+                "reach this address can read transcripts{}; firewall it to the hosts that need it",
+                " and ".join(unauthenticated),
+                output.bind_address,
+                " and stream audio in" if self.settings.wyoming.enabled else "",
+            )
+
+    def _console_config(self) -> dict[str, Any]:
+        """What the console page needs to connect: ports as bound."""
+        return {
+            "service_id": self.service_id,
+            "profile": self.settings.environment,
+            "websocket_port": self.ports.websocket,
+            "audio_path": AUDIO_PATH,
+            "token_required": self.settings.security.token is not None,
+            "heartbeat_interval_s": self.settings.output.heartbeat_interval_s,
+            "sample_rate": 16_000,
+            "wake_word": self.settings.wakeword.enabled,
+        }
+
+    async def _heartbeat(self, interval_s: float) -> None:
+        """A ``heartbeat`` event every ``interval_s`` until the stop begins: a
+        subscriber (the standby, an agent, the console) that stops hearing it
+        knows the service is gone even when nobody speaks."""
+        started = trio.current_time()
+        while not self._stopped.is_set():
+            sessions = self.sessions.statistics() if self.sessions is not None else []
+            self._events.event(
+                EventType.HEARTBEAT,
+                uptime_s=round(trio.current_time() - started, 1),
+                sessions=len(sessions),
+                next_seq=self.outbox.statistics().published,
+            )
+            with trio.move_on_after(interval_s):
+                await self._stopped.wait()
 
     def stop(self) -> None:
         """Begin a graceful stop: capture ends, in-flight work drains within the grace period."""
@@ -391,8 +432,7 @@ class Service:
         if not out.zmq_enabled:
             return []
         await trio.lowlevel.checkpoint()
-        if self._zmq_context is None:
-            self._zmq_context = zmq.Context()
+        context = self._zmq()
         for publisher, _ in self._publishers:  # a retry: bind both again
             publisher.close()
         self._publishers = []
@@ -400,13 +440,16 @@ class Service:
             ("events", out.zmq_pub_port_events, Stream.EVENTS),
             ("transcripts", out.zmq_pub_port_transcripts, Stream.TRANSCRIPTS),
         ):
-            publisher = ZmqPublisher(
-                self._zmq_context, what, out.bind_address, port, out.zmq_send_hwm
-            )
+            publisher = ZmqPublisher(context, what, out.bind_address, port, out.zmq_send_hwm)
             self._publishers.append((publisher, stream))
         self.ports.zmq_events = self._publishers[0][0].port
         self.ports.zmq_transcripts = self._publishers[1][0].port
         return self._publishers
+
+    def _zmq(self) -> zmq.Context[zmq.Socket[bytes]]:
+        if self._zmq_context is None:
+            self._zmq_context = zmq.Context()
+        return self._zmq_context
 
     async def _load(self, log: Any) -> tuple[Engines, AudioSource | None]:
         """Models and the audio source, loaded side by side; any failure ends the start."""

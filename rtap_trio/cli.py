@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the service is imported by the commands that run it
 
 __all__ = ["main"]
 
-COMMANDS = ("run", "replay", "config", "models", "devices", "eval", "bench", "soak")
+COMMANDS = ("run", "replay", "config", "models", "devices", "eval", "bench", "soak", "schemas")
 
 
 def _profile_args(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _profile_args(config)
     config.add_argument("--format", choices=("yaml", "json"), default="yaml")
+
+    schemas = commands.add_parser(
+        "schemas",
+        help="write the JSON Schemas of every message (docs/schemas)",
+        description="Write one JSON Schema file per message type.",
+    )
+    schemas.add_argument("--out", type=Path, default=Path("docs/schemas"), help="folder")
 
     models = commands.add_parser(
         "models", help="convert or list Whisper models", description="Whisper model cache."
@@ -211,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": _cmd_eval,
         "bench": _cmd_bench,
         "soak": _cmd_soak,
+        "schemas": _cmd_schemas,
     }
     try:
         return handlers[args.command](args)
@@ -321,6 +329,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from .protocol import write_schemas
+
+    for path in write_schemas(args.out):
+        print(path)
     return 0
 
 

@@ -23,7 +23,14 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from .audio.framing import pace
 from .items import Float32
-from .transport.schemas import EventMessage, EventType, TranscriptMessage, parse_message
+from .transport.schemas import (
+    EventMessage,
+    EventType,
+    LevelMessage,
+    TranscriptMessage,
+    WatcherNotice,
+    parse_message,
+)
 
 __all__ = ["AudioSessionClient", "encode_audio", "open_audio_session"]
 
@@ -95,6 +102,8 @@ class AudioSessionClient:
         try:
             while True:
                 message = parse_message(await self.ws.get_message())
+                if isinstance(message, LevelMessage | WatcherNotice):  # not for audio sessions
+                    continue
                 self.messages.append(message)
                 if isinstance(message, TranscriptMessage) and message.utterance_id:
                     self.arrived_at[message.utterance_id] = trio.current_time()
@@ -127,10 +136,12 @@ async def open_audio_session(
     sample_rate: int = 16_000,
     encoding: str = "pcm_s16le",
     channels: int = 1,
+    token: str | None = None,
     **options: Any,
 ) -> AsyncIterator[AudioSessionClient]:
-    """Connect, send the start message (``options``: wake_word, keywords, language), and
-    yield once the server has said ``session_started`` (or closed)."""
+    """Connect (with ``token`` when the service has one), send the start message
+    (``options``: wake_word, keywords, language), and yield once the server has
+    said ``session_started`` (or closed)."""
     start = {
         "type": "start",
         "sample_rate": sample_rate,
@@ -138,7 +149,9 @@ async def open_audio_session(
         "channels": channels,
         **options,
     }
-    async with open_websocket_url(f"ws://{host}:{port}/v1/audio") as ws:
+    # A header, not the query: it stays out of proxies' access logs.
+    headers = [(b"Authorization", f"Bearer {token}".encode())] if token else None
+    async with open_websocket_url(f"ws://{host}:{port}/v1/audio", extra_headers=headers) as ws:
         client = AudioSessionClient(ws, sample_rate, encoding, channels)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._receive)

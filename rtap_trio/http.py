@@ -6,12 +6,18 @@ module only runs them, with limits on what a client may send: headers, how
 long a read may take, how long an idle keep-alive connection is kept.
 Hypercorn answers HEAD like GET without the body, and its errors go to the
 standard library's logging, which the service routes into its JSON logs.
+
+Paths under ``/v1/`` and ``/api/`` (speech and transcripts) pass the
+:class:`~rtap_trio.access.AccessPolicy` first; ``/health``, ``/metrics`` and
+the console's files do not.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -19,9 +25,13 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from .access import AccessPolicy
 from .errors import PortInUseError, find_error
 
-__all__ = ["MAX_HEADER_BYTES", "serve_http"]
+__all__ = ["MAX_HEADER_BYTES", "PROTECTED_PREFIXES", "serve_http"]
+
+#: Paths that carry speech or transcripts: the access policy applies.
+PROTECTED_PREFIXES = ("/v1/", "/api/")
 
 #: Request line plus headers; more gets a 431 from hypercorn.
 MAX_HEADER_BYTES = 16_384
@@ -30,6 +40,41 @@ _READ_TIMEOUT_S = 30.0
 _KEEP_ALIVE_S = 5.0
 #: Requests in flight when the server stops get this long to finish.
 _GRACEFUL_S = 1.0
+
+
+_Scope = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class _Guarded:
+    """ASGI middleware: the access policy before any protected route."""
+
+    def __init__(self, app: _App, policy: AccessPolicy) -> None:
+        self._app = app
+        self._policy = policy
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith(PROTECTED_PREFIXES):
+            refusal = self._policy.check(scope["headers"], scope["query_string"].decode("latin-1"))
+            if refusal is not None:
+                if scope["type"] == "websocket":
+                    # Closing before accepting is refused by the server with 403.
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = json.dumps(
+                    {"error": {"message": refusal.reason, "type": "invalid_request_error"}}
+                ).encode()
+                headers = [(b"content-type", b"application/json")]
+                if refusal.status == 401:
+                    headers.append((b"www-authenticate", b"Bearer"))
+                await send(
+                    {"type": "http.response.start", "status": refusal.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self._app(scope, receive, send)
 
 
 def _bind(host: str, port: int) -> str:
@@ -42,6 +87,7 @@ async def serve_http(
     port: int,
     routes: Sequence[BaseRoute],
     *,
+    policy: AccessPolicy | None = None,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -57,7 +103,9 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
-    app = Starlette(routes=list(routes))
+    app: _App = Starlette(routes=list(routes))
+    if policy is not None:
+        app = _Guarded(app, policy)
 
     async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
         await serve(

@@ -13,6 +13,7 @@ line naming the file (or variable), the key path and the reason.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -20,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -32,12 +41,14 @@ __all__ = [
     "OutputSettings",
     "PipelineSettings",
     "PreprocessSettings",
+    "SecuritySettings",
     "SessionsSettings",
     "Settings",
     "SttSettings",
     "SupervisorSettings",
     "TelemetrySettings",
     "VadSettings",
+    "is_loopback",
     "WakewordSettings",
     "WyomingSettings",
     "load_settings",
@@ -261,6 +272,15 @@ class OutputSettings(_Section):
     websocket_client_queue: int = Field(256, ge=1, le=100_000)
     websocket_max_clients: int = Field(200, ge=1, le=10_000)
     websocket_max_message_bytes: int = Field(65_536, ge=1024, le=16_777_216)
+    # A watcher that has lost this many messages (its queue full, oldest
+    # dropped) is disconnected with 1013: it reconnects and catches up instead.
+    websocket_client_max_dropped: int = Field(2_000, ge=1, le=10_000_000)
+    #: a ``heartbeat`` event this often (0: none); the standby and agents follow it
+    heartbeat_interval_s: float = Field(1.0, ge=0.0, le=3600.0)
+    # ROUTER socket answering "the transcripts after seq N" (0: any free port;
+    # None: off), from the last ``catchup_size`` transcripts kept in memory.
+    zmq_catchup_port: int | None = Field(6554, ge=0, le=65535)
+    catchup_size: int = Field(1_000, ge=1, le=1_000_000)
 
 
 class WyomingSettings(_Section):
@@ -282,6 +302,39 @@ class OpenAISettings(_Section):
     # POST /v1/audio/transcriptions and GET /v1/models: nothing runs until asked.
     enabled: bool = True
     max_file_bytes: int = Field(25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+
+class SecuritySettings(_Section):
+    """Who may connect to the WebSocket server, the console's API and the audio endpoints."""
+
+    # Required when output.bind_address or telemetry.bind_address is not a
+    # loopback address; when set, every client must present it (loopback ones
+    # too): ``Authorization: Bearer <token>`` or ``?token=<token>``.
+    token: SecretStr | None = None
+    # Browser origins (``scheme://host[:port]``) allowed besides loopback ones
+    # (http://127.0.0.1:*, http://localhost:*): a page from anywhere else is
+    # refused even with the token, so another site cannot use a browser's access.
+    allowed_origins: tuple[str, ...] = ()
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (try: openssl rand -hex 16)")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return tuple(origin.lower() for origin in value)
 
 
 class TelemetrySettings(_Section):
@@ -320,6 +373,22 @@ class Settings(BaseSettings):
     wyoming: WyomingSettings = WyomingSettings()
     openai: OpenAISettings = OpenAISettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    security: SecuritySettings = SecuritySettings()
+
+    @model_validator(mode="after")
+    def _exposed_needs_a_token(self) -> Settings:
+        if self.security.token is not None:
+            return self
+        for key, address, enabled in (
+            ("output.bind_address", self.output.bind_address, self.output.websocket_enabled),
+            ("telemetry.bind_address", self.telemetry.bind_address, self.telemetry.enabled),
+        ):
+            if enabled and not is_loopback(address):
+                raise ValueError(
+                    f"{key} is {address}, reachable from other machines, but security.token "
+                    "is not set: set it (RTAP_SECURITY__TOKEN) or bind 127.0.0.1"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -334,6 +403,17 @@ class Settings(BaseSettings):
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
 
 _SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 _SHORT_ENV = {
@@ -602,12 +682,13 @@ def _config_error(exc: ValidationError, origins: _Origins) -> ConfigError:
     errors = exc.errors()
     first = errors[0]
     loc = tuple(str(part) for part in first["loc"])
-    source = "defaults"
+    # A check across sections (a model validator) has no one key to blame.
+    source = "defaults" if loc else "settings"
     for size in range(len(loc), 0, -1):
         if loc[:size] in origins:
             source = origins[loc[:size]]
             break
-    reason = first["msg"]
+    reason = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         reason = "unknown key"
     elif "input" in first and not isinstance(first["input"], dict | list):

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .access import AccessPolicy
 from .http import serve_http
 from .settings import TelemetrySettings
 
@@ -259,6 +260,7 @@ async def serve_telemetry(
     health: HealthReport,
     routes: Sequence[BaseRoute] = (),
     *,
+    policy: AccessPolicy | None = None,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -274,6 +276,7 @@ async def serve_telemetry(
             settings.bind_address,
             settings.port,
             [*telemetry_routes(metrics, health), *routes],
+            policy=policy,
             shutdown=shutdown,
             task_status=task_status,
         )

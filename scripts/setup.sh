@@ -12,6 +12,7 @@ APT_PACKAGES=(
   alsa-utils
   espeak-ng       # test and demo speech (scripts/make_speech.py)
   sox
+  chromium        # the console's tests: a real headless browser (tests/browser.py)
 )
 
 missing=()

@@ -20,7 +20,11 @@ from rtap_trio.audio.base import AudioSource
 from rtap_trio.bench.common import ServicePorts, ZmqSubscriber
 from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
-from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
+from rtap_trio.transport.schemas import (
+    EventMessage,
+    TranscriptMessage,
+    parse_message,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +35,7 @@ def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
         "output.zmq_pub_port_events": 0,
         "output.zmq_pub_port_transcripts": 0,
         "output.websocket_port": 0,
+        "output.zmq_catchup_port": 0,
         "telemetry.port": 0,
         "audio.realtime": False,
         "audio.loop_demo": False,
@@ -77,7 +82,9 @@ async def websocket_collect(
         connected.set()
         try:
             while True:
-                into.append(parse_message(await ws.get_message()))
+                message = parse_message(await ws.get_message())
+                if isinstance(message, EventMessage | TranscriptMessage):  # not notices
+                    into.append(message)
         except ConnectionClosed:
             return
 
@@ -234,9 +241,13 @@ def assert_one_line_error(
 
 @contextlib.contextmanager
 def service_process(
-    *args: str, env: dict[str, str] | None = None, limit_s: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    limit_s: float = 120,
+    ports: ServicePorts | None = None,
 ) -> Iterator[ServicePorts]:
-    """``python -m rtap_trio ARGS`` on free ports, yielded once /health says ok.
+    """``python -m rtap_trio ARGS`` on free ports (or ``ports``), yielded once
+    /health says ok.
 
     Stopped with SIGTERM afterwards, as systemd would; it must exit 0.
     """
@@ -244,7 +255,7 @@ def service_process(
     import signal
     import time
 
-    ports = ServicePorts.free()
+    ports = ports or ServicePorts.free()
     process = subprocess.Popen(
         [sys.executable, "-m", "rtap_trio", *args],
         cwd=REPO,

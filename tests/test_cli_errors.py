@@ -18,7 +18,7 @@ from rtap_trio.bench.common import ServicePorts
 from .support import REPO, assert_one_line_error, rtap
 
 #: Every listening port 0 (any free one): these runs are about something else.
-EPHEMERAL_PORTS = ServicePorts(0, 0, 0, 0).env()
+EPHEMERAL_PORTS = ServicePorts(0, 0, 0, 0, 0).env()
 
 
 @pytest.fixture
@@ -31,6 +31,11 @@ def taken_port() -> Iterator[int]:
 
 def test_unknown_profile() -> None:
     assert_one_line_error(rtap("config", "--profile", "nope"), 2, "nope", "not found")
+
+
+def test_an_exposed_address_without_a_token_does_not_start() -> None:
+    result = rtap("--source", "none", env={**EPHEMERAL_PORTS, "RTAP_BIND_ADDRESS": "0.0.0.0"})
+    assert_one_line_error(result, 2, "output.bind_address is 0.0.0.0", "RTAP_SECURITY__TOKEN")
 
 
 def test_corrupt_wav(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def start_until_loading(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "rtap_trio", "--source", "demo", *args],
         cwd=REPO,
-        env={**os.environ, **ServicePorts(0, 0, 0, 0).env()},
+        env={**os.environ, **ServicePorts(0, 0, 0, 0, 0).env()},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

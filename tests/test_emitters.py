@@ -10,7 +10,13 @@ from rtap_trio.settings import OutputSettings
 from rtap_trio.supervisor import RestartPolicy, Supervisor
 from rtap_trio.telemetry import Metrics
 from rtap_trio.transport.outbox import Outbox
-from rtap_trio.transport.schemas import EventMessage, EventType, Stream, parse_message
+from rtap_trio.transport.schemas import (
+    EventMessage,
+    EventType,
+    Stream,
+    WatcherNotice,
+    parse_message,
+)
 from rtap_trio.transport.websocket import WebSocketServer
 from rtap_trio.transport.zmq import ZmqPublisher
 
@@ -86,18 +92,32 @@ async def test_slow_websocket_client_loses_oldest_without_stalling_others() -> N
                 while emitter.clients < 2:
                     await trio.sleep(0.01)
 
+            # Each is greeted first: the service and where each stream stands.
+            for ws in (slow_ws, fast_ws):
+                hello = parse_message(await ws.get_message())
+                assert isinstance(hello, WatcherNotice) and hello.type == "hello"
+                assert hello.next_seq == {"events": 0, "transcripts": 0, "levels": 0}
             # Lockstep with the fast client while the slow one reads nothing:
             # the fast one still gets every message.
             with trio.fail_after(30):
                 for _ in range(500):
                     outbox.event(EventType.STATE_CHANGED, "s1", blob=blob)
-                    fast.append(parse_message(await fast_ws.get_message()).seq)
+                    message = parse_message(await fast_ws.get_message())
+                    assert isinstance(message, EventMessage)
+                    fast.append(message.seq)
             # The slow client reads only now: it gets what fits in its queue,
-            # newest last, and the loss is counted.
+            # newest last, told how many were lost before the first after a gap.
             slow: list[int] = []
+            told = 0
             with trio.fail_after(30):
                 while not slow or slow[-1] != 499:
-                    slow.append(parse_message(await slow_ws.get_message()).seq)
+                    message = parse_message(await slow_ws.get_message())
+                    if isinstance(message, WatcherNotice):
+                        assert message.type == "messages_dropped" and message.count
+                        told += message.count
+                    else:
+                        assert isinstance(message, EventMessage)
+                        slow.append(message.seq)
         emitter.close()
     assert fast == list(range(500))
     assert slow[-1] == 499 and len(slow) < 500
@@ -108,7 +128,7 @@ async def test_slow_websocket_client_loses_oldest_without_stalling_others() -> N
         for sample in metric.samples
         if sample.name == "rtap_messages_dropped_total"
     )
-    assert dropped == 500 - len(slow)
+    assert dropped == 500 - len(slow) == told
 
 
 async def test_websocket_client_that_stops_reading_is_disconnected_after_the_emit_budget() -> None:

@@ -41,7 +41,7 @@ def test_sequence_numbers_count_per_stream() -> None:
     assert [e.seq for e in events] + [more.seq] == [0, 1, 2, 3]
     assert transcript.seq == 0
     assert transcript.schema_version == SCHEMA_VERSION
-    assert outbox.statistics().published == {"events": 4, "transcripts": 1}
+    assert outbox.statistics().published == {"events": 4, "transcripts": 1, "levels": 0}
 
 
 async def test_subscribers_get_their_streams_serialised_once() -> None:

@@ -237,16 +237,29 @@ async def test_zmq_peer_announcing_a_huge_frame_is_cut_off_without_memory_growth
         context.term()
 
 
-@pytest.mark.timeout(60)
-async def test_binding_off_loopback_is_said_loudly() -> None:
-    from loguru import logger
-
-    from rtap_trio.app import Service, is_loopback
+def test_binding_off_loopback_without_a_token_is_a_configuration_error() -> None:
+    from rtap_trio.app import is_loopback
+    from rtap_trio.errors import ConfigError
 
     from .support import service_settings
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    for key in ("output.bind_address", "telemetry.bind_address"):
+        with pytest.raises(ConfigError, match=f"{key} is 0.0.0.0.*security.token is not set"):
+            service_settings("pc2", **{key: "0.0.0.0"})
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        service_settings("pc2", **{"security.token": "short"})
+
+
+@pytest.mark.timeout(60)
+async def test_binding_off_loopback_with_a_token_says_what_has_no_authentication() -> None:
+    from loguru import logger
+
+    from rtap_trio.app import Service
+
+    from .support import service_settings
+
     warnings: list[str] = []
     sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING", format="{message}")
     try:
@@ -256,6 +269,7 @@ async def test_binding_off_loopback_is_said_loudly() -> None:
                 "audio.source": "none",
                 "output.bind_address": "0.0.0.0",
                 "telemetry.bind_address": "0.0.0.0",
+                "security.token": "0123456789abcdef0123",
             },
         )
         service = Service(settings, handle_signals=False)
@@ -264,4 +278,4 @@ async def test_binding_off_loopback_is_said_loudly() -> None:
             service.stop()
     finally:
         logger.remove(sink)
-    assert any("0.0.0.0 without authentication" in w for w in warnings), warnings
+    assert any("ZeroMQ on 0.0.0.0 without authentication" in w for w in warnings), warnings

@@ -217,10 +217,11 @@ class ServicePorts:
     transcripts: int
     websocket: int
     telemetry: int
+    catchup: int
 
     @classmethod
     def free(cls) -> ServicePorts:
-        sockets = [socket.socket() for _ in range(4)]
+        sockets = [socket.socket() for _ in range(5)]
         try:
             for sock in sockets:
                 sock.bind(("127.0.0.1", 0))
@@ -235,6 +236,7 @@ class ServicePorts:
             "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(self.transcripts),
             "RTAP_OUTPUT__WEBSOCKET_PORT": str(self.websocket),
             "RTAP_TELEMETRY__PORT": str(self.telemetry),
+            "RTAP_OUTPUT__ZMQ_CATCHUP_PORT": str(self.catchup),
         }
 
 

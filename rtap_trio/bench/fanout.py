@@ -33,13 +33,15 @@ __all__ = ["measure_fanout"]
 async def _client(
     port: int, delays: list[float], counts: list[int], slot: int, connected: trio.Semaphore
 ) -> None:
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/?topics=transcripts") as ws:
         connected.release()
         try:
             while True:
-                message = await ws.get_message()
+                message = json.loads(await ws.get_message())
                 received = time.time()
-                delays.append(received - json.loads(message)["emitted_at"])
+                if message["kind"] != "transcript":  # the server's hello notice
+                    continue
+                delays.append(received - message["emitted_at"])
                 counts[slot] += 1
         except ConnectionClosed:
             return

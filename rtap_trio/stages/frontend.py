@@ -32,6 +32,11 @@ __all__ = ["FrontEnd", "FrontEndStatistics"]
 # Speech after the last voiced frame that is kept: word endings fade below the
 # VAD threshold before they are inaudible.
 _TAIL_MS = 200
+#: A level message per session this often, for the console's meter (10 a second
+#: looks continuous; each is ~200 bytes per watcher).
+_LEVEL_WINDOW_MS = 100
+#: Silence is -inf dBFS; a meter needs a floor (16-bit audio's noise is ~-96).
+_LEVEL_FLOOR_DBFS = -100.0
 #: After an utterance ends, partials stay held back this long: the hand-over
 #: to the STT stage and its preprocessing (~1-2 ms) before the final's request.
 _FINAL_HANDOVER_S = 0.1
@@ -50,6 +55,29 @@ class FrontEndStatistics:
     utterances: int
     discarded: int
     budget_exceeded: int
+
+
+@dataclass(slots=True)
+class _LevelWindow:
+    on: bool = False
+    frames: int = 0
+    samples: int = 0
+    square_sum: float = 0.0
+    peak: float = 0.0
+    voiced: int = 0
+
+    def add(self, samples: Samples, voiced: bool) -> None:
+        scaled = samples.astype(np.float32) * (1.0 / 32768.0)  # int16: full scale is 1.0
+        self.samples += len(scaled)
+        self.square_sum += float(np.dot(scaled, scaled))
+        self.peak = max(self.peak, float(np.max(np.abs(scaled))) if len(scaled) else 0.0)
+        self.voiced += voiced
+
+
+def _dbfs(amplitude: float) -> float:
+    if amplitude <= 0.0:
+        return _LEVEL_FLOOR_DBFS
+    return round(min(0.0, max(_LEVEL_FLOOR_DBFS, 20.0 * float(np.log10(amplitude)))), 1)
 
 
 class FrontEnd:
@@ -114,6 +142,8 @@ class FrontEnd:
         self._frames = frames
         self._utterances = utterances
         self._ids = itertools.count(1)
+        self._level_frames = max(1, _LEVEL_WINDOW_MS // audio.frame_ms)
+        self._level = _LevelWindow()
         # Bound metric children once: a labels() lookup per frame is waste.
         metrics = ctx.metrics
         self._wake_time = metrics.frontend_steps.wakeword
@@ -194,6 +224,7 @@ class FrontEnd:
         voiced = self._vad.is_speech(frame.samples)
         vad_done = now()
         self._vad_time.observe(vad_done - started)
+        self._measure_level(frame.samples, voiced)
         if self._mode is _Mode.WAIT_WAKE:
             assert self._wake is not None
             detection = self._wake.process(frame.samples, index)
@@ -223,6 +254,23 @@ class FrontEnd:
         """End of stream: an utterance still open is ended and kept."""
         decision = self._endpointer.flush(self._last_index)
         return self._on_speech_end(decision) if decision is not None else None
+
+    def _measure_level(self, samples: Samples, voiced: bool) -> None:
+        window = self._level
+        if window.on:
+            window.add(samples, voiced)
+        window.frames += 1
+        if window.frames < self._level_frames:
+            return
+        if window.on and window.samples:
+            self._outbox.level(
+                rms_dbfs=_dbfs((window.square_sum / window.samples) ** 0.5),
+                peak_dbfs=_dbfs(window.peak),
+                voiced=window.voiced / window.frames,
+                window_ms=window.frames * self._frame_ms,
+            )
+        # Measured only while someone watches: asked once a window, not per frame.
+        self._level = _LevelWindow(on=self._outbox.wants_levels)
 
     def _count_frame(self, started: float) -> None:
         self._stats["frames"] += 1

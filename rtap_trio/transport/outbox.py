@@ -5,12 +5,17 @@ next sequence number of its stream, serialises it once, and queues it to every
 subscriber of that stream (the ZeroMQ and WebSocket emitters, a replay printer,
 a test). Each subscriber has its own bounded channel that drops its oldest
 message when full, so one slow consumer never stalls the pipeline or the others.
+
+It also keeps the last ``history`` transcripts, so that a subscriber that was
+away (an agent reconnecting, the console after a restart of its page) can ask
+for what it missed by sequence number: ZeroMQ catch-up and ``/api/transcripts``.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +23,15 @@ from typing import Any
 import trio
 
 from ..buffers import FullPolicy, PolicySendChannel, open_channel
-from .schemas import EventMessage, EventType, Stream, TranscriptMessage
+from .schemas import (
+    CatchupReply,
+    CatchupRequest,
+    EventMessage,
+    EventType,
+    LevelMessage,
+    Stream,
+    TranscriptMessage,
+)
 
 __all__ = ["Outbox", "OutboxStatistics", "Published", "SessionOutbox", "Subscription"]
 
@@ -30,7 +43,7 @@ class Published:
     stream: Stream
     topic: str
     payload: bytes
-    message: EventMessage | TranscriptMessage
+    message: EventMessage | TranscriptMessage | LevelMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +57,9 @@ class OutboxStatistics:
 class _Subscriber:
     streams: frozenset[Stream]
     channel: PolicySendChannel[Published]
-    #: only this session's messages; None: every session's
-    session_id: str | None
+    #: only these sessions' messages; None: every session's
+    sessions: frozenset[str] | None
+    dropped: int = 0
 
 
 class Subscription:
@@ -60,6 +74,15 @@ class Subscription:
         self._outbox = outbox
         self._key = key
         self.receive = receive
+
+    @property
+    def dropped(self) -> int:
+        """Messages this subscriber lost because its queue was full (oldest first)."""
+        return self._outbox._dropped_by(self._key)
+
+    def update(self, streams: Iterable[Stream], sessions: Iterable[str] | None) -> None:
+        """From now on: these streams, of these sessions (None: all)."""
+        self._outbox._update(self._key, streams, sessions)
 
     def close(self) -> None:
         self._outbox._unsubscribe(self._key)
@@ -82,6 +105,7 @@ class Outbox:
         *,
         on_drop: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        history: int = 1000,
     ) -> None:
         self._seq = {stream: itertools.count() for stream in Stream}
         self._published = dict.fromkeys(Stream, 0)
@@ -91,6 +115,7 @@ class Outbox:
         self._clock = clock
         self._closed = False
         self._dropped = 0
+        self._history: deque[TranscriptMessage] = deque(maxlen=history)
 
     def subscribe(
         self,
@@ -99,9 +124,10 @@ class Outbox:
         max_buffer_size: int,
         *,
         session_id: str | None = None,
+        sessions: Iterable[str] | None = None,
     ) -> Subscription:
         """A new bounded channel that receives every later message of ``streams``
-        (of one session only, if ``session_id`` is given).
+        (of one session only, if ``session_id`` is given; of ``sessions``).
 
         After :meth:`close` the channel is closed at the sending end, so
         receiving ends once what is queued has been read.
@@ -110,15 +136,57 @@ class Outbox:
 
         def dropped(_: Published) -> None:
             self._dropped += 1
+            subscriber = self._subscribers.get(key)
+            if subscriber is not None:
+                subscriber.dropped += 1
             if self._on_drop is not None:
                 self._on_drop(name)
 
         send, receive = open_channel(name, max_buffer_size, FullPolicy.DROP_OLDEST, dropped)
+        if session_id is not None:
+            sessions = (session_id,)
         if self._closed:
             send.close()
         else:
-            self._subscribers[key] = _Subscriber(frozenset(streams), send, session_id)
+            self._subscribers[key] = _Subscriber(
+                frozenset(streams), send, frozenset(sessions) if sessions is not None else None
+            )
         return Subscription(self, key, receive)
+
+    def _dropped_by(self, key: int) -> int:
+        subscriber = self._subscribers.get(key)
+        return subscriber.dropped if subscriber is not None else 0
+
+    def _update(self, key: int, streams: Iterable[Stream], sessions: Iterable[str] | None) -> None:
+        subscriber = self._subscribers.get(key)
+        if subscriber is not None:
+            subscriber.streams = frozenset(streams)
+            subscriber.sessions = frozenset(sessions) if sessions is not None else None
+
+    def wants(self, stream: Stream, session_id: str) -> bool:
+        """Whether any subscriber would receive a message of ``stream`` from this session:
+        what is costly to produce (levels) is produced only then."""
+        return any(
+            stream in s.streams and (s.sessions is None or session_id in s.sessions)
+            for s in self._subscribers.values()
+        )
+
+    def catch_up(self, request: CatchupRequest, service_id: str) -> CatchupReply:
+        """The kept transcripts after ``request.after_seq``, and what is lost for good."""
+        kept = self._history
+        oldest = kept[0].seq if kept else -1
+        next_seq = self._published[Stream.TRANSCRIPTS]
+        after = request.after_seq
+        if after >= next_seq:  # a seq this service never gave: a restart or a bad client
+            after = -1
+        lost = max(0, oldest - after - 1) if kept else max(0, next_seq - after - 1)
+        return CatchupReply(
+            service_id=service_id,
+            transcripts=[m for m in kept if m.seq > after][: request.limit],
+            oldest_seq=oldest,
+            next_seq=next_seq,
+            lost=lost,
+        )
 
     def _unsubscribe(self, key: int) -> None:
         subscriber = self._subscribers.pop(key, None)
@@ -157,21 +225,37 @@ class Outbox:
             emitted_at=self._clock(),
             **fields,
         )
+        self._history.append(message)
         self._fan_out(Stream.TRANSCRIPTS, message.topic, message)
         return message
 
+    def level(self, session_id: str, *, session_seq: int = 0, **fields: Any) -> LevelMessage:
+        message = LevelMessage(
+            seq=next(self._seq[Stream.LEVELS]),
+            session_seq=session_seq,
+            session_id=session_id,
+            emitted_at=self._clock(),
+            **fields,
+        )
+        self._fan_out(Stream.LEVELS, message.topic, message)
+        return message
+
     def _fan_out(
-        self, stream: Stream, topic: str, message: EventMessage | TranscriptMessage
+        self,
+        stream: Stream,
+        topic: str,
+        message: EventMessage | TranscriptMessage | LevelMessage,
     ) -> None:
         self._published[stream] += 1
         if self._closed:
             return
-        item = Published(stream, topic, message.model_dump_json().encode(), message)
+        item: Published | None = None
         for subscriber in self._subscribers.values():
-            if stream in subscriber.streams and subscriber.session_id in (
-                None,
-                message.session_id,
+            if stream in subscriber.streams and (
+                subscriber.sessions is None or message.session_id in subscriber.sessions
             ):
+                if item is None:  # serialised once, and only if someone takes it
+                    item = Published(stream, topic, message.model_dump_json().encode(), message)
                 subscriber.channel.send_nowait(item)
 
     def close(self) -> None:
@@ -211,4 +295,13 @@ class SessionOutbox:
     def transcript(self, **fields: Any) -> TranscriptMessage:
         return self._outbox.transcript(
             session_id=self.session_id, session_seq=next(self._seq[Stream.TRANSCRIPTS]), **fields
+        )
+
+    @property
+    def wants_levels(self) -> bool:
+        return self._outbox.wants(Stream.LEVELS, self.session_id)
+
+    def level(self, **fields: Any) -> LevelMessage:
+        return self._outbox.level(
+            self.session_id, session_seq=next(self._seq[Stream.LEVELS]), **fields
         )

@@ -10,6 +10,10 @@ whole stream or in the one session it follows) and order replays.
 The ZeroMQ topic is the event type (or ``transcript``), a dot and the session
 id: a subscription to ``transcript`` still gets every transcript, and one to
 ``transcript.<session id>`` only that session's.
+
+A third stream, ``levels``, carries each session's input level ten times a
+second to WebSocket watchers that ask for it (the console's meters); it is not
+published on ZeroMQ, and nothing computes it while nobody watches.
 """
 
 from __future__ import annotations
@@ -21,9 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnyMessage",
     "EventMessage",
     "EventType",
     "LatencyBreakdown",
+    "CatchupReply",
+    "CatchupRequest",
+    "LevelMessage",
+    "SubscribeRequest",
+    "WatcherNotice",
     "Message",
     "Stream",
     "TranscriptMessage",
@@ -34,10 +44,12 @@ SCHEMA_VERSION: Final = 1
 
 
 class Stream(enum.StrEnum):
-    """The two streams, each with its own ZeroMQ port and sequence counter."""
+    """The streams, each with its own sequence counter (and ZeroMQ port, but levels)."""
 
     EVENTS = "events"
     TRANSCRIPTS = "transcripts"
+    #: input levels for meters: WebSocket watchers only
+    LEVELS = "levels"
 
 
 class EventType(enum.StrEnum):
@@ -60,6 +72,8 @@ class EventType(enum.StrEnum):
     STATE_RESET = "state_reset"
     TRANSCRIPT_PARTIAL = "transcript_partial"
     FRAMES_DROPPED = "frames_dropped"
+    #: every ``output.heartbeat_interval_s``: the service is alive (the standby follows it)
+    HEARTBEAT = "heartbeat"
 
 
 class _Message(BaseModel):
@@ -132,10 +146,81 @@ class TranscriptMessage(_Message):
         return f"transcript.{self.session_id}"
 
 
-Message = Annotated[EventMessage | TranscriptMessage, Field(discriminator="kind")]
-_MESSAGE_ADAPTER: TypeAdapter[EventMessage | TranscriptMessage] = TypeAdapter(Message)
+class LevelMessage(_Message):
+    """A session's input over the last ``window_ms``, for a meter."""
+
+    kind: Literal["level"] = "level"
+    rms_dbfs: float = Field(le=0.0, description="RMS level, dB relative to full scale")
+    peak_dbfs: float = Field(le=0.0)
+    voiced: float = Field(
+        ge=0.0, le=1.0, description="share of the window's frames VAD called speech"
+    )
+    window_ms: int = Field(gt=0)
+
+    @property
+    def topic(self) -> str:
+        return f"level.{self.session_id}"
 
 
-def parse_message(payload: bytes | str) -> EventMessage | TranscriptMessage:
+class WatcherNotice(BaseModel):
+    """What the WebSocket server tells a watching client about its own connection.
+
+    ``hello`` first (the service and where each stream stands), ``subscribed``
+    after a subscribe request, ``messages_dropped`` before the next message
+    once the client's queue has lost some (it reads too slowly).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["notice"] = "notice"
+    type: Literal["hello", "subscribed", "messages_dropped"]
+    service_id: str | None = None
+    topics: list[Stream] | None = None
+    sessions: list[str] | None = Field(None, description="null: every session")
+    next_seq: dict[str, int] | None = Field(
+        None, description="hello: the seq the next message of each stream will have"
+    )
+    count: int | None = Field(
+        None, ge=0, description="messages_dropped: lost since the last notice"
+    )
+    dropped_total: int | None = Field(None, ge=0)
+
+
+class SubscribeRequest(BaseModel):
+    """A watching client's one kind of message: what it wants from now on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["subscribe"]
+    topics: list[Stream] = Field(min_length=1, max_length=3)
+    sessions: list[str] | None = Field(None, max_length=256, description="null: every session")
+
+
+class CatchupRequest(BaseModel):
+    """Ask for the transcripts after ``after_seq`` (ZeroMQ catch-up, ``/api/transcripts``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_seq: int = Field(-1, ge=-1, description="the last seq the client has; -1: none")
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class CatchupReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service_id: str = Field(description="a different id than before: the service restarted")
+    transcripts: list[TranscriptMessage] = Field(description="oldest first, at most limit")
+    oldest_seq: int = Field(description="the oldest seq still kept (-1: none yet)")
+    next_seq: int = Field(description="the seq the next transcript will have")
+    lost: int = Field(ge=0, description="transcripts after after_seq no longer kept: gone for good")
+    error: str | None = None
+
+
+AnyMessage = EventMessage | TranscriptMessage | LevelMessage | WatcherNotice
+Message = Annotated[AnyMessage, Field(discriminator="kind")]
+_MESSAGE_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
+
+
+def parse_message(payload: bytes | str) -> AnyMessage:
     """Validate one JSON frame as received by a subscriber."""
     return _MESSAGE_ADAPTER.validate_json(payload)

@@ -1,10 +1,16 @@
 """WebSocket server: the service's messages to watchers, and routes for other handlers.
 
-Each watching client gets its own bounded outbox subscription (oldest message
-dropped when it falls behind, counted), so a slow browser never holds up the
-pipeline or the other clients. Each text message is one JSON object as on
-ZeroMQ; its ``kind`` and ``type`` fields tell what it is. Paths registered with
-:meth:`WebSocketServer.route` (``/v1/audio``) go to their own handler instead.
+Every connection passes the access policy first (token, Origin). A watching
+client chooses streams and sessions (``?topics=events,transcripts,levels&
+sessions=<id>,<id>``, or a ``subscribe`` message at any time) and gets its own
+bounded outbox subscription: when it falls behind its oldest messages are
+dropped, counted, and it is told so in a ``messages_dropped`` notice; past
+``websocket_client_max_dropped`` it is disconnected (1013), and one that cannot
+take a single message within the emit budget is disconnected at once. So a slow
+browser never holds up the pipeline or the other clients. Each text message is
+one JSON object as on ZeroMQ; its ``kind`` and ``type`` fields tell what it is.
+Paths registered with :meth:`WebSocketServer.route` (``/v1/audio``) go to their
+own handler instead.
 
 A failure of one connection is that connection's failure, never the
 listener's: whatever a handler raises (a client that resets its socket right
@@ -16,21 +22,28 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
 
 import trio
 from loguru import logger
+from pydantic import ValidationError
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
+from ..access import AccessPolicy
 from ..errors import PortInUseError, only_errors
-from ..settings import OutputSettings
+from ..settings import OutputSettings, SecuritySettings
 from ..telemetry import Metrics
-from .outbox import Outbox
-from .schemas import Stream
+from .outbox import Outbox, Subscription
+from .schemas import Stream, SubscribeRequest, WatcherNotice
 
 __all__ = ["ConnectionHandler", "WebSocketServer"]
 
 #: A close handshake the client does not answer within this is abandoned.
 CLOSE_TIMEOUT_S = 1.0
+#: A client that connects and does not finish its opening handshake within this
+#: is dropped: trio-websocket's default (60 s) let 200 such connections hold
+#: 200 tasks for a minute.
+HANDSHAKE_TIMEOUT_S = 5.0
 
 #: Serves one accepted connection until it ends; ``client`` numbers it in logs.
 ConnectionHandler = Callable[[WebSocketConnection, int], Awaitable[None]]
@@ -38,6 +51,34 @@ ConnectionHandler = Callable[[WebSocketConnection, int], Awaitable[None]]
 
 #: What a client going away raises, possibly wrapped in exception groups.
 _DISCONNECTS = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+#: What a watcher gets when it does not say.
+DEFAULT_TOPICS = (Stream.EVENTS, Stream.TRANSCRIPTS)
+# Close codes (RFC 6455, section 7.4.1).
+_UNSUPPORTED_DATA, _POLICY, _TRY_AGAIN = 1003, 1008, 1013
+
+
+class _BadRequest(Exception):
+    """A watcher asked for something that does not exist: close with this reason."""
+
+
+def _watch_request(query: str) -> tuple[tuple[Stream, ...], list[str] | None]:
+    """Topics and sessions from a watcher's query string."""
+    params = parse_qs(query)
+    topics: tuple[Stream, ...] = DEFAULT_TOPICS
+    sessions: list[str] | None = None
+    if "topics" in params:
+        names = [t for t in ",".join(params["topics"]).split(",") if t]
+        try:
+            topics = tuple(dict.fromkeys(Stream(name) for name in names))
+        except ValueError:
+            known = ", ".join(s.value for s in Stream)
+            raise _BadRequest(f"unknown topic in {names!r}; known: {known}") from None
+        if not topics:
+            raise _BadRequest("topics is empty")
+    if "sessions" in params:
+        sessions = [s for s in ",".join(params["sessions"]).split(",") if s][:256]
+    return topics, sessions
 
 
 class WebSocketServer:
@@ -47,9 +88,13 @@ class WebSocketServer:
         outbox: Outbox,
         metrics: Metrics,
         *,
+        security: SecuritySettings | None = None,
+        service_id: str = "",
         send_budget_s: float = 0.5,
     ) -> None:
         self._settings = settings
+        self._policy = AccessPolicy(security or SecuritySettings())
+        self._service_id = service_id
         self._send_budget_s = send_budget_s
         self._outbox = outbox
         self._metrics = metrics
@@ -77,6 +122,7 @@ class WebSocketServer:
                         self.port,
                         None,
                         max_message_size=self._settings.websocket_max_message_bytes,
+                        connect_timeout=HANDSHAKE_TIMEOUT_S,
                         disconnect_timeout=CLOSE_TIMEOUT_S,
                         task_status=task_status,
                     )
@@ -99,29 +145,48 @@ class WebSocketServer:
         """Stop accepting; connected clients get what is queued, then a close frame."""
         self._closing.set()
 
+    async def _reject(self, request: WebSocketRequest, status: int, reason: str) -> None:
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            try:
+                await request.reject(status, body=reason.encode())
+            except Exception as exc:
+                if not only_errors(exc, *_DISCONNECTS):
+                    raise
+
     async def _handle(self, request: WebSocketRequest) -> None:
+        path, _, query = request.path.partition("?")
+        refusal = self._policy.check(request.headers, query)
+        if refusal is not None:
+            self._metrics.errors.labels("websocket", f"refused_{refusal.status}").inc()
+            logger.bind(component="websocket").info("refused: {}", refusal.reason)
+            await self._reject(request, refusal.status, refusal.reason)
+            return
         # The slot is taken before the first await, so that concurrent
         # handshakes cannot all pass the check before any of them counts.
         if self.clients >= self._settings.websocket_max_clients:
             self._metrics.errors.labels("websocket", "too_many_clients").inc()
-            with trio.move_on_after(CLOSE_TIMEOUT_S):
-                try:
-                    await request.reject(503, body=b"too many clients")
-                except Exception as exc:
-                    if not only_errors(exc, *_DISCONNECTS):
-                        raise
+            await self._reject(request, 503, "too many clients")
             return
         self.clients += 1
         self._no_clients = trio.Event()
         self._metrics.websocket_clients.set(self.clients)
         client = next(self._ids)
         log = logger.bind(component="websocket", client=client)
-        path = request.path.split("?", 1)[0]
         try:
-            ws = await request.accept()
-            log.debug("client connected to {}", path)
-            handler = self._routes.get(path, self._watch)
-            await handler(ws, client)
+            handler = self._routes.get(path)
+            if handler is None:
+                try:
+                    topics, sessions = _watch_request(query)
+                except _BadRequest as exc:
+                    await self._reject(request, 400, str(exc))
+                    return
+                ws = await request.accept()
+                log.debug("watcher connected: {} {}", topics, sessions)
+                await self._watch(ws, client, topics, sessions)
+            else:
+                ws = await request.accept()
+                log.debug("client connected to {}", path)
+                await handler(ws, client)
         except Exception as exc:
             if only_errors(exc, *_DISCONNECTS):
                 log.debug("client gone: {}", type(exc).__name__)
@@ -135,40 +200,103 @@ class WebSocketServer:
             self._metrics.websocket_clients.set(self.clients)
             log.debug("client disconnected")
 
-    async def _watch(self, ws: WebSocketConnection, client: int) -> None:
-        """Every event and transcript of the service, until the client or the service goes."""
-        log = logger.bind(component="websocket", client=client)
+    async def _watch(
+        self,
+        ws: WebSocketConnection,
+        client: int,
+        topics: tuple[Stream, ...],
+        sessions: list[str] | None,
+    ) -> None:
+        """What the client subscribed to, until the client or the service goes."""
         subscription = self._outbox.subscribe(
-            f"websocket-{client}",
-            (Stream.EVENTS, Stream.TRANSCRIPTS),
-            self._settings.websocket_client_queue,
+            f"websocket-{client}", topics, self._settings.websocket_client_queue, sessions=sessions
+        )
+        published = self._outbox.statistics().published
+        hello = WatcherNotice(
+            type="hello",
+            service_id=self._service_id,
+            topics=list(topics),
+            sessions=sessions,
+            next_seq={stream: published[stream] for stream in published},
         )
         with subscription:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._drain_incoming, ws, nursery.cancel_scope)
-                async for item in subscription.receive:
-                    with trio.move_on_after(self._send_budget_s) as budget:
-                        await ws.send_message(item.payload.decode())
-                    if budget.cancelled_caught:
-                        # A client that cannot take one message within the
-                        # emit budget is stuck: free its resources.
-                        self._metrics.budget_exceeded.labels("emit").inc()
-                        self._metrics.errors.labels("websocket", "send_timeout").inc()
-                        log.warning("client stuck for {:g}s: disconnected", self._send_budget_s)
-                        # Its closing handshake cannot complete either.
-                        with trio.move_on_after(CLOSE_TIMEOUT_S):
-                            await ws.aclose(code=1013, reason="too slow")
-                        break
-                else:  # the outbox closed: the service is stopping
-                    with trio.move_on_after(CLOSE_TIMEOUT_S):
-                        await ws.aclose(code=1001, reason="service stopping")
+                nursery.start_soon(self._read_requests, ws, subscription, nursery.cancel_scope)
+                if await self._send(ws, hello.model_dump_json(exclude_none=True)):
+                    await self._send_all(ws, subscription)
                 nursery.cancel_scope.cancel()
 
+    async def _send_all(self, ws: WebSocketConnection, subscription: Subscription) -> None:
+        reported = 0
+        max_dropped = self._settings.websocket_client_max_dropped
+        async for item in subscription.receive:
+            dropped = subscription.dropped
+            if dropped > reported:
+                if dropped >= max_dropped:
+                    self._metrics.errors.labels("websocket", "too_many_dropped").inc()
+                    logger.bind(component="websocket").warning(
+                        "client lost {} messages: disconnected", dropped
+                    )
+                    await self._close(ws, _TRY_AGAIN, f"too slow: {dropped} messages dropped")
+                    return
+                notice = WatcherNotice(
+                    type="messages_dropped", count=dropped - reported, dropped_total=dropped
+                )
+                reported = dropped
+                if not await self._send(ws, notice.model_dump_json(exclude_none=True)):
+                    return
+            if not await self._send(ws, item.payload.decode()):
+                return
+        # The outbox closed: the service is stopping.
+        await self._close(ws, 1001, "service stopping")
+
+    async def _send(self, ws: WebSocketConnection, text: str) -> bool:
+        """Send within the budget; False (and the client let go) if it could not."""
+        with trio.move_on_after(self._send_budget_s) as budget:
+            await ws.send_message(text)
+        if not budget.cancelled_caught:
+            return True
+        # A client that cannot take one message within the emit budget is
+        # stuck: free its resources.
+        self._metrics.budget_exceeded.labels("emit").inc()
+        self._metrics.errors.labels("websocket", "send_timeout").inc()
+        logger.bind(component="websocket").warning(
+            "client stuck for {:g}s: disconnected", self._send_budget_s
+        )
+        await self._close(ws, _TRY_AGAIN, "too slow")
+        return False
+
     @staticmethod
-    async def _drain_incoming(ws: WebSocketConnection, scope: trio.CancelScope) -> None:
-        # Watchers have nothing to say; reading is how a disconnect is noticed.
+    async def _close(ws: WebSocketConnection, code: int, reason: str) -> None:
+        # A stuck client's closing handshake cannot complete either: bounded.
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await ws.aclose(code=code, reason=reason)
+
+    async def _read_requests(
+        self, ws: WebSocketConnection, subscription: Subscription, scope: trio.CancelScope
+    ) -> None:
+        """Subscribe requests; reading is also how a disconnect is noticed."""
         try:
             while True:
-                await ws.get_message()
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    await self._close(ws, _UNSUPPORTED_DATA, "watchers send text: subscribe")
+                    break
+                try:
+                    request = SubscribeRequest.model_validate_json(message)
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    where = ".".join(str(p) for p in error["loc"]) or "message"
+                    await self._close(
+                        ws, _POLICY, f"bad subscribe request: {where}: {error['msg']}"[:120]
+                    )
+                    break
+                subscription.update(request.topics, request.sessions)
+                notice = WatcherNotice(
+                    type="subscribed", topics=request.topics, sessions=request.sessions
+                )
+                with trio.move_on_after(self._send_budget_s):
+                    await ws.send_message(notice.model_dump_json(exclude_none=True))
         except ConnectionClosed:
-            scope.cancel()
+            pass
+        scope.cancel()
