@@ -31,11 +31,12 @@ test *ARGS:
 test-fast:
     {{py}} -m pytest -m "not slow"
 
-# lint and type-check
+# lint and type-check (and the Containerfile, with hadolint if installed)
 lint:
-    {{py}} -m ruff check rtap_trio tests scripts
-    {{py}} -m ruff format --check rtap_trio tests scripts
+    {{py}} -m ruff check rtap_trio tests scripts docs/examples
+    {{py}} -m ruff format --check rtap_trio tests scripts docs/examples
     {{py}} -m mypy rtap_trio
+    if [ -x .venv/bin/hadolint ]; then .venv/bin/hadolint --failure-threshold warning Containerfile Containerfile.cuda; fi
 
 # regenerate the demo recording and the test fixtures (espeak-ng + sox)
 speech:
@@ -69,6 +70,26 @@ soak *ARGS:
 fuzz:
     HYPOTHESIS_PROFILE=thorough {{py}} -m pytest tests/test_fuzz.py
 
-# build the container image
+# build the container image (CPU), localhost/rtap-trio:latest (docs/operations.md)
 image:
-    podman build -t rtap-trio:latest -f Containerfile .
+    scripts/image.sh build
+
+# build the image, then run it as an operator would and check it (about 2 min)
+image-test: image
+    scripts/image.sh test
+
+# systemd-analyze verify on every unit in ops/systemd, failing on any output
+units-check:
+    {{py}} -m pytest -q tests/test_units.py
+
+# the alert rules: promtool check + unit tests, and a real Prometheus against the service
+rules-test:
+    {{py}} -m pytest -q tests/test_monitoring.py
+
+# regenerate the Grafana dashboard (ops/monitoring/grafana) from scripts/make_dashboard.py
+dashboard:
+    {{py}} scripts/make_dashboard.py
+
+# the failover drill: primary and standby on this machine, the primary SIGKILLed; prints the take-over time
+failover-drill:
+    {{py}} -m pytest -q -s tests/test_failover.py

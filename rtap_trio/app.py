@@ -13,6 +13,7 @@ on a signal; with ``--source none`` it serves network sessions until a signal.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from .session import PipelineState
 from .sessions import EndReason, FaultHook, Session, SessionManager, new_session_id
 from .settings import Settings, is_loopback
 from .stages.language import LanguageAnalyzer
+from .standby import StandbyRelay
 from .stt import load_backend
 from .stt.whispercpp import ABORT_WAIT_S
 from .supervisor import RestartPolicy, Supervisor
@@ -105,11 +107,17 @@ class Service:
         #: names the service on its own events (service_started, ...) and in logs
         self.service_id = service_id or new_session_id()
         self.metrics = Metrics()
-        self.outbox = Outbox(
-            on_drop=lambda name: self.metrics.messages_dropped.labels(name).inc(),
-            history=settings.output.catchup_size,
+        on_drop = lambda name: self.metrics.messages_dropped.labels(name).inc()  # noqa: E731
+        #: what subscribers see: ZeroMQ, WebSocket, the console, catch-up
+        self.outbox = Outbox(on_drop=on_drop, history=settings.output.catchup_size)
+        # A standby's sessions (and its own events) publish into an outbox of
+        # their own; its relay decides what reaches subscribers.
+        self._internal = (
+            Outbox(on_drop=on_drop, history=1) if settings.standby.enabled else self.outbox
         )
-        self._events = self.outbox.session(self.service_id)
+        self._events = self._internal.session(self.service_id)
+        #: the standby's relay; None on a primary
+        self.standby: StandbyRelay | None = None
         self.supervisor = Supervisor(
             RestartPolicy.from_settings(settings.supervisor),
             self._crashed,
@@ -191,7 +199,7 @@ class Service:
                 sessions = self.sessions = SessionManager(
                     settings,
                     engines=engines,
-                    outbox=self.outbox,
+                    outbox=self._internal,
                     metrics=self.metrics,
                     fault_hook=self._fault_hook,
                 )
@@ -207,6 +215,16 @@ class Service:
                                 task_status, p.run(s)
                             ),
                         )
+                    if settings.standby.enabled:
+                        self.standby = StandbyRelay(
+                            settings.standby,
+                            self._zmq(),
+                            self._internal,
+                            self.outbox,
+                            self.metrics,
+                            self.service_id,
+                        )
+                        await emitters.start(self._critical, "standby", self.standby.run)
                     if settings.output.heartbeat_interval_s > 0:
                         emitters.start_soon(self._heartbeat, settings.output.heartbeat_interval_s)
                     with self._drain_scope:
@@ -224,6 +242,10 @@ class Service:
                     # Drained, or cut off at the deadline: tell subscribers, then
                     # give the emitters a moment to flush what is queued.
                     self._events.event(EventType.SERVICE_STOPPING)
+                    if self.standby is not None:  # what it relays, then the end
+                        self._internal.close()
+                        with trio.move_on_after(_FLUSH_S):
+                            await self.standby.drained.wait()
                     self.outbox.close()
                     emitters.cancel_scope.deadline = trio.current_time() + _FLUSH_S
                     if websocket is not None:
@@ -408,6 +430,7 @@ class Service:
                 uptime_s=round(trio.current_time() - started, 1),
                 sessions=len(sessions),
                 next_seq=self.outbox.statistics().published,
+                role="standby" if self.settings.standby.enabled else "primary",
             )
             with trio.move_on_after(interval_s):
                 await self._stopped.wait()
@@ -554,5 +577,8 @@ class Service:
                 "waiting": stt.waiting,
             },
             "outbox": {"published": outbox.published, "subscribers": outbox.subscribers},
+            "standby": None
+            if self.standby is None
+            else dataclasses.asdict(self.standby.statistics()),
             "runtime": {"trio_tasks": count_trio_tasks(), "threads": threading.active_count()},
         }

@@ -128,6 +128,9 @@ class SessionPipeline:
             wake_only=wake_only,
             early_transcriber=self.speculative,
             partial_interval_ms=partial_ms,
+            # A microphone was live before we listened; a file or a network
+            # client starts with its own beginning.
+            live_from_start=source.joins_mid_stream,
         )
         self.stt = [
             SttStage(

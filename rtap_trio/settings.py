@@ -43,6 +43,7 @@ __all__ = [
     "PreprocessSettings",
     "SecuritySettings",
     "SessionsSettings",
+    "StandbySettings",
     "Settings",
     "SttSettings",
     "SupervisorSettings",
@@ -76,6 +77,11 @@ class AudioSettings(_Section):
     realtime: bool = Field(True, description="pace file/demo sources at real time")
     loop_demo: bool = Field(True, description="repeat the demo recording")
     loop_gap_ms: int = Field(3000, ge=0, le=60_000)
+    # Unix time at which a paced file or demo source is at its first sample, as
+    # if it had been live since: two services given the same start_at hear the
+    # same speech at the same moment (a failover drill), and one started later
+    # joins where a live source would be. None: play from the start, now.
+    start_at: float | None = Field(None, ge=0)
 
     @field_validator("source")
     @classmethod
@@ -304,6 +310,23 @@ class OpenAISettings(_Section):
     max_file_bytes: int = Field(25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
 
+class StandbySettings(_Section):
+    """Hot standby (pc2): follow the primary, publish only while it is gone."""
+
+    enabled: bool = False
+    # The primary's ZeroMQ publishers: its heartbeat (events) and transcripts.
+    primary_host: str = "127.0.0.1"
+    primary_events_port: int = Field(6552, ge=1, le=65535)
+    primary_transcripts_port: int = Field(6553, ge=1, le=65535)
+    # No heartbeat for this long: the primary is gone, the standby goes active.
+    # Three missed heartbeats (1 s each) and a margin for a busy machine.
+    takeover_after_ms: int = Field(3500, ge=100, le=600_000)
+    # While the primary is heard, a transcript of the standby's own waits this
+    # long for the primary's transcript of the same speech; unmatched by then,
+    # the primary chose not to publish it (too short, no speech) and it is dropped.
+    match_window_s: float = Field(30.0, gt=0, le=600)
+
+
 class SecuritySettings(_Section):
     """Who may connect to the WebSocket server, the console's API and the audio endpoints."""
 
@@ -374,6 +397,7 @@ class Settings(BaseSettings):
     openai: OpenAISettings = OpenAISettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     security: SecuritySettings = SecuritySettings()
+    standby: StandbySettings = StandbySettings()
 
     @model_validator(mode="after")
     def _exposed_needs_a_token(self) -> Settings:

@@ -138,6 +138,26 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.speech_end_to_emit = Histogram(
+            "rtap_speech_end_to_emit_seconds",
+            "End of the last voiced frame to transcript emitted, hangover included: "
+            "what a speaker waits.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pipeline_overhead = Histogram(
+            "rtap_pipeline_overhead_seconds",
+            "What the pipeline adds outside the hangover, the STT queue and STT itself "
+            "(preprocess, language, hand-offs, emit).",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.start_time = Gauge(
+            "rtap_start_time_seconds", "When this service process started (Unix time).", registry=r
+        )
+        self.start_time.set_to_current_time()
         self.stt_queue_wait = Histogram(
             "rtap_stt_queue_wait_seconds",
             "Time an utterance waited for a free STT engine.",
@@ -218,6 +238,34 @@ class Metrics:
             "1 when STT runs on another device than the settings ask (no GPU: the CPU).",
             registry=r,
         )
+        self.standby_active = Gauge(
+            "rtap_standby_active",
+            "A standby: 1 while it publishes (the primary is gone), 0 while it follows.",
+            registry=r,
+        )
+        self.standby_ready = Gauge(
+            "rtap_standby_ready",
+            "A standby: 1 when it could take over now (engines loaded, following or active).",
+            registry=r,
+        )
+        self.standby_heartbeat_age = Gauge(
+            "rtap_standby_primary_heartbeat_age_seconds",
+            "A standby: time since the primary's last heartbeat.",
+            registry=r,
+        )
+        self.standby_switches = Counter(
+            "rtap_standby_switches_total",
+            "A standby's switches: takeover (went active), handback (primary back).",
+            ["switch"],
+            registry=r,
+        )
+        self.standby_transcripts = Counter(
+            "rtap_standby_transcripts_total",
+            "A standby's own transcripts by fate: matched (the primary published it), "
+            "expired (the primary chose not to), published (by the standby).",
+            ["outcome"],
+            registry=r,
+        )
         self.websocket_clients = Gauge(
             "rtap_websocket_clients", "Connected WebSocket clients.", registry=r
         )
@@ -225,6 +273,10 @@ class Metrics:
         self.cpu_percent = Gauge(
             "rtap_cpu_percent", "Process CPU use, percent of one core.", registry=r
         )
+        self.cpu_cores = Gauge(
+            "rtap_cpu_cores", "CPU cores this process may run on (its affinity).", registry=r
+        )
+        self.cpu_cores.set(len(os.sched_getaffinity(0)))
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes the counter: the first reading is 0
 

@@ -13,6 +13,11 @@ APT_PACKAGES=(
   espeak-ng       # test and demo speech (scripts/make_speech.py)
   sox
   chromium        # the console's tests: a real headless browser (tests/browser.py)
+  prometheus      # promtool and a real Prometheus for the monitoring tests (ops/monitoring)
+  systemd         # systemd-analyze verify for the units (ops/systemd)
+  podman          # the container image and its units (scripts/image.sh, docs/operations.md)
+  runc
+  debootstrap     # a local Debian base image where none can be pulled
 )
 
 missing=()

@@ -39,6 +39,8 @@ TEXT = "turn on the kitchen lights"
 RATE = 16000
 FRAME = 320  # 20 ms
 PADDING_S = 2.0
+#: room tone before the speech, as a microphone hears it
+LEAD_S = 0.5
 DEVICE = "wavin"
 
 ASOUNDRC = """\
@@ -99,7 +101,7 @@ print(json.dumps(report))
 @dataclass(frozen=True)
 class AlsaHome:
     home: Path
-    recording: Path  # raw s16le 16 kHz mono: speech, then PADDING_S of zeros
+    recording: Path  # raw s16le 16 kHz mono: LEAD_S of room, speech, PADDING_S of zeros
     speech_samples: int
     env: dict[str, str]
 
@@ -140,9 +142,13 @@ def alsa_home(tmp_path_factory: pytest.TempPathFactory) -> AlsaHome:
     speech = make_speech(home)
     assert speech.size > RATE and np.abs(speech).max() > 1000  # real speech, not silence
     recording = home / "recording.raw"
-    np.concatenate([speech, np.zeros(int(PADDING_S * RATE), dtype=np.int16)]).tofile(recording)
+    # A microphone hears the room before anyone speaks: speech on a microphone's
+    # very first frames began before capture and is dropped as a fragment.
+    room = np.zeros(int(LEAD_S * RATE), dtype=np.int16)
+    padding = np.zeros(int(PADDING_S * RATE), dtype=np.int16)
+    np.concatenate([room, speech, padding]).tofile(recording)
     (home / ".asoundrc").write_text(ASOUNDRC.format(infile=recording, device=DEVICE, rate=RATE))
-    return AlsaHome(home, recording, speech.size, capture_env(home))
+    return AlsaHome(home, recording, room.size + speech.size, capture_env(home))
 
 
 def run_capture(alsa: AlsaHome, device: str | int, samples: int, out: Path) -> dict[str, Any]:

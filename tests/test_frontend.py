@@ -26,7 +26,7 @@ ENGINES = pytest.mark.parametrize("engine", ["webrtc", "silero"])
 
 
 def run_frontend(
-    samples: np.ndarray, engine: str = "webrtc", **overrides: Any
+    samples: np.ndarray, engine: str = "webrtc", live_from_start: bool = False, **overrides: Any
 ) -> tuple[list[Utterance], list[EventMessage], SessionStateMachine, FrontEnd]:
     settings = service_settings("pc2", **{"vad.engine": engine, **overrides})
     outbox, metrics = Outbox(), Metrics()
@@ -35,7 +35,9 @@ def run_frontend(
     session = ctx.state
     wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
     voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
-    frontend = FrontEnd.detached(ctx, settings, wake=wake, voice=voice)
+    frontend = FrontEnd.detached(
+        ctx, settings, wake=wake, voice=voice, live_from_start=live_from_start
+    )
     n = settings.audio.frame_samples
     padded = np.zeros(-(-samples.size // n) * n, dtype=np.int16)
     padded[: samples.size] = samples
@@ -119,6 +121,26 @@ def test_without_wake_word_vad_alone_opens_each_utterance(
     first, second = entry["utterances"]
     assert utterances[0].start_s <= first["speech_start_s"] <= utterances[0].end_s
     assert utterances[1].start_s <= second["speech_start_s"] <= utterances[1].end_s
+
+
+@ENGINES
+def test_a_microphone_joined_mid_sentence_drops_the_fragment_it_heard(
+    speech: dict[str, Any], engine: str
+) -> None:
+    audio, entry = fixture_audio(speech, "two_utterances.wav")
+    first = entry["utterances"][0]
+    joined = audio[int((first["speech_start_s"] + 0.4) * 16000) :]  # 0.4 s into the first
+    no_wake = {"wakeword.enabled": False}
+    heard, events, _, _ = run_frontend(joined, engine, live_from_start=True, **no_wake)
+    # The first turn began before capture: dropped, said so; the second is whole.
+    assert len(heard) == 1
+    discarded = [e for e in events if e.type is EventType.UTTERANCE_DISCARDED]
+    assert [e.data["reason"] for e in discarded] == ["began_before_capture"]
+    # A network client's stream starts with its speech: nothing is dropped there.
+    assert len(run_frontend(joined, engine, **no_wake)[0]) == 2
+    # Capture that began in silence (a cold VAD may call its first frames speech)
+    # keeps everything.
+    assert len(run_frontend(audio, engine, live_from_start=True, **no_wake)[0]) == 2
 
 
 @ENGINES

@@ -114,8 +114,15 @@ async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
     backend = await WhisperCppBackend.load(SttSettings(model_name="tiny.en", warmup=False))
     try:
         speech = load_audio(Path("rtap_trio/audio/data/demo.wav"), 16000)
-        long = np.tile(speech.astype(np.float32) / 32768, 5)  # ~26 s: seconds of work
+        # ~52 s: two 30 s windows, seconds of work; whisper.cpp notices an abort
+        # only between steps (after an encoder pass), so a final waits for that.
+        long = np.tile(speech.astype(np.float32) / 32768, 10)
         short = speech.astype(np.float32) / 32768
+        # What the speculative work would cost undisturbed, on this machine now:
+        # the yardstick, rather than a fixed number of milliseconds.
+        started = trio.current_time()
+        await backend.transcribe(long, priority=0.0)
+        undisturbed_ms = (trio.current_time() - started) * 1000
         outcome: dict[str, Any] = {}
 
         async def speculate() -> None:
@@ -133,7 +140,7 @@ async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
             final = await backend.transcribe(short, priority=0.0)
         assert outcome["speculative"] == "preempted by a final"
         # The final waited only for the abort, not for the speculative work.
-        assert final.queue_ms < 1000, final.queue_ms
+        assert final.queue_ms < 0.6 * undisturbed_ms, (final.queue_ms, undisturbed_ms)
         assert "weather" in final.text.lower()
         assert backend.statistics().speculative_skipped == 2
     finally:

@@ -33,6 +33,7 @@ def source_from_settings(settings: AudioSettings) -> AudioSource | None:
             realtime=settings.realtime,
             loop=settings.loop_demo,
             loop_gap_ms=settings.loop_gap_ms,
+            start_at=settings.start_at,
         )
     if spec.startswith("file:"):
         return FileSource(
@@ -40,6 +41,7 @@ def source_from_settings(settings: AudioSettings) -> AudioSource | None:
             frame_samples=settings.frame_samples,
             realtime=settings.realtime,
             trailing_silence_ms=1000,
+            start_at=settings.start_at,
         )
     return MicSource(
         settings.device,

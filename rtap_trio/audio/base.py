@@ -22,6 +22,10 @@ class AudioSource(abc.ABC):
     name: str
     #: a live source cannot wait: its channel drops the oldest frame when full
     live: bool
+    #: its audio was going on before capture began (a microphone in a room, a
+    #: drill's file joined late): speech on the first frames was not heard from
+    #: its start. A file or a network client starts with its own beginning.
+    joins_mid_stream: bool = False
 
     @property
     def interactive(self) -> bool:

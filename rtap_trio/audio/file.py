@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
@@ -105,8 +107,12 @@ class FileSource(AudioSource):
         loop: bool = False,
         loop_gap_ms: int = 0,
         trailing_silence_ms: int = 0,
+        start_at: float | None = None,
     ) -> None:
+        """``start_at``: the Unix time the (paced) file is at its first sample, as if
+        live since then: it waits for that moment, or starts where it would be now."""
         self.path = Path(path)
+        self._start_at = start_at
         self.name = f"file:{self.path}"
         self.live = realtime
         self._frame_samples = frame_samples
@@ -143,6 +149,10 @@ class FileSource(AudioSource):
         return 0.0 if self._audio is None else self._audio.size / self._sample_rate
 
     async def open(self) -> None:
+        # Joined after its start moment: the room was already talking.
+        self.joins_mid_stream = (
+            self.live and self._start_at is not None and time.time() > self._start_at
+        )
         if self._audio is None:
             self._audio = await trio.to_thread.run_sync(load_audio, self.path, self._sample_rate)
 
@@ -162,7 +172,15 @@ class FileSource(AudioSource):
             for frame in rounds():
                 yield frame
             return
-        async for frame in pace(rounds(), self._frame_samples / self._sample_rate):
+        frame_s = self._frame_samples / self._sample_rate
+        played = rounds()
+        if self._start_at is not None:
+            late = time.time() - self._start_at
+            if late < 0:
+                await trio.sleep(-late)
+            else:  # joined late: where a live source would be now
+                played = itertools.islice(played, int(late / frame_s), None)
+        async for frame in pace(played, frame_s):
             yield frame
 
 
@@ -187,7 +205,13 @@ class DemoSource(FileSource):
     """The built-in demo: a wake word and a command, looped with a pause between."""
 
     def __init__(
-        self, *, frame_samples: int, realtime: bool = True, loop: bool = True, loop_gap_ms: int
+        self,
+        *,
+        frame_samples: int,
+        realtime: bool = True,
+        loop: bool = True,
+        loop_gap_ms: int,
+        start_at: float | None = None,
     ) -> None:
         super().__init__(
             demo_recording(),
@@ -196,5 +220,6 @@ class DemoSource(FileSource):
             loop=loop,
             loop_gap_ms=loop_gap_ms,
             trailing_silence_ms=1000,
+            start_at=start_at,
         )
         self.name = "demo"

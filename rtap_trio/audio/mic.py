@@ -63,6 +63,7 @@ def _resolve_device(device: str | int | None) -> int | None:
 
 class MicSource(AudioSource):
     live = True
+    joins_mid_stream = True
 
     def __init__(
         self,

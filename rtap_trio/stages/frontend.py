@@ -32,6 +32,11 @@ __all__ = ["FrontEnd", "FrontEndStatistics"]
 # Speech after the last voiced frame that is kept: word endings fade below the
 # VAD threshold before they are inaudible.
 _TAIL_MS = 200
+#: Speech voiced within this many frames of a live source's first one was
+#: already under way when capture began (the VAD needs a few frames to call it),
+#: if those frames are loud: a cold webrtcvad calls ~80 ms of silence speech.
+_CUT_AT_START_FRAMES = 3
+_CUT_AT_START_DBFS = -45.0
 #: A level message per session this often, for the console's meter (10 a second
 #: looks continuous; each is ~200 bytes per watcher).
 _LEVEL_WINDOW_MS = 100
@@ -97,6 +102,7 @@ class FrontEnd:
         wake_only: bool = False,
         early_transcriber: SpeculativeTranscriber | None = None,
         partial_interval_ms: int = 0,
+        live_from_start: bool = False,
     ) -> None:
         """``wake_only``: detect wake words and nothing more (no utterances).
 
@@ -104,6 +110,12 @@ class FrontEnd:
         ``vad.early_ms`` of silence, and let its words move the end; and, every
         ``partial_interval_ms`` of speech (0: never), the audio so far for a
         partial transcript.
+
+        ``live_from_start``: the source was live before capture began (a
+        microphone, a room): speech already under way on the first frames was
+        not heard from its beginning, and its fragment is dropped
+        (``utterance_discarded``, reason ``began_before_capture``) rather than
+        transcribed into something it did not say.
         """
         self._frame_ms = audio.frame_ms
         self._frame_s = audio.frame_ms / 1000
@@ -142,6 +154,10 @@ class FrontEnd:
         self._frames = frames
         self._utterances = utterances
         self._ids = itertools.count(1)
+        self._live_from_start = live_from_start
+        self._first_index: int | None = None
+        self._loud_at_start = False
+        self._cut_at_start = False
         self._level_frames = max(1, _LEVEL_WINDOW_MS // audio.frame_ms)
         self._level = _LevelWindow()
         # Bound metric children once: a labels() lookup per frame is waste.
@@ -164,6 +180,7 @@ class FrontEnd:
         *,
         wake: WakeWordDetector | None,
         voice: VoiceActivity,
+        live_from_start: bool = False,
     ) -> FrontEnd:
         """A front-end driven frame by frame through :meth:`process`, not :meth:`run`.
 
@@ -181,6 +198,7 @@ class FrontEnd:
             voice=voice,
             frames=frames,
             utterances=utterances,
+            live_from_start=live_from_start,
         )
 
     def _reset(self) -> None:
@@ -217,6 +235,12 @@ class FrontEnd:
         started = now()
         index = self._ring.append(frame.samples, frame.index)
         self._last_index = index
+        if self._first_index is None:
+            self._first_index = index
+        if self._live_from_start and index - self._first_index <= _CUT_AT_START_FRAMES:
+            scaled = frame.samples.astype(np.float32) * (1.0 / 32768.0)
+            rms = float(np.sqrt(np.mean(scaled * scaled))) if scaled.size else 0.0
+            self._loud_at_start = self._loud_at_start or _dbfs(rms) > _CUT_AT_START_DBFS
         utterance = None
         # The detector adapts to the background as it goes (a cold webrtcvad
         # calls the first ~80 ms speech; Silero carries a recurrent state): it
@@ -313,6 +337,13 @@ class FrontEnd:
         self._chunks = [self._ring.since(start, index + 1)]
         self._chunks_start = start
         self._mode = _Mode.IN_SPEECH
+        # Voiced from the very first frames of a live source: it began before us.
+        first = self._first_index if self._first_index is not None else 0
+        self._cut_at_start = (
+            self._loud_at_start
+            and self._detection is None
+            and decision.first_frame <= first + _CUT_AT_START_FRAMES
+        )
         if self._detection is None:
             self._state.capture_started("speech")
         # Named at its start, so that partial transcripts can say which utterance they are.
@@ -409,15 +440,13 @@ class FrontEnd:
             offset_s=round((decision.last_voiced_frame + 1) * self._frame_s, 3),
             reason=decision.reason.value,
         )
-        if decision.too_short:
+        cut, self._cut_at_start = self._cut_at_start, False
+        if decision.too_short or cut:
+            reason = "too_short" if decision.too_short else "began_before_capture"
             self._stats["discarded"] += 1
-            self._metrics.utterances.labels(self._ctx.kind, "too_short").inc()
-            self._outbox.event(
-                EventType.UTTERANCE_DISCARDED,
-                utterance_id,
-                reason="too_short",
-            )
-            self._state.capture_ended("too_short")
+            self._metrics.utterances.labels(self._ctx.kind, reason).inc()
+            self._outbox.event(EventType.UTTERANCE_DISCARDED, utterance_id, reason=reason)
+            self._state.capture_ended(reason)
             return None
         self._stats["utterances"] += 1
         self._state.utterance_queued()

@@ -20,14 +20,12 @@ from pydantic import ValidationError
 from ..errors import PortInUseError
 from .outbox import Outbox
 from .schemas import CatchupReply, CatchupRequest
+from .zmq_async import close, receive_multipart
 
 __all__ = ["ZmqCatchup"]
 
 #: A request is a few dozen bytes; anything much larger is not one.
 MAX_REQUEST_BYTES = 4096
-#: The socket's FD is edge-triggered; waking up this often anyway costs
-#: nothing and makes a missed edge a short delay instead of a hang.
-_POLL_S = 1.0
 
 
 class ZmqCatchup:
@@ -52,7 +50,6 @@ class ZmqCatchup:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a client that left: its reply is dropped
-        fd: int | None = None
         try:
             try:
                 socket.bind(f"tcp://{self._host}:{self.port or '*'}")
@@ -60,22 +57,14 @@ class ZmqCatchup:
                 raise PortInUseError("zmq catch-up", self._host, self.port, str(exc)) from None
             self.port = int(socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
             task_status.started(self.port)
-            fd = int(socket.getsockopt(zmq.FD))
             while True:
-                if not int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    with trio.move_on_after(_POLL_S):
-                        await trio.lowlevel.wait_readable(fd)
-                    continue
-                frames = socket.recv_multipart(zmq.NOBLOCK)
+                frames = await receive_multipart(socket)
                 # REQ: [identity, empty, request]; DEALER may omit the empty frame.
                 envelope, request = frames[:-1], frames[-1]
                 socket.send_multipart([*envelope, self.answer(request)], zmq.NOBLOCK)
                 self.answered += 1
-                await trio.lowlevel.checkpoint()
         finally:
-            if fd is not None:  # trio may be waiting on it: tell it first
-                trio.lowlevel.notify_closing(fd)
-            socket.close(linger=0)
+            close(socket)
 
     def answer(self, payload: bytes) -> bytes:
         try:

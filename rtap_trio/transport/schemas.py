@@ -74,6 +74,10 @@ class EventType(enum.StrEnum):
     FRAMES_DROPPED = "frames_dropped"
     #: every ``output.heartbeat_interval_s``: the service is alive (the standby follows it)
     HEARTBEAT = "heartbeat"
+    #: the standby stopped hearing the primary and is now the one that publishes
+    STANDBY_TAKEOVER = "standby_takeover"
+    #: the standby hears the primary again and stops publishing
+    STANDBY_HANDBACK = "standby_handback"
 
 
 class _Message(BaseModel):
