@@ -134,3 +134,31 @@ async def test_console_reconnects_by_itself_after_a_service_restart() -> None:
                 f"window.rtapConsole.transcripts.some(t => t.text.includes({DEMO_WORDS!r}))", 90
             )
         assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(240)
+async def test_a_console_with_a_token_asks_for_it_and_then_works() -> None:
+    token = "0123456789abcdef-console"
+    env = {"RTAP_SECURITY__TOKEN": token}
+    with service_process("--profile", "pc2", "--source", "demo", env=env) as ports:
+        async with open_page() as page:
+            # Without the token: the page says so and asks; the WebSocket is refused.
+            await page.goto(_console_url(ports))
+            await page.wait_for("!document.getElementById('token-form').hidden", 30)
+            assert "token" in await page.text()
+            assert not await page.evaluate("window.rtapConsole.connected")
+            # Typed in once, it connects and the demo's transcript arrives.
+            await page.evaluate(
+                f"document.getElementById('token-input').value = {token!r};"
+                "document.getElementById('token-form').requestSubmit()"
+            )
+            await page.wait_for("window.rtapConsole.connected", 30)
+            await page.wait_for(
+                f"window.rtapConsole.transcripts.some(t => t.text.includes({DEMO_WORDS!r}))", 90
+            )
+        async with open_page() as page:
+            # Or given in the address once (#token=...): kept for the tab, out of the URL.
+            await page.goto(_console_url(ports) + f"#token={token}")
+            await page.wait_for("window.rtapConsole.connected", 30)
+            assert "token" not in await page.evaluate("location.href")
+            assert page.errors == []
