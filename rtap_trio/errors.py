@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 
 class RTAPError(Exception):
     """Base class of every error RTAP raises on purpose."""
@@ -116,3 +118,13 @@ def only_errors(exc: BaseException, *kinds: type[BaseException]) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(only_errors(inner, *kinds) for inner in exc.exceptions)
     return isinstance(exc, kinds)
+
+
+def validation_problem(exc: ValidationError, subject: str) -> str:
+    """The first thing wrong with a client's message, as one line for its answer:
+    ``where: what`` (``subject`` names the whole message when the problem is in
+    no one field)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or subject
+    problem = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    return f"{where}: {problem}"

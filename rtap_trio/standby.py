@@ -28,7 +28,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 import zmq
@@ -231,7 +230,7 @@ class StandbyRelay:
 
     # ------------------------------------------------------------------ relaying
 
-    def _relay(self, message: Any) -> None:
+    def _relay(self, message: EventMessage | TranscriptMessage | LevelMessage) -> None:
         if isinstance(message, TranscriptMessage):
             if self.active:
                 self._publish_transcript(message)

@@ -89,10 +89,11 @@ async def websocket_collect(
             return
 
 
-async def http_get(port: int, path: str) -> tuple[int, str]:
+async def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     def get() -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

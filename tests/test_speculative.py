@@ -5,6 +5,7 @@ Real engines on generated speech at real-time pace, where timing is the point.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from typing import Any
@@ -109,31 +110,38 @@ async def test_pauses_inside_sentences_come_out_whole_and_early_transcripts_are_
         assert latency.speech_end_to_emit == pytest.approx(latency.endpoint + latency.total)
 
 
+def _demo(times: int = 1) -> np.ndarray:
+    """The demo recording (3.9 s) as float32, ``times`` over."""
+    speech = load_audio(Path("rtap_trio/audio/data/demo.wav"), 16000)
+    return np.tile(speech.astype(np.float32) / 32768, times)
+
+
+async def _hold_engine(
+    backend: WhisperCppBackend, audio: np.ndarray, outcome: dict[str, Any], key: str, **how: Any
+) -> None:
+    """Speculative work on ``audio``; how it ended goes in ``outcome[key]``."""
+    try:
+        await backend.transcribe(audio, speculative=True, **how)
+        outcome[key] = "finished"
+    except SttSkippedError as exc:
+        outcome[key] = exc.reason
+
+
 @pytest.mark.slow
 async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
     backend = await WhisperCppBackend.load(SttSettings(model_name="tiny.en", warmup=False))
     try:
-        speech = load_audio(Path("rtap_trio/audio/data/demo.wav"), 16000)
         # ~52 s: two 30 s windows, seconds of work; whisper.cpp notices an abort
         # only between steps (after an encoder pass), so a final waits for that.
-        long = np.tile(speech.astype(np.float32) / 32768, 10)
-        short = speech.astype(np.float32) / 32768
+        long, short = _demo(10), _demo()
         # What the speculative work would cost undisturbed, on this machine now:
         # the yardstick, rather than a fixed number of milliseconds.
         started = trio.current_time()
         await backend.transcribe(long, priority=0.0)
         undisturbed_ms = (trio.current_time() - started) * 1000
         outcome: dict[str, Any] = {}
-
-        async def speculate() -> None:
-            try:
-                await backend.transcribe(long, speculative=True)
-                outcome["speculative"] = "finished"
-            except SttSkippedError as exc:
-                outcome["speculative"] = exc.reason
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(speculate)
+            nursery.start_soon(_hold_engine, backend, long, outcome, "speculative")
             await trio.sleep(0.2)  # the speculative work holds the only engine
             with pytest.raises(SttSkippedError):  # and more is not even started
                 await backend.transcribe(short, speculative=True)
@@ -151,20 +159,12 @@ async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
 async def test_partials_make_way_for_early_work_and_for_foreseen_finals() -> None:
     backend = await WhisperCppBackend.load(SttSettings(model_name="tiny.en", warmup=False))
     try:
-        speech = load_audio(Path("rtap_trio/audio/data/demo.wav"), 16000)
-        long = np.tile(speech.astype(np.float32) / 32768, 5)
-        short = speech.astype(np.float32) / 32768
+        long, short = _demo(5), _demo()
         outcome: dict[str, Any] = {}
-
-        async def partial() -> None:
-            try:
-                await backend.transcribe(long, speculative=True, partial=True)
-                outcome["partial"] = "finished"
-            except SttSkippedError as exc:
-                outcome["partial"] = exc.reason
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial)
+            nursery.start_soon(
+                functools.partial(_hold_engine, backend, long, outcome, "partial", partial=True)
+            )
             await trio.sleep(0.2)  # the partial holds the only engine
             # Early work (likely the final's answer) takes the engine from it.
             early = await backend.transcribe(short, speculative=True)

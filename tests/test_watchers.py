@@ -35,7 +35,7 @@ from rtap_trio.transport.schemas import (
 )
 from rtap_trio.transport.websocket import WebSocketServer
 
-from .support import service_settings
+from .support import http_get, service_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,21 +220,6 @@ async def test_a_token_and_an_origin_allow_list_guard_the_websocket_server() -> 
         server.close()
 
 
-async def _http(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    def get() -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    return await trio.to_thread.run_sync(get)
-
-
 async def test_the_token_guards_the_http_api_but_not_health_metrics_or_the_page() -> None:
     settings = service_settings("pc2", **{"audio.source": "none", "security.token": TOKEN})
     service = Service(settings, handle_signals=False)
@@ -244,17 +229,17 @@ async def test_the_token_guards_the_http_api_but_not_health_metrics_or_the_page(
         http = ports.telemetry
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         for path in ("/api/config", "/api/transcripts", "/v1/models"):
-            status, body = await _http(http, path)
+            status, body = await http_get(http, path)
             assert status == 401 and "token" in body, (path, status, body)
-            assert (await _http(http, path, {"Authorization": "Bearer nope"}))[0] == 401
-            assert (await _http(http, path, bearer))[0] == 200, path
-        status, body = await _http(http, "/api/config", bearer)
+            assert (await http_get(http, path, {"Authorization": "Bearer nope"}))[0] == 401
+            assert (await http_get(http, path, bearer))[0] == 200, path
+        status, body = await http_get(http, "/api/config", bearer)
         assert json.loads(body)["token_required"] is True
-        assert (await _http(http, "/api/config", {**bearer, "Origin": "http://evil.example"}))[
+        assert (await http_get(http, "/api/config", {**bearer, "Origin": "http://evil.example"}))[
             0
         ] == 403
         for path in ("/health", "/metrics", "/", "/console/console.js"):
-            assert (await _http(http, path))[0] == 200, path
+            assert (await http_get(http, path))[0] == 200, path
         # The OpenAI SDK sends its api_key as the bearer token: that is all a client changes.
         import openai
 

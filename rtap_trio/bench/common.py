@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +40,7 @@ __all__ = [
     "progress",
     "service_command",
     "quiet_logging",
+    "service_child",
     "summarize",
 ]
 
@@ -273,6 +279,45 @@ def quiet_logging() -> None:
     """Only warnings from the services the bench starts: its own output is the report."""
     logger.remove()
     logger.add(sys.stderr, level="WARNING", format="{time:HH:mm:ss} {level} {message}")
+
+
+def _health_status(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return int(response.status)
+    except OSError:  # not listening yet, or 503 while starting
+        return 0
+
+
+@asynccontextmanager
+async def service_child(
+    command: Sequence[str], *, limit_s: float = 120
+) -> AsyncIterator[tuple[trio.Process, ServicePorts]]:
+    """The service as a child process on free ports, yielded once ``/health``
+    answers 200; stopped with SIGTERM afterwards (killed if it is not gone in 15 s).
+
+    A child of its own, so that its CPU and memory are measured apart from the
+    bench's clients.
+    """
+    ports = ServicePorts.free()
+    env = {**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING"}
+    child = await trio.lowlevel.open_process(
+        list(command), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with trio.fail_after(limit_s):
+            while await trio.to_thread.run_sync(_health_status, ports.telemetry) != 200:
+                if child.poll() is not None:
+                    raise RuntimeError(f"the service exited with {child.returncode} while starting")
+                await trio.sleep(0.2)
+        yield child, ports
+    finally:
+        child.send_signal(signal.SIGTERM)
+        with trio.move_on_after(15) as waited:
+            await child.wait()
+        if waited.cancelled_caught:
+            child.kill()
+            await child.wait()
 
 
 def service_command(

@@ -16,9 +16,6 @@ only) against the service with no session at all.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +31,9 @@ from ..transport.schemas import EventType
 from .common import (
     SAMPLE_RATE,
     Clip,
-    ServicePorts,
     concatenate,
     progress,
+    service_child,
     service_command,
     summarize,
 )
@@ -48,23 +45,6 @@ __all__ = ["measure_concurrency"]
 _CHUNK_S = 0.02
 #: The target: N sessions "within 2x the single-session p95".
 _WITHIN = 2.0
-
-
-async def _wait_healthy(port: int, child: trio.Process, limit_s: float) -> None:
-    import urllib.request
-
-    def get() -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return int(r.status)
-        except OSError:
-            return 0
-
-    with trio.fail_after(limit_s):
-        while await trio.to_thread.run_sync(get) != 200:
-            if child.poll() is not None:
-                raise RuntimeError(f"the service exited with {child.returncode} while starting")
-            await trio.sleep(0.2)
 
 
 class _Resources:
@@ -217,13 +197,7 @@ def _rotations(clips: Sequence[Clip], count: int, seconds: float) -> list[Sample
 async def _measure(
     command: list[str], clips: Sequence[Clip], levels: Sequence[int], seconds: float, quick: bool
 ) -> dict[str, Any]:
-    ports = ServicePorts.free()
-    env = {**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING"}
-    child = await trio.lowlevel.open_process(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        await _wait_healthy(ports.telemetry, child, 120)
+    async with service_child(command) as (child, ports):
         resources = _Resources(child.pid)
         progress("concurrency: idle sessions")
         idle = await _idle_cost(ports.websocket, resources, 4, 3.0 if quick else 8.0)
@@ -236,13 +210,6 @@ async def _measure(
                 )
             )
         hwm = proc_status_kb(child.pid).get("VmHWM", 0)
-    finally:
-        child.send_signal(signal.SIGTERM)
-        with trio.move_on_after(15) as waited:
-            await child.wait()
-        if waited.cancelled_caught:
-            child.kill()
-            await child.wait()
     single = runs[0]["latency_ms"].get("p95") if runs else None
     within = [
         run["sessions"]

@@ -18,9 +18,6 @@ descriptors and trio tasks are read (``/proc`` through psutil, and
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -35,7 +32,7 @@ import trio
 from ..client import open_audio_session
 from ..items import Samples
 from ..transport.schemas import EventType
-from .common import SAMPLE_RATE, Clip, ServicePorts, concatenate, progress, service_command
+from .common import SAMPLE_RATE, Clip, concatenate, progress, service_child, service_command
 
 __all__ = ["run_soak"]
 
@@ -58,19 +55,6 @@ def _health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
         report: dict[str, Any] = json.loads(response.read())
         return report
-
-
-async def _wait_healthy(port: int, child: trio.Process, limit_s: float) -> None:
-    with trio.fail_after(limit_s):
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"the service exited with {child.returncode}")
-            try:
-                if (await trio.to_thread.run_sync(_health, port))["status"] == "ok":
-                    return
-            except OSError:
-                pass
-            await trio.sleep(0.2)
 
 
 async def _client(port: int, audio: Samples, until: float, accounts: _Accounts) -> None:
@@ -130,15 +114,9 @@ def _growth(samples: list[dict[str, float]], warmup_s: float) -> dict[str, dict[
 async def _soak(
     command: list[str], audios: Sequence[Samples], seconds: float, warmup_s: float
 ) -> dict[str, Any]:
-    ports = ServicePorts.free()
-    env = {**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING"}
-    child = await trio.lowlevel.open_process(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     accounts = _Accounts()
     samples: list[dict[str, float]] = []
-    try:
-        await _wait_healthy(ports.telemetry, child, 120)
+    async with service_child(command) as (child, ports):
         started = trio.current_time()
         until = started + seconds
         async with trio.open_nursery() as nursery:
@@ -148,13 +126,6 @@ async def _soak(
                     clients.start_soon(_client, ports.websocket, audio, until, accounts)
             nursery.cancel_scope.cancel()
         health = await trio.to_thread.run_sync(_health, ports.telemetry)
-    finally:
-        child.send_signal(signal.SIGTERM)
-        with trio.move_on_after(15) as waited:
-            await child.wait()
-        if waited.cancelled_caught:
-            child.kill()
-            await child.wait()
     growth = _growth(samples, warmup_s)
     rss = growth["rss_mb"]
     return {

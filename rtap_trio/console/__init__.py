@@ -24,6 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..errors import validation_problem
 from ..transport.outbox import Outbox
 from ..transport.schemas import CatchupRequest
 
@@ -49,9 +50,7 @@ def console_routes(
         try:
             catchup = CatchupRequest.model_validate(dict(request.query_params))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"])
-            return JSONResponse({"error": f"{where}: {error['msg']}"}, status_code=400)
+            return JSONResponse({"error": validation_problem(exc, "query")}, status_code=400)
         reply = outbox.catch_up(catchup, service_id)
         return Response(reply.model_dump_json(), media_type="application/json")
 

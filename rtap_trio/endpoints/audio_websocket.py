@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from trio_websocket import WebSocketConnection
 
 from ..audio.network import AudioFormatError, Encoding, PushSource
-from ..errors import ConfigError, ModelError, find_error, only_errors
+from ..errors import ConfigError, ModelError, find_error, only_errors, validation_problem
 from ..sessions import EndReason, Session, SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
 from ..transport.schemas import Stream
@@ -102,10 +102,7 @@ def _parse_start(message: str | bytes) -> StartMessage:
     try:
         return StartMessage.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        problem = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise _Closed(POLICY, f"bad start message: {where}: {problem}") from None
+        raise _Closed(POLICY, f"bad start message: {validation_problem(exc, 'message')}") from None
 
 
 class AudioWebSocketEndpoint:

@@ -13,6 +13,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import trio
 
 from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
@@ -72,11 +73,21 @@ class _LevelWindow:
     voiced: int = 0
 
     def add(self, samples: Samples, voiced: bool) -> None:
-        scaled = samples.astype(np.float32) * (1.0 / 32768.0)  # int16: full scale is 1.0
+        scaled = _full_scale(samples)
         self.samples += len(scaled)
         self.square_sum += float(np.dot(scaled, scaled))
         self.peak = max(self.peak, float(np.max(np.abs(scaled))) if len(scaled) else 0.0)
         self.voiced += voiced
+
+
+def _full_scale(samples: Samples) -> npt.NDArray[np.float32]:
+    """int16 samples with full scale at 1.0."""
+    return samples.astype(np.float32) * (1.0 / 32768.0)
+
+
+def _rms(samples: Samples) -> float:
+    scaled = _full_scale(samples)
+    return float(np.sqrt(np.mean(scaled * scaled))) if scaled.size else 0.0
 
 
 def _dbfs(amplitude: float) -> float:
@@ -238,9 +249,7 @@ class FrontEnd:
         if self._first_index is None:
             self._first_index = index
         if self._live_from_start and index - self._first_index <= _CUT_AT_START_FRAMES:
-            scaled = frame.samples.astype(np.float32) * (1.0 / 32768.0)
-            rms = float(np.sqrt(np.mean(scaled * scaled))) if scaled.size else 0.0
-            self._loud_at_start = self._loud_at_start or _dbfs(rms) > _CUT_AT_START_DBFS
+            self._loud_at_start |= _dbfs(_rms(frame.samples)) > _CUT_AT_START_DBFS
         utterance = None
         # The detector adapts to the background as it goes (a cold webrtcvad
         # calls the first ~80 ms speech; Silero carries a recurrent state): it

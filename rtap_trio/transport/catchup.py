@@ -17,7 +17,7 @@ import zmq
 from loguru import logger
 from pydantic import ValidationError
 
-from ..errors import PortInUseError
+from ..errors import PortInUseError, validation_problem
 from .outbox import Outbox
 from .schemas import CatchupReply, CatchupRequest
 from .zmq_async import close, receive_multipart
@@ -70,16 +70,15 @@ class ZmqCatchup:
         try:
             request = CatchupRequest.model_validate_json(payload)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"]) or "request"
-            logger.bind(component="catchup").debug("bad request: {}", error["msg"])
+            problem = validation_problem(exc, "request")
+            logger.bind(component="catchup").debug("bad request: {}", problem)
             reply = CatchupReply(
                 service_id=self._service_id,
                 transcripts=[],
                 oldest_seq=-1,
                 next_seq=-1,
                 lost=0,
-                error=f"{where}: {error['msg']}",
+                error=problem,
             )
         else:
             reply = self._outbox.catch_up(request, self._service_id)

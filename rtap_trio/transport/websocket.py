@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from ..access import AccessPolicy
-from ..errors import PortInUseError, only_errors
+from ..errors import PortInUseError, only_errors, validation_problem
 from ..settings import OutputSettings, SecuritySettings
 from ..telemetry import Metrics
 from .outbox import Outbox, Subscription
@@ -285,11 +285,8 @@ class WebSocketServer:
                 try:
                     request = SubscribeRequest.model_validate_json(message)
                 except ValidationError as exc:
-                    error = exc.errors()[0]
-                    where = ".".join(str(p) for p in error["loc"]) or "message"
-                    await self._close(
-                        ws, _POLICY, f"bad subscribe request: {where}: {error['msg']}"[:120]
-                    )
+                    problem = validation_problem(exc, "message")
+                    await self._close(ws, _POLICY, f"bad subscribe request: {problem}"[:120])
                     break
                 subscription.update(request.topics, request.sessions)
                 notice = WatcherNotice(
