@@ -27,6 +27,15 @@ from loguru import logger
 
 from .access import AccessPolicy
 from .audio import AudioSource, source_from_settings
+from .connections import (
+    MAX_REFUSING,
+    WEBSOCKET_HANDSHAKE_ROOM,
+    DescriptorBudget,
+    descriptor_budget,
+    descriptor_limit,
+    open_descriptors,
+    raise_descriptor_limit,
+)
 from .console import console_routes
 from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint, WyomingServer, openai_routes
 from .errors import PortInUseError, RestartsExhaustedError, find_error
@@ -39,7 +48,7 @@ from .standby import StandbyRelay
 from .stt import load_backend
 from .stt.whispercpp import ABORT_WAIT_S
 from .supervisor import RestartPolicy, Supervisor
-from .telemetry import Metrics, count_trio_tasks, serve_telemetry
+from .telemetry import Metrics, count_trio_tasks, http_connections, serve_telemetry
 from .transport.catchup import ZmqCatchup
 from .transport.outbox import Outbox
 from .transport.schemas import EventType, Stream
@@ -139,8 +148,11 @@ class Service:
         self._servers_scope: trio.CancelScope | None = None
         self._engines: Engines | None = None
         self._websocket: WebSocketServer | None = None
+        self._wyoming: WyomingServer | None = None
         self._http_shutdown = trio.Event()
         self._http_closed = trio.Event()
+        #: the HTTP server's open connections against telemetry.max_connections
+        self._http_connections = http_connections(settings.telemetry)
         #: a service task that crashed past its restart policy: raised after the drain
         self._failure: RestartsExhaustedError | None = None
 
@@ -152,6 +164,7 @@ class Service:
         log = logger.bind(component="service")
         settings = self.settings
         self._warn_if_exposed(log)
+        self.check_descriptors()
         try:
             async with trio.open_nursery() as servers:
                 self._servers_scope = servers.cancel_scope
@@ -169,7 +182,8 @@ class Service:
                             self.metrics,
                             self.health,
                             routes,
-                            policy=AccessPolicy(settings.security),
+                            policy=AccessPolicy(settings.security, settings.telemetry.bind_address),
+                            connections=self._http_connections,
                             shutdown=self._http_shutdown,
                             task_status=task_status,
                         ),
@@ -180,7 +194,9 @@ class Service:
                         self._critical, "websocket", websocket.run
                     )
                 if settings.wyoming.enabled:
-                    wyoming = WyomingServer(settings, self._serving_sessions, self.metrics)
+                    wyoming = self._wyoming = WyomingServer(
+                        settings, self._serving_sessions, self.metrics
+                    )
                     self.ports.wyoming = await servers.start(self._critical, "wyoming", wyoming.run)
                 publishers = await self._retry_bind("zmq", self._bind_zmq)
                 if publishers and settings.output.zmq_catchup_port is not None:
@@ -190,6 +206,7 @@ class Service:
                         settings.output.zmq_catchup_port,
                         self.outbox,
                         self.service_id,
+                        settings.output,
                     )
                     self.ports.zmq_catchup = await servers.start(
                         self._critical, "zmq-catchup", catchup.run
@@ -405,6 +422,40 @@ class Service:
                 " and stream audio in" if self.settings.wyoming.enabled else "",
             )
 
+    def connection_caps(self) -> dict[str, int]:
+        """Each enabled server's connection cap, refusals in flight included."""
+        settings = self.settings
+        caps: dict[str, int] = {}
+        if settings.telemetry.enabled:
+            caps["http"] = settings.telemetry.max_connections + MAX_REFUSING
+        if settings.output.websocket_enabled:
+            caps["websocket"] = (
+                settings.output.websocket_max_clients + WEBSOCKET_HANDSHAKE_ROOM + MAX_REFUSING
+            )
+        if settings.wyoming.enabled:
+            caps["wyoming"] = settings.wyoming.max_connections
+        return caps
+
+    def check_descriptors(self) -> DescriptorBudget:
+        """Lift the soft descriptor limit to the hard one; warn if the caps do
+        not fit under it (then a flood ends in EMFILE, which the servers wait
+        out, instead of in a refusal). The limit is the process's: the start
+        of :meth:`run` calls this."""
+        log = logger.bind(component="service")
+        before, after = raise_descriptor_limit()
+        if after != before:
+            log.info("descriptor limit raised from {} to {}", before, after)
+        budget = descriptor_budget(self.connection_caps())
+        if not budget.fits:
+            log.warning(
+                "connection caps need {} descriptors ({}) but the limit is {}: lower "
+                "the caps or raise the limit (LimitNOFILE, ulimit -n)",
+                budget.needed,
+                budget.describe(),
+                budget.limit,
+            )
+        return budget
+
     def _console_config(self) -> dict[str, Any]:
         """What the console page needs to connect: ports as bound."""
         return {
@@ -581,4 +632,29 @@ class Service:
             if self.standby is None
             else dataclasses.asdict(self.standby.statistics()),
             "runtime": {"trio_tasks": count_trio_tasks(), "threads": threading.active_count()},
+            "connections": self._connections_report(),
+            "descriptors": {
+                "open": open_descriptors(),
+                "limit": descriptor_limit(),
+                "budget": descriptor_budget(self.connection_caps()).needed,
+            },
         }
+
+    def _connections_report(self) -> dict[str, dict[str, int | bool]]:
+        """Open connections per server against its cap: ``saturated`` when
+        new ones are being refused."""
+        caps = []
+        if self.settings.telemetry.enabled:
+            caps.append(self._http_connections)
+        if self._websocket is not None:
+            caps.append(self._websocket.connections)
+        report: dict[str, dict[str, int | bool]] = {}
+        for cap in caps:
+            stats: dict[str, int | bool] = dict(cap.statistics())
+            stats["saturated"] = cap.open >= cap.cap
+            report[cap.what] = stats
+        if self._wyoming is not None:
+            limit = self.settings.wyoming.max_connections
+            open_ = self._wyoming.connections
+            report["wyoming"] = {"open": open_, "max": limit, "saturated": open_ >= limit}
+        return report

@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument(
         "--corpus", type=Path, help="folder of real recordings (default ../shared/corpus)"
     )
+    soak.add_argument(
+        "--hostile",
+        action="store_true",
+        help="run issue 16's attacks beside the sessions the whole time (Wyoming on)",
+    )
     return parser
 
 
@@ -425,9 +430,11 @@ def _cmd_soak(args: argparse.Namespace) -> int:
         settings_dir=args.settings_dir,
         overrides=list(args.overrides),
         out=args.out,
+        hostile=args.hostile,
     )
     summary = {key: value for key, value in report.items() if key != "samples"}
     print(json.dumps(summary, indent=2))
     flat = report["rss_growth"] <= report["rss_growth_limit"]
     whole = not report["unaccounted"] and not report["frames_dropped"]
-    return 0 if flat and whole else 1
+    refused = not (report["hostile"] or {}).get("unexpected")
+    return 0 if flat and whole and refused else 1

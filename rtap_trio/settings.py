@@ -213,6 +213,13 @@ class SttSettings(_Section):
     # with base: 0.00-0.19 on every utterance of the fixtures and the shared
     # corpus, 0.34-0.59 on what it made of sox's white and brown noise ("1/2").
     no_speech_threshold: float = Field(0.25, ge=0.0, le=1.0, description="1 disables")
+    # A transcript whose zlib compression ratio is over this repeats itself like
+    # a looping decode (openai-whisper's 2.4): discarded as "repetition", and
+    # the one-pass decoder stops there instead of decoding to its budget. What
+    # base wrote for generated music were loops at 13.9-17.9 (decoded to the
+    # budget), 3 of 7 under the no-speech threshold; speech of the fixtures and
+    # the corpus was 0.50-1.36 (rtap_trio/stt/hallucination.py).
+    max_compression_ratio: float = Field(2.4, ge=0.0, le=100.0, description="0 disables")
 
     @field_validator("audio_ctx")
     @classmethod
@@ -287,6 +294,25 @@ class OutputSettings(_Section):
     # None: off), from the last ``catchup_size`` transcripts kept in memory.
     zmq_catchup_port: int | None = Field(6554, ge=0, le=65535)
     catchup_size: int = Field(1_000, ge=1, le=1_000_000)
+    # What one catch-up peer (a ZeroMQ routing id) may cost: a peer that asks
+    # and never reads holds at most send_hwm replies of max_reply_bytes (ZeroMQ's
+    # default of 1 000 queued 108 KB replies each: 20 such peers took 2 GB).
+    # 1 000 transcripts are 650-800 KB of JSON, so a full reply is never cut.
+    zmq_catchup_send_hwm: int = Field(
+        4, ge=1, le=1000, description="replies queued per catch-up peer; past it one is dropped"
+    )
+    zmq_catchup_max_reply_bytes: int = Field(
+        1_048_576,
+        ge=65_536,
+        le=16_777_216,
+        description="a longer catch-up reply is cut to the oldest transcripts that fit",
+    )
+    zmq_catchup_rate_per_s: float = Field(
+        5.0, gt=0, le=10_000, description="catch-up requests a peer may make per second"
+    )
+    zmq_catchup_burst: int = Field(
+        20, ge=1, le=10_000, description="... and at once; past it: an error reply"
+    )
 
 
 class WyomingSettings(_Section):
@@ -300,6 +326,18 @@ class WyomingSettings(_Section):
     max_header_bytes: int = Field(16_384, ge=256, le=1_048_576)
     max_data_bytes: int = Field(65_536, ge=256, le=16_777_216)
     max_payload_bytes: int = Field(1_048_576, ge=1024, le=16_777_216)
+    # Home Assistant holds one connection per pipeline run; 64 is far above a
+    # house's satellites and far below the descriptor limit (10 300 idle
+    # connections once took every descriptor the process had).
+    max_connections: int = Field(
+        64, ge=1, le=10_000, description="connections at once; more are refused at accept"
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="a client that reads nothing of what is sent for this long is disconnected",
+    )
 
 
 class OpenAISettings(_Section):
@@ -307,7 +345,21 @@ class OpenAISettings(_Section):
 
     # POST /v1/audio/transcriptions and GET /v1/models: nothing runs until asked.
     enabled: bool = True
-    max_file_bytes: int = Field(25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    max_file_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="an upload's file; the body is counted as it arrives, 413 past it",
+    )
+    # Read from the file's header before anything is decoded (413 past it), and
+    # checked again while decoding. 30 min: OpenAI's 25 MB is ~26 min of MP3 at
+    # 128 kb/s. Decoding streams a block at a time, so duration costs session
+    # time and CPU (about 0.1 s per minute of 8-channel 48 kHz FLAC), not memory.
+    max_audio_s: float = Field(
+        1800.0, gt=0, le=86_400, description="an upload's duration, read from its header"
+    )
+    # 7.1 surround, and FLAC's own maximum; decoding costs channels x rate x duration.
+    max_channels: int = Field(8, ge=1, le=256, description="an upload's channels")
 
 
 class StandbySettings(_Section):
@@ -338,6 +390,13 @@ class SecuritySettings(_Section):
     # (http://127.0.0.1:*, http://localhost:*): a page from anywhere else is
     # refused even with the token, so another site cannot use a browser's access.
     allowed_origins: tuple[str, ...] = ()
+    # Host names (or addresses) clients may use in the Host header besides a
+    # loopback name, the bind address, this machine's host name and the hosts
+    # of allowed_origins; bound to 0.0.0.0 or ::, any IP address too. Anything
+    # else is refused with 421 (DNS rebinding). "*": any (a proxy checks it).
+    allowed_hosts: tuple[str, ...] = Field(
+        (), description="names clients may put in Host, e.g. main-pc.lan; ['*']: any"
+    )
 
     @field_validator("token", mode="before")
     @classmethod
@@ -359,6 +418,23 @@ class SecuritySettings(_Section):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
         return tuple(origin.lower() for origin in value)
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for host in value:
+            name = host.strip().lower().strip("[]").rstrip(".")
+            bad = not re.fullmatch(r"\*|[a-z0-9_.:-]+", name)
+            if not bad and ":" in name:  # only an IPv6 address has colons; no ports
+                try:
+                    ipaddress.IPv6Address(name)
+                except ValueError:
+                    bad = True
+            if bad:
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port, path)")
+            hosts.append(name)
+        return tuple(hosts)
+
 
 class TelemetrySettings(_Section):
     enabled: bool = True
@@ -368,6 +444,10 @@ class TelemetrySettings(_Section):
     log_format: Literal["json", "text"] = "json"
     log_transcripts: bool = False
     resource_interval_s: float = Field(5.0, gt=0, le=3600)
+    # Each connection is a descriptor (docs/operations.md, "Descriptors").
+    max_connections: int = Field(
+        128, ge=4, le=10_000, description="HTTP connections at once; more get a 503 at accept"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .access import AccessPolicy
+from .connections import ConnectionCap
 from .http import serve_http
 from .settings import TelemetrySettings
 
@@ -43,6 +44,7 @@ __all__ = [
     "StepTimes",
     "configure_logging",
     "count_trio_tasks",
+    "http_connections",
     "serve_telemetry",
     "telemetry_routes",
 ]
@@ -279,11 +281,26 @@ class Metrics:
         self.cpu_cores.set(len(os.sched_getaffinity(0)))
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes the counter: the first reading is 0
+        self._sampling_failed = False
 
     def sample_resources(self, *, cpu: bool = True) -> None:
-        self.memory_rss.set(self._process.memory_info().rss)
-        if cpu:  # CPU percent is averaged since the last call: sample on a steady beat
-            self.cpu_percent.set(self._process.cpu_percent(None))
+        # psutil reads /proc through a descriptor. With none left (a flood of
+        # connections: EMFILE) this raised, and the sampler took the HTTP
+        # server down with it, six times, until the service stopped (issue
+        # 16): now the reading is skipped, said once, and the gauges keep
+        # their last value.
+        try:
+            self.memory_rss.set(self._process.memory_info().rss)
+            if cpu:  # CPU percent is averaged since the last call: sample on a steady beat
+                self.cpu_percent.set(self._process.cpu_percent(None))
+        except OSError as exc:
+            if not self._sampling_failed:
+                logger.bind(component="telemetry").warning(
+                    "resource sampling skipped: {}", exc.strerror or exc
+                )
+            self._sampling_failed = True
+            return
+        self._sampling_failed = False
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -313,14 +330,18 @@ async def serve_telemetry(
     routes: Sequence[BaseRoute] = (),
     *,
     policy: AccessPolicy | None = None,
+    connections: ConnectionCap | None = None,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/metrics``, ``/health`` and ``routes`` over HTTP; reports the bound port.
 
     Also samples the process's memory and CPU every ``resource_interval_s``.
-    Returns once ``shutdown`` is set and open connections have finished.
+    At most ``settings.max_connections`` connections are open (``connections``
+    counts them). Returns once ``shutdown`` is set and open connections have finished.
     """
+    if connections is None:
+        connections = http_connections(settings)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
         await serve_http(
@@ -329,10 +350,16 @@ async def serve_telemetry(
             settings.port,
             [*telemetry_routes(metrics, health), *routes],
             policy=policy,
+            connections=connections,
             shutdown=shutdown,
             task_status=task_status,
         )
         nursery.cancel_scope.cancel()  # the server has finished: so has the sampling
+
+
+def http_connections(settings: TelemetrySettings) -> ConnectionCap:
+    """The HTTP server's connection cap, for :func:`serve_telemetry` and ``/health``."""
+    return ConnectionCap("http", settings.max_connections, "telemetry.max_connections")
 
 
 async def _sample_resources(metrics: Metrics, interval_s: float) -> None:

@@ -252,6 +252,51 @@ def service_process(
 
     Stopped with SIGTERM afterwards, as systemd would; it must exit 0.
     """
+    with running_service(*args, env=env, limit_s=limit_s, ports=ports) as service:
+        yield service.ports
+
+
+@dataclass(frozen=True)
+class RunningService:
+    """A service process started by :func:`running_service`."""
+
+    ports: ServicePorts
+    process: subprocess.Popen[str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start the process's peak RSS (VmHWM) over from its RSS now (Linux clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set since start or the last :func:`reset_peak_rss`."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+@contextlib.contextmanager
+def running_service(
+    *args: str,
+    env: dict[str, str] | None = None,
+    limit_s: float = 120,
+    ports: ServicePorts | None = None,
+) -> Iterator[RunningService]:
+    """:func:`service_process`, yielding the process too (its pid for /proc)."""
     import json
     import signal
     import time
@@ -277,7 +322,7 @@ def service_process(
             except OSError:
                 pass
             time.sleep(0.2)
-        yield ports
+        yield RunningService(ports, process)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
         assert process.returncode == 0, stderr[-3000:]

@@ -275,7 +275,7 @@ def test_the_http_server_answers_any_request_and_keeps_serving(
     body: bytes,
     garbage: bytes,
 ) -> None:
-    lines = [f"{method} {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}"]
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers if "\r" not in k + v and "\n" not in k + v]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace") + body + garbage
     answer = _exchange(http_port, request)
@@ -298,7 +298,7 @@ def test_a_flood_of_bad_multipart_uploads_leaves_the_service_serving(http_port: 
     started = time.monotonic()
     for body in parts:
         head = (
-            f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()

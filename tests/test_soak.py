@@ -3,7 +3,9 @@
 The real service on its looped demo, plus two ``/v1/audio`` clients streaming
 generated speech at real-time pace and reconnecting after every pass, for
 40 seconds; its RSS, threads, file descriptors and trio tasks sampled
-throughout (issue 12, part 4).
+throughout (issue 12, part 4). Beside them, the whole time, hostile clients
+repeat every attack of issue 16 (``rtap_trio.bench.hostile``): each must be
+refused as documented while the normal sessions lose nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from rtap_trio.bench.soak import run_soak
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_a_short_soak_stays_flat_and_accounts_for_every_utterance() -> None:
+def test_a_short_hostile_soak_stays_flat_and_accounts_for_every_utterance() -> None:
     short = [c for c in fixture_clips() if c.has_speech and c.language == "en"]
     short = sorted(short, key=lambda clip: clip.duration_s)[:3]
-    report = run_soak(short, seconds=40, clients=2, profile="pc2")
+    report = run_soak(short, seconds=40, clients=2, profile="pc2", hostile=True)
     growth = report["growth"]
     print({key: value for key, value in report.items() if key != "samples"})
     assert report["exit_code"] == 0
@@ -27,6 +29,11 @@ def test_a_short_soak_stays_flat_and_accounts_for_every_utterance() -> None:
     assert report["utterances"] >= 8 and report["unaccounted"] == []
     assert report["frames_dropped"] == 0
     assert report["rss_growth"] <= report["rss_growth_limit"]
+    hostile = report["hostile"]
+    assert hostile["unexpected"] == []
+    assert len(hostile["rounds"]) == 6 and min(hostile["rounds"].values()) >= 1
+    # The service alone peaks near 200 MB on pc2; 300 MB is issue 16's bound for one client.
+    assert report["peak_rss_mb"] < 200 + 300
     # Between the first and the last third: no thread, descriptor or task left behind.
     assert growth["threads"]["last_third"] <= growth["threads"]["first_third"] + 2
     assert growth["fds"]["last_third"] <= growth["fds"]["first_third"] + 4

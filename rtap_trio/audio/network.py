@@ -34,14 +34,17 @@ class AudioFormatError(ValueError):
 
 class PushSource(AudioSource):
     # A client's audio is never dropped: one that sends faster than the
-    # front-end takes it waits (TCP back-pressure). But it is a person talking:
-    # when transcription falls behind, the oldest waiting utterance goes,
-    # as for a microphone, rather than the whole session stalling behind it.
+    # front-end takes it waits (TCP back-pressure). By default it is a person
+    # talking: when transcription falls behind, the oldest waiting utterance
+    # goes, as for a microphone, rather than the whole session stalling behind
+    # it. ``interactive=False`` is for clients that send recordings faster than
+    # real time and want every word (Wyoming): their utterances wait too, and
+    # the back-pressure reaches the client.
     live = False
 
     @property
     def interactive(self) -> bool:
-        return True
+        return self._interactive
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class PushSource(AudioSource):
         frame_samples: int,
         target_rate: int = 16_000,
         queue_frames: int = 50,
+        interactive: bool = True,
     ) -> None:
         if not MIN_RATE <= sample_rate <= MAX_RATE:
             raise AudioFormatError(f"sample_rate {sample_rate} is outside {MIN_RATE}..{MAX_RATE}")
@@ -61,6 +65,7 @@ class PushSource(AudioSource):
         if channels not in (1, 2):
             raise AudioFormatError(f"channels must be 1 or 2, not {channels}")
         self.name = name
+        self._interactive = interactive
         self.sample_rate = sample_rate
         self.encoding = encoding
         self.channels = channels

@@ -13,11 +13,16 @@ descriptors and trio tasks are read (``/proc`` through psutil, and
 * accounting: every utterance a session ended (``speech_end``) has a
   transcript or says why not (``utterance_discarded``, ``utterance_dropped``,
   ``stt_timeout``), and no session dropped a frame.
+
+With ``hostile``, the attacks of :mod:`.hostile` run beside them the whole
+time (Wyoming on, uploads limited to a minute of audio), each round checked
+for its documented refusal, and the child's peak RSS is reported.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -33,6 +38,7 @@ from ..client import open_audio_session
 from ..items import Samples
 from ..transport.schemas import EventType
 from .common import SAMPLE_RATE, Clip, concatenate, progress, service_child, service_command
+from .hostile import HostilePorts, HostileTally, run_hostile_load
 
 __all__ = ["run_soak"]
 
@@ -111,10 +117,22 @@ def _growth(samples: list[dict[str, float]], warmup_s: float) -> dict[str, dict[
     return out
 
 
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 async def _soak(
-    command: list[str], audios: Sequence[Samples], seconds: float, warmup_s: float
+    command: list[str],
+    audios: Sequence[Samples],
+    seconds: float,
+    warmup_s: float,
+    wyoming_port: int | None,
 ) -> dict[str, Any]:
     accounts = _Accounts()
+    tally = HostileTally()
     samples: list[dict[str, float]] = []
     async with service_child(command) as (child, ports):
         started = trio.current_time()
@@ -124,8 +142,14 @@ async def _soak(
             async with trio.open_nursery() as clients:
                 for audio in audios:
                     clients.start_soon(_client, ports.websocket, audio, until, accounts)
+                if wyoming_port is not None:
+                    hostile = HostilePorts(
+                        ports.telemetry, ports.websocket, wyoming_port, ports.catchup
+                    )
+                    clients.start_soon(run_hostile_load, hostile, until, tally)
             nursery.cancel_scope.cancel()
         health = await trio.to_thread.run_sync(_health, ports.telemetry)
+        peak_rss_mb = _peak_rss_mb(child.pid)
     growth = _growth(samples, warmup_s)
     rss = growth["rss_mb"]
     return {
@@ -144,6 +168,8 @@ async def _soak(
         "unaccounted": accounts.unaccounted,
         "frames_dropped": accounts.frames_dropped,
         "local_session_state": health.get("state"),
+        "peak_rss_mb": peak_rss_mb,
+        "hostile": tally.as_dict() if wyoming_port is not None else None,
         "exit_code": child.returncode,
     }
 
@@ -157,8 +183,20 @@ def run_soak(
     settings_dir: Path | None = None,
     overrides: Sequence[str] = (),
     out: Path | None = None,
+    hostile: bool = False,
 ) -> dict[str, Any]:
     """Soak the service; the report (and ``out/soak.json`` if ``out`` is given)."""
+    wyoming_port = None
+    if hostile:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            wyoming_port = int(sock.getsockname()[1])
+        overrides = [
+            *overrides,
+            "wyoming.enabled=true",
+            f"wyoming.port={wyoming_port}",
+            "openai.max_audio_s=60",
+        ]
     command = service_command(
         "demo", profile=profile, settings_dir=settings_dir, overrides=overrides
     )
@@ -168,9 +206,10 @@ def run_soak(
         speech = concatenate([*clips[shift:], *clips[:shift]], 1.5)
         audios.append(np.concatenate((speech, np.zeros(int(1.5 * SAMPLE_RATE), np.int16))))
     warmup_s = min(60.0, seconds / 4)
-    progress(f"soak: {clients} client(s) and the demo for {seconds:g} s")
+    against = " and hostile clients" if hostile else ""
+    progress(f"soak: {clients} client(s){against} and the demo for {seconds:g} s")
     started = time.perf_counter()
-    report = trio.run(_soak, command, audios, seconds, warmup_s)
+    report = trio.run(_soak, command, audios, seconds, warmup_s, wyoming_port)
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ session at once, aborting its transcription if one is running.
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 import trio
@@ -34,7 +33,9 @@ from ..audio.network import AudioFormatError, Encoding, PushSource
 from ..errors import ConfigError, ModelError, find_error, only_errors, validation_problem
 from ..sessions import EndReason, Session, SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
+from ..stt.base import SttBackend
 from ..transport.schemas import Stream
+from . import client_json
 
 __all__ = ["AUDIO_PATH", "AudioWebSocketEndpoint", "StartMessage"]
 
@@ -96,13 +97,26 @@ def _parse_start(message: str | bytes) -> StartMessage:
     if isinstance(message, bytes):
         raise _Closed(UNSUPPORTED_DATA, "the first message must be a text start message")
     try:
-        data = json.loads(message)
-    except json.JSONDecodeError as exc:
-        raise _Closed(POLICY, f"start message is not JSON: {exc.msg}") from None
+        data = client_json.loads(message)
+    except client_json.ClientJsonError as exc:
+        raise _Closed(POLICY, f"bad start message: {exc}") from None
     try:
         return StartMessage.model_validate(data)
     except ValidationError as exc:
         raise _Closed(POLICY, f"bad start message: {validation_problem(exc, 'message')}") from None
+
+
+def _language_problem(stt: SttBackend, language: str | None) -> str | None:
+    """Why the engine cannot transcribe ``language``; None when it can (or none is asked).
+
+    Whisper raises only when the first utterance is decoded, after the
+    session has started; docs/protocol.md promises the refusal at start.
+    """
+    if language is None or language in stt.languages:
+        return None
+    if stt.english_only:  # as SessionManager.open says it
+        return f"the model {stt.name} is English-only; it cannot transcribe {language!r}"
+    return f"the model {stt.name} cannot transcribe {language!r}"
 
 
 class AudioWebSocketEndpoint:
@@ -129,6 +143,9 @@ class AudioWebSocketEndpoint:
             start = _parse_start(await ws.get_message())
         if start is None:
             raise _Closed(NORMAL, f"no start message within {self._idle_s:g} s")
+        problem = _language_problem(self._manager.engines.stt, start.language)
+        if problem is not None:
+            raise _Closed(POLICY, problem)
         try:
             session = self._manager.open("websocket", start.options())
         except SessionLimitError as exc:
@@ -196,7 +213,12 @@ class AudioWebSocketEndpoint:
                     session.end_reason = EndReason.PROTOCOL_ERROR
                     raise _Closed(UNSUPPORTED_DATA, str(exc)) from None
                 continue
-            if _message_type(message) == "stop":
+            try:
+                data = client_json.loads(message)
+            except client_json.ClientJsonError as exc:
+                session.end_reason = EndReason.PROTOCOL_ERROR
+                raise _Closed(POLICY, f"bad message: {exc}") from None
+            if isinstance(data, dict) and data.get("type") == "stop":
                 session.end_reason = EndReason.STOP
                 break
             session.end_reason = EndReason.PROTOCOL_ERROR
@@ -215,11 +237,3 @@ class AudioWebSocketEndpoint:
             reason = f"idle for {self._idle_s:g} s"
         with trio.move_on_after(1.0):
             await ws.aclose(code=code, reason=reason)
-
-
-def _message_type(text: str) -> str | None:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return data.get("type") if isinstance(data, dict) else None

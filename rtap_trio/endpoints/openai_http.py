@@ -1,11 +1,20 @@
 """OpenAI-compatible transcription over HTTP: ``POST /v1/audio/transcriptions``, ``GET /v1/models``.
 
 What the ``openai`` SDK (and pipecat, LiveKit agents, scripts) call with their
-``base_url`` pointed here. An upload is decoded (anything libsndfile reads:
-WAV, FLAC, OGG, MP3), then goes through a session like ``replay``: VAD
-segmentation, whisper.cpp, language; nothing is dropped, and the utterances
-become the response's segments. Errors come in OpenAI's shape,
+``base_url`` pointed here. An upload (anything libsndfile reads: WAV, FLAC,
+OGG, MP3) goes through a session like ``replay``: VAD segmentation,
+whisper.cpp, language; nothing is dropped, and the utterances become the
+response's segments. Errors come in OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with its status codes.
+
+Every step has its budget before it costs anything: the body is counted as it
+arrives (chunked or not) and refused with 413 the moment it is over
+``openai.max_file_bytes``; it is parsed in memory, never spooled to disk; the
+file's header is read before any of it is decoded, and what is over
+``openai.max_audio_s``, ``openai.max_channels`` or 192 kHz is refused with 413;
+the session's slot is taken before decoding, which then streams a block at a
+time into the pipeline; and a client that disconnects while its upload is
+transcribed ends its session (``session_ended`` with reason ``disconnected``).
 
 Accepted and ignored, since the service has one model and decodes greedily:
 ``model`` (any name; ``GET /v1/models`` lists the real one and ``whisper-1``),
@@ -14,23 +23,26 @@ Accepted and ignored, since the service has one model and decodes greedily:
 
 from __future__ import annotations
 
+import functools
+import io
 import re
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from ..audio.file import FileSource, decode_audio
+from ..audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
 from ..errors import AudioSourceError, ConfigError
-from ..sessions import SessionLimitError, SessionManager, SessionOptions
+from ..http import READ_TIMEOUT_S
+from ..sessions import Session, SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
+from ..stt.hallucination import compression_ratio as _compression_ratio
 from ..transport.schemas import Stream, TranscriptMessage
 from .openai_realtime import REALTIME_PATH, RealtimeEndpoint
 
@@ -40,17 +52,22 @@ RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 #: The name OpenAI's own clients send most; accepted like the real model's.
 ALIAS = "whisper-1"
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+#: Sample rates past this are refused from the header: decoding costs
+#: rate x channels x duration, and 192 kHz is the highest a recording is made at.
+MAX_SAMPLE_RATE = 192_000
+#: Besides the file, the form's fields and the parts' headers: at most 16
+#: fields of at most 64 KiB; the body may be over the file's limit by this much.
+_MAX_FIELDS = 16
+_MAX_FIELD_BYTES = 65_536
+_FORM_OVERHEAD = 65_536
+#: hypercorn stops reading a connection that has sent nothing for its read
+#: timeout and tells the app ``http.disconnect`` though the client still waits
+#: (the response still reaches it). A disconnect this close to that moment is
+#: taken for the timeout, not the client going (a reset then is missed).
+_TIMEOUT_MARGIN_S = 2.0
 
-
-class _InMemoryParser(MultiPartParser):
-    """Starlette's multipart parser, keeping file parts in memory.
-
-    It spools a part over 1 MiB to a temporary file, and no audio may reach
-    the disk unless a setting says so. The upload is bounded before parsing
-    (the Content-Length against ``openai.max_file_bytes``), so memory is too.
-    """
-
-    spool_max_size = 1 << 31
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 
 class _ApiError(Exception):
@@ -72,6 +89,126 @@ class _ApiError(Exception):
         }.get(self.status, "invalid_request_error")
         body = {"message": str(self), "type": kind, "param": self.param, "code": self.code}
         return JSONResponse({"error": body}, status_code=self.status)
+
+
+class _NoAnswer(Response):
+    """For a client that has gone: nothing is sent (the connection is closed)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+
+class _Form:
+    """A multipart/form-data body, parsed as it arrives, in memory, within budgets.
+
+    Starlette's parser spools a file part to a temporary file (no audio may
+    reach the disk) and counts nothing until the body has all come. Here the
+    file goes into memory and is refused (413) the moment it is over
+    ``max_file_bytes``; the fields are few and small, each part's headers
+    bounded by python-multipart. One file part, named ``file``.
+    """
+
+    def __init__(self, boundary: bytes, max_file_bytes: int) -> None:
+        self.fields: dict[str, str] = {}
+        self.file: io.BytesIO | None = None
+        self.filename = "upload"
+        self._max_file_bytes = max_file_bytes
+        self._file_complete = False
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self._name = ""
+        self._field: bytearray | None = None  # the field part being read
+        self._in_file = False
+        callbacks: MultipartCallbacks = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_part,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+        self._parser = MultipartParser(boundary, callbacks)
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.write(chunk)
+        except FormParserError as exc:
+            raise _ApiError(400, f"the request is not a valid form: {exc}") from None
+
+    def finish(self) -> io.BytesIO:
+        """The file, from its start; 400 when the body held no whole ``file`` part."""
+        try:
+            self._parser.finalize()
+        except FormParserError as exc:
+            raise _ApiError(400, f"the request is not a valid form: {exc}") from None
+        if self.file is None or not self._file_complete:
+            raise _ApiError(400, "a 'file' part is required", param="file")
+        self.file.seek(0)
+        return self.file
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+        self._field = None
+        self._in_file = False
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def _header_value_part(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header_name.strip().lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise _ApiError(400, "the request is not a valid form: a part has no name")
+        self._name = _text(options[b"name"])
+        if b"filename" not in options:
+            if len(self.fields) >= _MAX_FIELDS:
+                raise _ApiError(400, f"the form has more than {_MAX_FIELDS} fields")
+            self._field = bytearray()
+        elif self._name != "file" or self.file is not None:
+            raise _ApiError(400, "one file part, named 'file', is expected", param="file")
+        else:
+            self.file = io.BytesIO()
+            self.filename = _text(options[b"filename"]) or "upload"
+            self._in_file = True
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            assert self.file is not None
+            if self.file.tell() + end - start > self._max_file_bytes:
+                raise _ApiError(
+                    413, f"the file is over {self._max_file_bytes} bytes", code="file_too_large"
+                )
+            self.file.write(memoryview(data)[start:end])
+        elif self._field is not None:
+            if len(self._field) + end - start > _MAX_FIELD_BYTES:
+                raise _ApiError(400, f"the field {self._name!r} is over {_MAX_FIELD_BYTES} bytes")
+            self._field += data[start:end]
+
+    def _part_end(self) -> None:
+        if self._in_file:
+            self._file_complete = True
+        elif self._field is not None:
+            self.fields[self._name] = _text(bytes(self._field))
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +242,6 @@ def _vtt(segments: list[_Segment]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def _compression_ratio(text: str) -> float:
-    # As openai-whisper computes it: a high ratio means a repetitive (looping) text.
-    raw = text.encode()
-    return round(len(raw) / len(zlib.compress(raw)), 4) if raw else 0.0
-
-
 class _Transcriptions:
     def __init__(self, settings: Settings, sessions: Callable[[], SessionManager | None]) -> None:
         self._settings = settings
@@ -134,36 +265,38 @@ class _Transcriptions:
             return JSONResponse(data[ids.index(wanted)])
         return JSONResponse({"object": "list", "data": data})
 
-    async def _form(self, request: Request) -> tuple[bytes, str, dict[str, str]]:
-        length = request.headers.get("content-length")
-        if length is None:
+    async def _form(self, request: Request) -> _Form:
+        """The form, read as it streams in: 413 as soon as the body is over its budget.
+
+        Raises ClientDisconnect when the client goes while sending.
+        """
+        headers = request.headers
+        length = headers.get("content-length")
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if length is None and not chunked:
             raise _ApiError(411, "a Content-Length header is required")
-        if not length.isdigit() or int(length) > self._max_bytes + 65_536:
-            raise _ApiError(
-                413, f"the upload is over {self._max_bytes} bytes", code="file_too_large"
-            )
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise _ApiError(400, "the request must be multipart/form-data")
-        parser = _InMemoryParser(
-            request.headers, request.stream(), max_files=1, max_fields=16, max_part_size=65_536
+        budget = self._max_bytes + _FORM_OVERHEAD
+        too_big = _ApiError(
+            413, f"the upload is over {self._max_bytes} bytes", code="file_too_large"
         )
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:  # a malformed multipart body
-            raise _ApiError(400, f"the request is not a valid form: {exc.message}") from None
-        try:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise _ApiError(400, "a 'file' part is required", param="file")
-            data = await upload.read(self._max_bytes + 1)
-            if len(data) > self._max_bytes:
-                raise _ApiError(
-                    413, f"the file is over {self._max_bytes} bytes", code="file_too_large"
-                )
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
-            return data, upload.filename or "upload", fields
-        finally:
-            await form.close()  # its spooled temporary file
+        if length is not None and (not length.isdigit() or int(length) > budget):
+            raise too_big
+        content_type = headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise _ApiError(400, "the request must be multipart/form-data")
+        boundary = parse_options_header(content_type)[1].get(b"boundary")
+        if not boundary:
+            raise _ApiError(400, "the request is not a valid form: it has no boundary")
+        form = _Form(boundary, self._max_bytes)
+        received = 0
+        # Counted as it arrives, whatever Content-Length said: with chunked
+        # transfer encoding the header is not what limits the body.
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > budget:
+                raise too_big
+            form.feed(chunk)
+        return form
 
     def _options(self, fields: dict[str, str], manager: SessionManager) -> tuple[str, str | None]:
         if not fields.get("model"):
@@ -193,30 +326,64 @@ class _Transcriptions:
 
     async def transcribe(self, request: Request) -> Response:
         manager = self._manager()
-        data, filename, fields = await self._form(request)
-        response_format, language = self._options(fields, manager)
-        audio = self._settings.audio
         try:
-            samples = await trio.to_thread.run_sync(decode_audio, data, audio.sample_rate, filename)
-        except AudioSourceError as exc:
-            raise _ApiError(400, str(exc), param="file", code="invalid_file") from None
-        try:
-            session = manager.open("openai", SessionOptions(wake_word=False, language=language))
-        except SessionLimitError as exc:
-            raise _ApiError(429, str(exc), code="busy") from None
-        except ConfigError as exc:
-            raise _ApiError(400, exc.reason) from None
-        source = FileSource.from_samples(
-            samples,
-            name=f"openai:{filename}",
-            frame_samples=audio.frame_samples,
-            sample_rate=audio.sample_rate,
-            trailing_silence_ms=self._settings.vad.hangover_ms + 200,
+            form = await self._form(request)
+        except ClientDisconnect:
+            return _NoAnswer()
+        file = form.finish()
+        received_at = trio.current_time()
+        response_format, language = self._options(form.fields, manager)
+        audio, limits = self._settings.audio, self._settings.openai
+        # The header first, before a slot is taken: what is over the limits
+        # costs nothing more. Opening an MP3 may scan it: off the event loop.
+        open_decoder = functools.partial(
+            AudioDecoder,
+            file,
+            audio.sample_rate,
+            label=form.filename,
+            limits=AudioLimits(limits.max_audio_s, limits.max_channels, MAX_SAMPLE_RATE),
         )
+        try:
+            decoder = await trio.to_thread.run_sync(open_decoder)
+        except AudioSourceError as exc:
+            raise _file_error(exc) from None
+        with decoder:
+            try:
+                session = manager.open("openai", SessionOptions(wake_word=False, language=language))
+            except SessionLimitError as exc:
+                raise _ApiError(429, str(exc), code="busy") from None
+            except ConfigError as exc:
+                raise _ApiError(400, exc.reason) from None
+            # The slot is taken: decoding streams into the session a block at a time.
+            source = DecodingSource(
+                decoder,
+                name=f"openai:{form.filename}",
+                frame_samples=audio.frame_samples,
+                trailing_silence_ms=self._settings.vad.hangover_ms + 200,
+            )
+            transcripts = await self._run(request.receive, received_at, manager, session, source)
+        if transcripts is None:
+            return _NoAnswer()
+        if source.error is not None:
+            raise _file_error(source.error)
+        if session.failed:
+            raise _ApiError(500, "the transcription failed", code="session_failed")
+        return self._render(response_format, transcripts, source.duration_s, language, manager)
+
+    async def _run(
+        self,
+        receive: Callable[[], Any],
+        received_at: float,
+        manager: SessionManager,
+        session: Session,
+        source: DecodingSource,
+    ) -> list[TranscriptMessage] | None:
+        """The session's transcripts; None when the client went and the session was ended."""
         transcripts: list[TranscriptMessage] = []
         subscription = manager.outbox.subscribe(
             f"openai-{session.id}", (Stream.TRANSCRIPTS,), 100_000, session_id=session.id
         )
+        running, watching = trio.CancelScope(), trio.CancelScope()
         with subscription:
             async with trio.open_nursery() as nursery:
 
@@ -225,15 +392,20 @@ class _Transcriptions:
                         assert isinstance(item.message, TranscriptMessage)
                         transcripts.append(item.message)
 
+                async def watch() -> None:
+                    with watching:
+                        await _disconnected(receive, received_at)
+                        running.cancel()  # the session ends as ``disconnected``
+
                 nursery.start_soon(collect)
+                nursery.start_soon(watch)
                 try:
-                    await session.run(source)
+                    with running:
+                        await session.run(source)
                 finally:
+                    watching.cancel()
                     subscription.end()
-        if session.failed:
-            raise _ApiError(500, "the transcription failed", code="session_failed")
-        duration = samples.size / audio.sample_rate
-        return self._render(response_format, transcripts, duration, language, manager)
+        return None if running.cancelled_caught else transcripts
 
     def _render(
         self,
@@ -281,6 +453,28 @@ class _Transcriptions:
             ],
         }
         return JSONResponse(body)
+
+
+async def _disconnected(receive: Callable[[], Any], received_at: float) -> None:
+    """Returns when the client has gone (its connection closed or reset).
+
+    The body has all been read, so the next ASGI message is ``http.disconnect``.
+    """
+    while True:
+        message: MutableMapping[str, Any] = await receive()
+        if message["type"] != "http.disconnect":
+            continue
+        if trio.current_time() - received_at < READ_TIMEOUT_S - _TIMEOUT_MARGIN_S:
+            return
+        # hypercorn's read timeout, not the client: it no longer reads the
+        # connection, so nothing more can be told; the response still goes out.
+        await trio.sleep_forever()
+
+
+def _file_error(exc: AudioSourceError) -> _ApiError:
+    if isinstance(exc, AudioLimitError):
+        return _ApiError(413, str(exc), param="file", code="audio_too_large")
+    return _ApiError(400, str(exc), param="file", code="invalid_file")
 
 
 def _guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:

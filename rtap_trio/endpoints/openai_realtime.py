@@ -69,6 +69,7 @@ from ..stages.preprocess import prepare_for_stt
 from ..telemetry import now
 from ..transport.outbox import Subscription
 from ..transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
+from . import client_json
 
 __all__ = ["KIND", "REALTIME_PATH", "RealtimeEndpoint"]
 
@@ -84,6 +85,11 @@ _MIN_COMMIT_MS = 100
 #: more would be cut off, so it is refused instead.
 _MAX_BUFFER_S = 30
 _MAX_BUFFER_BYTES = _MAX_BUFFER_S * PCM16_RATE * _BYTES_PER_SAMPLE
+#: Server VAD audio goes to the session's source this much at a time (1 s).
+_PUSH_BYTES = PCM16_RATE * _BYTES_PER_SAMPLE
+#: Whisper reads at most 224 prompt tokens; a longer prompt is refused, not
+#: kept and echoed in every session.updated.
+_MAX_PROMPT_CHARS = 4096
 #: Server VAD timings the session's VAD settings can take (settings.VadSettings).
 _SILENCE_MS = (60, 5000)
 _PREFIX_MS = (0, 2000)
@@ -504,9 +510,9 @@ class _Connection:
 
     async def _dispatch(self, text: str) -> None:
         try:
-            event = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise _ClientError(f"the event is not JSON: {exc}", code="invalid_json") from None
+            event = client_json.loads(text)
+        except client_json.ClientJsonError as exc:
+            raise _ClientError(f"the event cannot be read: {exc}", code="invalid_json") from None
         if not isinstance(event, dict):
             raise _ClientError("an event must be a JSON object", code="invalid_json")
         kind = event.get("type")
@@ -622,6 +628,11 @@ class _Connection:
                 )
         if "prompt" in fields:  # accepted; whisper.cpp here decodes without one
             prompt = self._string(fields["prompt"], f"{param}.prompt") or None
+            if prompt is not None and len(prompt) > _MAX_PROMPT_CHARS:
+                raise _ClientError(
+                    f"'{param}.prompt' is at most {_MAX_PROMPT_CHARS} characters",
+                    param=f"{param}.prompt",
+                )
         return replace(config, model=model, language=language, prompt=prompt)
 
     @staticmethod
@@ -695,7 +706,10 @@ class _Connection:
         # A session that is ending (the service stops) has closed its source;
         # its end closes the connection.
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            await self._source.push(pcm)
+            # A second at a time: the source converts what it is given whole,
+            # so a 4 MiB event (87 s) would cost its float copies at once.
+            for start in range(0, len(pcm), _PUSH_BYTES):
+                await self._source.push(pcm[start : start + _PUSH_BYTES])
 
     async def _commit(self) -> None:
         if self._config.turn_detection is not None:
@@ -878,8 +892,9 @@ class _Connection:
         if text is None:
             return None
         try:
-            event = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+            # Numbers as their text: an event refused for one still has its id.
+            event = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             return None
         event_id = event.get("event_id") if isinstance(event, dict) else None
         return event_id if isinstance(event_id, str) else None

@@ -18,11 +18,22 @@ Each stream from ``audio-start`` to ``audio-stop`` is one session of kind
 event and the connection reads on from the next line; a header, data or
 payload over its limit gets an ``error`` event and the connection is closed
 (the stream cannot be trusted after it). Either way the server keeps serving.
+
+Bounds, so that no client holds more than its share: at most
+``wyoming.max_connections`` connections (decided before the first await, so a
+flood cannot outrun it; beyond it a connection gets an ``error`` and is
+closed); a connection silent for ``sessions.idle_timeout_s`` is closed, and so
+is one that reads nothing of what is sent to it for ``wyoming.send_timeout_s``.
+A stream's format and language are checked before its session takes a slot,
+and every way a stream fails gives the slot back. Its audio is never dropped:
+Wyoming clients send recordings faster than real time, so the session's
+utterances wait for transcription and the client waits on TCP (back-pressure).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +43,14 @@ from loguru import logger
 
 from ..audio.network import AudioFormatError, PushSource
 from ..errors import ConfigError, ModelError, PortInUseError
-from ..sessions import EndReason, Session, SessionLimitError, SessionManager, SessionOptions
+from ..sessions import (
+    EndReason,
+    Session,
+    SessionLimitError,
+    SessionManager,
+    SessionOptions,
+    new_session_id,
+)
 from ..settings import Settings
 from ..stages.wakeword import builtin_keywords
 from ..telemetry import Metrics
@@ -43,6 +61,10 @@ __all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]
 
 _WHISPER_ATTRIBUTION = {"name": "OpenAI", "url": "https://github.com/openai/whisper"}
 _PORCUPINE_ATTRIBUTION = {"name": "Picovoice", "url": "https://github.com/Picovoice/porcupine"}
+#: a language code as whisper names them ("en", "haw"); anything else is refused unread
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+#: at most one "refusing connections" line this often, however many are refused
+_REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -113,7 +135,7 @@ class _Reader:
             payload_length = int(header.get("payload_length") or 0)
             if not isinstance(data, dict) or data_length < 0 or payload_length < 0:
                 raise ValueError("'data' must be an object, the lengths not negative")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:  # Overflow: a length of Infinity
             raise ProtocolError(
                 f"malformed header line: {exc}", "bad_header", fatal=False
             ) from None
@@ -182,7 +204,11 @@ class WyomingServer:
         self._sessions = sessions
         self._metrics = metrics
         self.port = settings.wyoming.port
+        #: connections being served (refused ones not counted)
         self.connections = 0
+        #: connections refused at the cap since the last log line about it
+        self._refused_unlogged = 0
+        self._refusal_logged_at = float("-inf")
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         host = self._settings.output.bind_address
@@ -195,10 +221,16 @@ class WyomingServer:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        # One connection's failure is that connection's: never the listener's.
+        # The cap is checked before the first await: however fast connections
+        # arrive, no more than max_connections are ever served at once.
+        if self.connections >= self._wyoming.max_connections:
+            await self._refuse(stream)
+            return
         self.connections += 1
+        # One connection's failure is that connection's: never the listener's.
         try:
-            await _Connection(self, stream).serve()
+            with trio.CancelScope() as scope:  # cancelled when the client stops reading
+                await _Connection(self, stream, scope).serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception as exc:
@@ -207,7 +239,34 @@ class WyomingServer:
                 "connection failed: {}", exc
             )
         finally:
+            # Counted down before the close: a client that sees the end may connect again.
             self.connections -= 1
+            with trio.move_on_after(1):
+                await stream.aclose()
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        """Over the cap: told in one small event (a fresh socket takes it at
+        once; a second at most), then closed."""
+        limit = self._wyoming.max_connections
+        self._metrics.errors.labels("wyoming", "too_many_connections").inc()
+        self._refused_unlogged += 1
+        now = trio.current_time()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL_S:
+            logger.bind(component="wyoming").warning(
+                "{} connections (wyoming.max_connections): refused {} more",
+                limit,
+                self._refused_unlogged,
+            )
+            self._refusal_logged_at, self._refused_unlogged = now, 0
+        try:
+            with trio.move_on_after(1):
+                text = f"{limit} connections are open already"
+                await write_event(
+                    stream, WyomingEvent("error", {"text": text, "code": "too_many_connections"})
+                )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
             with trio.move_on_after(1):
                 await stream.aclose()
 
@@ -267,9 +326,12 @@ class WyomingServer:
 
 
 class _Connection:
-    def __init__(self, server: WyomingServer, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, server: WyomingServer, stream: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
         self._server = server
         self._stream = stream
+        self._scope = scope
         self._reader = _Reader(stream, server._wyoming)
         self._write_lock = trio.Lock()
         self._settings = server._settings
@@ -277,10 +339,22 @@ class _Connection:
         self._language: str | None = None
         self._names: tuple[str, ...] | None = None
         self._current: _Stream | None = None
+        #: the stream's start was refused (told once): its audio is dropped until audio-stop
+        self._refused = False
 
     async def send(self, type: str, **data: Any) -> None:
-        async with self._write_lock:
-            await write_event(self._stream, WyomingEvent(type, data))
+        """One event; a client that has not taken it within wyoming.send_timeout_s
+        (it reads nothing: every buffer between us is full) is disconnected."""
+        with trio.move_on_after(self._server._wyoming.send_timeout_s) as waited:
+            async with self._write_lock:
+                await write_event(self._stream, WyomingEvent(type, data))
+        if waited.cancelled_caught:
+            self._server._metrics.errors.labels("wyoming", "send_timeout").inc()
+            logger.bind(component="wyoming").info(
+                "a client read nothing for {} s: disconnected", self._server._wyoming.send_timeout_s
+            )
+            self._scope.cancel()  # the whole connection: its session, its reader
+            await trio.lowlevel.checkpoint()  # raises Cancelled here
 
     async def serve(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -340,8 +414,10 @@ class _Connection:
                 await self._end_stream()
             await self._start_stream(data, nursery)
         elif kind == "audio-chunk":
-            if self._current is None:  # audio without a start: its own fields start it
-                await self._start_stream(data, nursery)
+            if self._current is None:
+                if self._refused:  # its start was refused, and the client told so
+                    return
+                await self._start_stream(data, nursery)  # audio without a start starts one
             assert self._current is not None
             try:
                 await self._current.source.push(event.payload)
@@ -350,16 +426,36 @@ class _Connection:
         elif kind == "audio-stop":
             if self._current is not None:
                 await self._end_stream()
+            elif self._refused:  # answered at its start
+                self._refused = False
+            else:
+                raise ProtocolError(
+                    "audio-stop without audio-start: there is no stream to end",
+                    "no_audio_start",
+                    fatal=False,
+                )
         else:
             raise ProtocolError(f"unsupported event type {kind!r}", "unsupported", fatal=False)
 
     async def _start_stream(self, data: dict[str, Any], nursery: trio.Nursery) -> None:
+        try:
+            self._refused = False
+            await self._open_stream(data, nursery)
+        except ProtocolError as exc:
+            # Refused but the connection reads on: the stream's chunks are
+            # dropped quietly (one error, not one per chunk) until its audio-stop.
+            self._refused = not exc.fatal
+            raise
+
+    async def _open_stream(self, data: dict[str, Any], nursery: trio.Nursery) -> None:
+        """Everything the client chose is checked before the session takes a slot;
+        from the slot on, nothing can fail before ``session.run``, which gives it back."""
         manager = self._server._sessions()
         if manager is None:
             raise ProtocolError("the service is starting", "starting", fatal=False)
         try:
             rate, width, channels = int(data["rate"]), int(data["width"]), int(data["channels"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # Overflow: Infinity
             raise ProtocolError(
                 "audio needs integer rate, width and channels", "bad_audio", fatal=True
             ) from None
@@ -373,34 +469,52 @@ class _Connection:
                 raise ProtocolError(
                     f"unknown wake word(s) {unknown}", "unknown_wake_word", fatal=False
                 )
-        options = SessionOptions(
-            wake_word=wake, keywords=keywords, language=self._language, transcribe=not wake
-        )
+        language = None if wake else self._language
+        stt = manager.engines.stt
+        if language is not None and (
+            not _LANGUAGE.match(language) or language not in stt.languages
+        ):
+            # whisper would raise on it mid-stream; `describe` lists what it knows.
+            raise ProtocolError(
+                f"the model {stt.name} cannot transcribe {language[:40]!r}",
+                "unsupported_language",
+                fatal=False,
+            )
+        session_id = new_session_id()
         try:
-            session = manager.open("wyoming", options)
             source = PushSource(
-                name=f"wyoming:{session.id}",
+                name=f"wyoming:{session_id}",
                 sample_rate=rate,
                 encoding="pcm_s16le",
                 channels=channels,
                 frame_samples=self._settings.audio.frame_samples,
                 target_rate=self._settings.audio.sample_rate,
+                # A recording sent at once: its utterances wait rather than go.
+                interactive=False,
             )
-        except SessionLimitError as exc:
-            raise ProtocolError(str(exc), "busy", fatal=False) from None
-        except ConfigError as exc:
-            raise ProtocolError(exc.reason, "bad_request", fatal=False) from None
         except AudioFormatError as exc:
             raise ProtocolError(str(exc), "bad_audio", fatal=True) from None
-        current = _Stream(session, source, self._mode)
+        options = SessionOptions(
+            wake_word=wake, keywords=keywords, language=language, transcribe=not wake
+        )
         subscription = manager.outbox.subscribe(
-            f"wyoming-{session.id}",
+            f"wyoming-{session_id}",
             (Stream.EVENTS, Stream.TRANSCRIPTS),
             self._settings.output.websocket_client_queue,
-            session_id=session.id,
+            session_id=session_id,
         )
+        try:
+            session = manager.open("wyoming", options, session_id=session_id)
+        except SessionLimitError as exc:
+            subscription.close()
+            raise ProtocolError(str(exc), "busy", fatal=False) from None
+        except ConfigError as exc:
+            subscription.close()
+            raise ProtocolError(exc.reason, "bad_request", fatal=False) from None
+        current = _Stream(session, source, self._mode)
         nursery.start_soon(self._forward, current, subscription)
         try:
+            # session.run releases the slot on every way out, a refusal included.
             await nursery.start(self._run_session, current, subscription)
         except (ConfigError, ModelError) as exc:
             raise ProtocolError(str(exc), "bad_request", fatal=False) from None

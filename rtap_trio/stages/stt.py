@@ -7,7 +7,9 @@ ended. A session runs ``sessions.max_in_flight`` of these stages, which caps
 how many of its utterances the backend holds at once. A transcription over
 ``stt.budget_ms`` (counted from when an engine took it) becomes an
 ``stt_timeout`` event; one the model itself thinks was no speech
-(``stt.no_speech_threshold``) an ``utterance_discarded`` event.
+(``stt.no_speech_threshold``), or whose text repeats itself like a looping
+decode (``stt.max_compression_ratio``, what Whisper makes of music), an
+``utterance_discarded`` event (:mod:`rtap_trio.stt.hallucination`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..items import SttResult, Transcription, Utterance
 from ..session import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
+from ..stt.hallucination import compression_ratio, discard_reason
 from ..telemetry import now
 from ..transport.schemas import EventType
 from .preprocess import prepare_for_stt
@@ -86,7 +89,7 @@ class SttStage:
                     return
                 self._queue_wait.observe(result.queue_ms / 1000)
                 self._stt_time.observe(result.stt_ms / 1000)
-            reason = self._discard_reason(result.text, result.no_speech_probability)
+            reason = discard_reason(result.text, result.no_speech_probability, self._stt)
             if reason is not None:
                 self._discard(utterance, reason, result.text, result.no_speech_probability)
                 done = True
@@ -123,20 +126,17 @@ class SttStage:
         self._stt_time.observe(early.result.stt_ms / 1000)
         return early.result, early.preprocess_ms
 
-    def _discard_reason(self, text: str, no_speech: float | None) -> str | None:
-        if not text:
-            return "no_text"
-        if no_speech is not None and no_speech > self._stt.no_speech_threshold:
-            return "no_speech"
-        return None
-
     def _discard(
         self, utterance: Utterance, reason: str, text: str, no_speech: float | None
     ) -> None:
         self._ctx.metrics.utterances.labels(self._ctx.kind, reason).inc()
         data: dict[str, object] = {"reason": reason}
-        if text:  # what was not published, for whoever tunes the threshold
-            data |= {"text": text, "no_speech_probability": round(no_speech or 0.0, 4)}
+        if text:  # what was not published, for whoever tunes the thresholds
+            data |= {
+                "text": text,
+                "no_speech_probability": round(no_speech or 0.0, 4),
+                "compression_ratio": compression_ratio(text),
+            }
         self._ctx.outbox.event(EventType.UTTERANCE_DISCARDED, utterance.id, **data)
         self._ctx.state.utterance_done(reason)
 

@@ -21,7 +21,14 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -218,6 +225,23 @@ class CatchupReply(BaseModel):
     next_seq: int = Field(description="the seq the next transcript will have")
     lost: int = Field(ge=0, description="transcripts after after_seq no longer kept: gone for good")
     error: str | None = None
+    truncated: bool = Field(
+        False,
+        description="cut to the oldest that fit the reply size (ZeroMQ): ask again after the"
+        " last seq; present only when true",
+    )
+
+    # No return annotation on purpose: with one, pydantic publishes the
+    # annotation (a bare object) as the serialization schema; without, the fields.
+    @model_serializer(mode="wrap")
+    def _truncated_only_when_true(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # Written only when true, so every other reply is byte for byte what it
+        # was before the field existed: clients built on the old schema
+        # (additionalProperties: false) still parse them.
+        data: dict[str, Any] = handler(self)
+        if not self.truncated:
+            data.pop("truncated", None)
+        return data
 
 
 AnyMessage = EventMessage | TranscriptMessage | LevelMessage | WatcherNotice

@@ -1,6 +1,6 @@
 """WebSocket server: the service's messages to watchers, and routes for other handlers.
 
-Every connection passes the access policy first (token, Origin). A watching
+Every connection passes the access policy first (Host, token, Origin). A watching
 client chooses streams and sessions (``?topics=events,transcripts,levels&
 sessions=<id>,<id>``, or a ``subscribe`` message at any time) and gets its own
 bounded outbox subscription: when it falls behind its oldest messages are
@@ -16,6 +16,12 @@ A failure of one connection is that connection's failure, never the
 listener's: whatever a handler raises (a client that resets its socket right
 after the handshake, one that leaves while it is sent its first message) is
 counted and logged, and the slot it held is given back.
+
+Connections are accepted through a
+:class:`~rtap_trio.connections.BoundedListener`: ``websocket_max_clients``
+clients plus :data:`~rtap_trio.connections.WEBSOCKET_HANDSHAKE_ROOM` still in
+their opening handshake are open at most (more get a 503 at once), and running
+out of descriptors (EMFILE) is waited out.
 """
 
 from __future__ import annotations
@@ -27,9 +33,16 @@ from urllib.parse import parse_qs
 import trio
 from loguru import logger
 from pydantic import ValidationError
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketServer as _TrioWebSocketServer
 
 from ..access import AccessPolicy
+from ..connections import (
+    WEBSOCKET_HANDSHAKE_ROOM,
+    BoundedListener,
+    ConnectionCap,
+    http_refusal,
+)
 from ..errors import PortInUseError, only_errors, validation_problem
 from ..settings import OutputSettings, SecuritySettings
 from ..telemetry import Metrics
@@ -93,7 +106,13 @@ class WebSocketServer:
         send_budget_s: float = 0.5,
     ) -> None:
         self._settings = settings
-        self._policy = AccessPolicy(security or SecuritySettings())
+        self._policy = AccessPolicy(security or SecuritySettings(), settings.bind_address)
+        #: open connections against their cap, for /health
+        self.connections = ConnectionCap(
+            "websocket",
+            settings.websocket_max_clients + WEBSOCKET_HANDSHAKE_ROOM,
+            "output.websocket_max_clients",
+        )
         self._service_id = service_id
         self._send_budget_s = send_budget_s
         self._outbox = outbox
@@ -113,26 +132,24 @@ class WebSocketServer:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled or :meth:`close`; reports the bound port."""
         host = self._settings.bind_address
+        try:
+            listeners = await trio.open_tcp_listeners(self.port, host=host)
+        except OSError as exc:
+            raise PortInUseError("websocket", host, self.port, exc.strerror or str(exc)) from None
+        refusal = http_refusal("503 Service Unavailable", "too many connections", json_body=False)
         async with trio.open_nursery() as nursery:
-            try:
-                server = await nursery.start(
-                    lambda task_status: serve_websocket(
-                        self._handle,
-                        host,
-                        self.port,
-                        None,
-                        max_message_size=self._settings.websocket_max_message_bytes,
-                        connect_timeout=HANDSHAKE_TIMEOUT_S,
-                        disconnect_timeout=CLOSE_TIMEOUT_S,
-                        task_status=task_status,
-                    )
-                )
-            except OSError as exc:
-                raise PortInUseError(
-                    "websocket", host, self.port, exc.strerror or str(exc)
-                ) from None
+            bounded = [BoundedListener(li, self.connections, nursery, refusal) for li in listeners]
+            server = _TrioWebSocketServer(
+                self._handle,
+                bounded,  # type: ignore[arg-type]  # any trio Listener serves; only .port needs more
+                handler_nursery=nursery,
+                max_message_size=self._settings.websocket_max_message_bytes,
+                connect_timeout=HANDSHAKE_TIMEOUT_S,
+                disconnect_timeout=CLOSE_TIMEOUT_S,
+            )
+            await nursery.start(server.run)
             # After a restart the same port is bound again, even if it was 0.
-            self.port = server.port
+            self.port = int(listeners[0].socket.getsockname()[1])
             task_status.started(self.port)
             await self._closing.wait()
             nursery.cancel_scope.cancel()
@@ -155,7 +172,12 @@ class WebSocketServer:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         path, _, query = request.path.partition("?")
-        refusal = self._policy.check(request.headers, query)
+        # wsproto takes Host out of the headers it hands on: it is on the
+        # request event, which trio-websocket keeps private. Read directly, so
+        # that a change there fails every handshake (logged) rather than
+        # passing every Host.
+        host: str = request._event.host
+        refusal = self._policy.check_host_value(host) or self._policy.check(request.headers, query)
         if refusal is not None:
             self._metrics.errors.labels("websocket", f"refused_{refusal.status}").inc()
             logger.bind(component="websocket").info("refused: {}", refusal.reason)

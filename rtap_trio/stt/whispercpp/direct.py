@@ -18,7 +18,8 @@ the prompt ``[SOT, language, transcribe, no-timestamps]``, the same suppressed
 tokens, the arg-max token, and its no-speech rule (no-speech probability
 > 0.6 and mean log-probability < -1: no text). What it leaves out is the
 temperature fallback; a runaway decode is bounded instead by a token budget
-that grows with the audio.
+that grows with the audio, and one whose text already repeats itself past
+``stt.max_compression_ratio`` stops there (see :mod:`..hallucination`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import numpy.typing as npt
 
 from ...errors import ModelError
 from ...items import Float32
+from ..hallucination import compression_ratio
+from .text import clean_transcript
 
 __all__ = [
     "DecodedUtterance",
@@ -42,6 +45,7 @@ __all__ = [
     "context_pointer",
     "libwhisper",
     "loaded_libwhisper",
+    "no_speech_after_sot",
 ]
 
 _NO_SPEECH_THRESHOLD = 0.6  # whisper_full_default_params: no_speech_thold
@@ -50,6 +54,15 @@ _LOGPROB_THRESHOLD = -1.0  # whisper_full_default_params: logprob_thold
 # speech rates (about 3 tokens a second is usual), never past half the
 # decoder's context, as whisper_full.
 _MIN_TOKENS = 16
+# A looping decode (what base writes for music: "I'm a man, I'm a man, ...")
+# runs to the budget, 196 tokens for 15 s, for text that is then discarded:
+# 46 s for 15 s of generated chords on two busy cores. Its text passes a
+# compression ratio of 2.4 after 3-5 repetitions (about 32 tokens; then 5 s),
+# so the ratio is checked every few tokens and the decode stops once it is
+# over stt.max_compression_ratio. Speech never gets near it (0.50-1.36 on the
+# fixtures and the corpus).
+_LOOP_CHECK_FROM = 24
+_LOOP_CHECK_EVERY = 8
 _TOKENS_PER_SECOND = 12
 _SAMPLE_RATE = 16_000
 
@@ -183,6 +196,28 @@ def context_pointer(context: Any) -> int | None:
     return int(pointer) if same else None
 
 
+def no_speech_after_sot(context: int, n_threads: int) -> float:
+    """Whisper's no-speech probability for the audio ``whisper_full`` last encoded
+    on ``context``: the ``<|nospeech|>`` token's after ``<|startoftranscript|>``.
+
+    whisper.cpp 1.8.5 reads it after the whole prompt instead, which with
+    ``no_timestamps`` ends in ``<|notimestamps|>``: there it is ~0 whatever
+    the audio (tiny.en: 0.0000-0.0003 on silence, noise, music and speech
+    alike), so ``stt.no_speech_threshold`` never fired on that path. Read where
+    openai-whisper and :class:`DirectWhisper` read it, it costs one decoder step
+    on the encoder output ``whisper_full`` left. The next ``whisper_full``
+    clears the decoder cache; its junk on music ("the" or nothing) was seen to
+    depend on what the context decoded before, with this step or without it.
+    """
+    lib = libwhisper()
+    token = (ctypes.c_int32 * 1)(lib.whisper_token_sot(context))
+    if lib.whisper_decode(context, token, 1, 0, n_threads) != 0:
+        raise RuntimeError("whisper.cpp failed to decode")
+    n_vocab = lib.whisper_n_vocab(context)
+    logits = np.ctypeslib.as_array(lib.whisper_get_logits(context), shape=(n_vocab,))
+    return float(_softmax(np.array(logits, dtype=np.float32))[lib.whisper_token_nosp(context)])
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedUtterance:
     text: str
@@ -196,8 +231,16 @@ class DirectWhisper:
     """One whisper.cpp context decoded from Python; not thread-safe (the engine locks)."""
 
     def __init__(
-        self, model_file: Path, *, n_threads: int, flash_attn: bool, use_gpu: bool
+        self,
+        model_file: Path,
+        *,
+        n_threads: int,
+        flash_attn: bool,
+        use_gpu: bool,
+        max_compression_ratio: float = 0.0,
     ) -> None:
+        """``max_compression_ratio``: stop a decode whose text is over it (0: never)."""
+        self._max_ratio = max_compression_ratio
         self._lib = libwhisper()
         lib = self._lib
         defaults = lib.whisper_context_default_params_by_ref()
@@ -312,6 +355,8 @@ class DirectWhisper:
         # The mean log-probability only matters when no-speech is likely.
         scoring = no_speech > _NO_SPEECH_THRESHOLD
         tokens: list[int] = []
+        # Tokens are byte pieces: a character may span two of them.
+        pieces: list[bytes] = []
         logprob_sum = 0.0
         silent = DecodedUtterance("", language, probability, no_speech)
         while True:
@@ -324,14 +369,23 @@ class DirectWhisper:
             if token == self._eot or len(tokens) >= budget:
                 break
             tokens.append(token)
+            pieces.append(lib.whisper_token_to_str(ctx, token))
+            if self._looping(pieces):
+                break
             logits = self._decode([token], n_past)
             n_past += 1
         if scoring and logprob_sum / (len(tokens) + 1) < _LOGPROB_THRESHOLD:
             return silent
-        # Tokens are byte pieces: a character may span two of them.
-        pieces = b"".join(lib.whisper_token_to_str(ctx, token) for token in tokens)
-        text = pieces.decode("utf-8", errors="replace").strip()
+        text = b"".join(pieces).decode("utf-8", errors="replace").strip()
         return DecodedUtterance(text, language, probability, no_speech)
+
+    def _looping(self, pieces: list[bytes]) -> bool:
+        """The text so far repeats itself past the limit (checked every few tokens)."""
+        n = len(pieces)
+        if not self._max_ratio or n < _LOOP_CHECK_FROM or n % _LOOP_CHECK_EVERY:
+            return False
+        text = clean_transcript(b"".join(pieces).decode("utf-8", errors="replace"))
+        return compression_ratio(text) > self._max_ratio
 
     def close(self) -> None:
         ctx, self._ctx = self._ctx, None

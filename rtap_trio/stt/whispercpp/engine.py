@@ -22,7 +22,7 @@ from ...items import Float32
 from ...models.whisper import resolve_whisper_model
 from ...settings import SttSettings
 from .devices import gpu_devices
-from .direct import DirectWhisper, context_pointer, libwhisper
+from .direct import DirectWhisper, context_pointer, no_speech_after_sot
 from .logs import route_whisper_logs
 from .text import clean_transcript
 from .window import audio_ctx_for
@@ -113,6 +113,7 @@ class WhisperEngine:
                 n_threads=settings.n_threads,
                 flash_attn=settings.flash_attn,
                 use_gpu=use_gpu,
+                max_compression_ratio=settings.max_compression_ratio,
             )
             return
         try:
@@ -174,10 +175,9 @@ class WhisperEngine:
                 **{**self._params, "audio_ctx": audio_ctx, "language": asked},
             )
             no_speech = None
-            if segments and self._context is not None:
-                no_speech = float(
-                    libwhisper().whisper_full_get_segment_no_speech_prob(self._context, 0)
-                )
+            aborted = should_abort is not None and should_abort()
+            if self._context is not None and not aborted:  # an aborted result is dropped
+                no_speech = no_speech_after_sot(self._context, self._params["n_threads"])
             detected = asked
             if not asked:
                 import _pywhispercpp
