@@ -113,7 +113,12 @@ def _said(transcript: TranscriptMessage, sentences: list[str]) -> tuple[int, boo
     precision = [len(heard & _words(s)) / max(1, len(heard)) for s in sentences]
     best = max(range(len(sentences)), key=precision.__getitem__)
     assert precision[best] >= 0.6, (transcript.text, sentences[best])
-    whole = word_error_rate(sentences[best], transcript.text) < 0.4
+    # A fragment is what a primary that joined mid-sentence heard: its start is
+    # missing. A whole sentence with a word misheard still starts as the sentence
+    # does (tiny.en once heard "tonight" as "to the eye": 3 edits in 7 words).
+    spoken = re.sub(r"[^a-z ]", " ", transcript.text.lower()).split()
+    starts = spoken[:2] == sentences[best].split()[:2]
+    whole = starts or word_error_rate(sentences[best], transcript.text) < 0.4
     return best, whole
 
 
