@@ -360,6 +360,12 @@ class OpenAISettings(_Section):
     )
     # 7.1 surround, and FLAC's own maximum; decoding costs channels x rate x duration.
     max_channels: int = Field(8, ge=1, le=256, description="an upload's channels")
+    # Each upload's body (up to max_file_bytes) is in memory from its first byte
+    # to its response, before a session slot is taken: without this, one client
+    # with telemetry.max_connections connections could hold 128 x 25 MiB.
+    max_concurrent_uploads: int = Field(
+        4, ge=1, le=1000, description="uploads read or transcribed at once; past it: 429"
+    )
 
 
 class StandbySettings(_Section):

@@ -310,3 +310,31 @@ def test_a_client_that_resets_mid_transcription_ends_its_session(
         assert time.monotonic() < deadline, "the slot was not released"
         time.sleep(0.1)
     assert_sdk_transcribes(client, speech)
+
+
+def test_uploads_past_the_concurrent_limit_are_refused_before_their_body_is_read(
+    service: RunningService, client: openai.OpenAI, speech: dict[str, Any]
+) -> None:
+    """Each upload's body is in memory until its response, before a slot is taken:
+    one client with many connections must not hold max_file_bytes on each of them."""
+    port = service.ports.telemetry
+    held: list[socket.socket] = []
+    try:
+        for _ in range(4):  # openai.max_concurrent_uploads: uploads still sending their body
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(request_head(port, "Content-Length: 1000000\r\n") + form_start("a.wav"))
+            held.append(sock)
+        time.sleep(0.5)  # the service has them all
+        with pytest.raises(openai.RateLimitError, match="uploads are being transcribed"):
+            assert_sdk_transcribes(client, speech)
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 20
+    while True:  # their disconnects give the uploads back
+        try:
+            assert_sdk_transcribes(client, speech)
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "the held uploads were never given back"
+            time.sleep(0.5)

@@ -247,6 +247,8 @@ class _Transcriptions:
         self._settings = settings
         self._sessions = sessions
         self._max_bytes = settings.openai.max_file_bytes
+        #: uploads between their first byte and their response
+        self._uploads = 0
 
     def _manager(self) -> SessionManager:
         manager = self._sessions()
@@ -326,6 +328,18 @@ class _Transcriptions:
 
     async def transcribe(self, request: Request) -> Response:
         manager = self._manager()
+        # Counted before the first await, so no number of connections outruns it:
+        # the bodies in memory are at most max_concurrent_uploads x max_file_bytes.
+        limit = self._settings.openai.max_concurrent_uploads
+        if self._uploads >= limit:
+            raise _ApiError(429, f"{limit} uploads are being transcribed already", code="busy")
+        self._uploads += 1
+        try:
+            return await self._transcribe(request, manager)
+        finally:
+            self._uploads -= 1
+
+    async def _transcribe(self, request: Request, manager: SessionManager) -> Response:
         try:
             form = await self._form(request)
         except ClientDisconnect:
