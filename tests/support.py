@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -254,6 +256,22 @@ def service_process(
     """
     with running_service(*args, env=env, limit_s=limit_s, ports=ports) as service:
         yield service.ports
+
+
+def health(ports: ServicePorts) -> dict[str, Any]:
+    """The service's ``/health`` report."""
+    url = f"http://127.0.0.1:{ports.telemetry}/health"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        report: dict[str, Any] = json.loads(response.read())
+        return report
+
+
+def wait_no_sessions(ports: ServicePorts, limit_s: float = 10.0) -> None:
+    """Until ``/health`` counts no active session; fails after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while (sessions := health(ports)["sessions"])["active"]:
+        assert time.monotonic() < deadline, f"sessions left running: {sessions}"
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

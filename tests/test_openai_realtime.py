@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from websockets.sync.client import connect as ws_connect
 from rtap_trio.bench.common import ServicePorts
 from rtap_trio.textmetrics import word_error_rate
 
-from .support import service_process
+from .support import service_process, wait_no_sessions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,20 +83,6 @@ def until(connection: RealtimeConnection, kind: str) -> list[Any]:
         events.append(event)
         if event.type == kind:
             return events
-
-
-def health(ports: ServicePorts) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{ports.telemetry}/health"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        report: dict[str, Any] = json.loads(response.read())
-        return report
-
-
-def wait_no_sessions(ports: ServicePorts, limit_s: float = 10.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while (sessions := health(ports)["sessions"])["active"]:
-        assert time.monotonic() < deadline, f"sessions left running: {sessions}"
-        time.sleep(0.1)
 
 
 def test_server_vad_turns_streamed_speech_into_a_transcript(

@@ -21,7 +21,6 @@ import os
 import socket
 import struct
 import time
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,15 @@ from websockets.sync.connection import Connection
 
 from rtap_trio.endpoints import client_json
 
-from .support import RunningService, peak_rss_mb, reset_peak_rss, rss_mb, running_service
+from .support import (
+    RunningService,
+    health,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    running_service,
+    wait_no_sessions,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,20 +79,6 @@ def service() -> Iterator[RunningService]:
     }
     with running_service("--source", "none", "--profile", "default", env=env) as running:
         yield running
-
-
-def health(service: RunningService) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{service.ports.telemetry}/health"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        report: dict[str, Any] = json.loads(response.read())
-        return report
-
-
-def wait_no_sessions(service: RunningService, limit_s: float = 20.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while (sessions := health(service)["sessions"])["active"]:
-        assert time.monotonic() < deadline, f"sessions left running: {sessions}"
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- raw frames
@@ -244,7 +237,7 @@ def test_a_deflate_bomb_on_realtime_costs_nothing_and_is_closed(service: Running
     assert grown < BOUND_MB, f"peak RSS +{grown:.0f} MB for one compressed frame"
     assert "sec-websocket-extensions" not in head.lower(), head
     realtime_is_served(service)
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 def test_a_compressed_frame_on_realtime_is_closed_1002(service: RunningService) -> None:
@@ -258,7 +251,7 @@ def test_a_compressed_frame_on_realtime_is_closed_1002(service: RunningService) 
         code = close_code(sock, rest)
     assert code == 1002, code
     realtime_is_served(service)
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 def test_a_realtime_message_over_4_mib_is_closed_1009_before_it_costs_its_size(
@@ -278,7 +271,7 @@ def test_a_realtime_message_over_4_mib_is_closed_1009_before_it_costs_its_size(
     assert code == 1009, code
     assert grown < BOUND_MB / 2, f"peak RSS +{grown:.0f} MB"
     realtime_is_served(service)
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 def test_a_realtime_prompt_whisper_could_not_read_is_refused(service: RunningService) -> None:
@@ -294,7 +287,7 @@ def test_a_realtime_prompt_whisper_could_not_read_is_refused(service: RunningSer
         ws.send(json.dumps({"type": "session.update", "session": session}))
         updated = receive(ws)
         assert updated["type"] == "session.updated", updated
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 def test_audio_websocket_agrees_no_compression_and_refuses_a_compressed_frame(
@@ -314,7 +307,7 @@ def test_audio_websocket_agrees_no_compression_and_refuses_a_compressed_frame(
     assert code in (1002, None), code
     assert grown < BOUND_MB, f"peak RSS +{grown:.0f} MB"
     audio_is_served(service)
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 # ------------------------------------------------------------------ languages
@@ -329,7 +322,7 @@ def test_audio_refuses_a_language_the_model_lacks_at_start(
         code, reason = closed_with(ws)
     assert code == 1008, (code, reason)
     assert language in reason or "language" in reason, reason
-    assert health(service)["sessions"]["active"] == 0
+    assert health(service.ports)["sessions"]["active"] == 0
     audio_is_served(service)
 
 
@@ -357,7 +350,7 @@ def test_realtime_refuses_a_language_the_model_lacks_with_an_error(
         )
         updated = receive(ws)
         assert updated["type"] == "session.updated", updated
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 # -------------------------------------------------------------------- numbers
@@ -380,7 +373,7 @@ def test_realtime_answers_a_number_out_of_range_with_an_error_and_reads_on(
         assert error["error"]["type"] == "invalid_request_error"
         ws.send(json.dumps({"type": "session.update", "session": {"turn_detection": None}}))
         assert receive(ws)["type"] == "session.updated"
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 @pytest.mark.parametrize("number", BAD_NUMBERS.values(), ids=BAD_NUMBERS.keys())
@@ -392,7 +385,7 @@ def test_audio_closes_a_start_with_a_number_out_of_range_1008_with_a_reason(
         code, reason = closed_with(ws)
     assert code == 1008, (code, reason)
     assert reason.startswith("bad start message"), reason
-    assert health(service)["sessions"]["active"] == 0
+    assert health(service.ports)["sessions"]["active"] == 0
 
 
 def test_audio_closes_a_stop_with_a_number_out_of_range_1008(service: RunningService) -> None:
@@ -403,7 +396,7 @@ def test_audio_closes_a_stop_with_a_number_out_of_range_1008(service: RunningSer
         code, reason = closed_with(ws)
     assert code == 1008, (code, reason)
     assert reason, "a close without a reason"
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
     audio_is_served(service)
 
 
@@ -431,7 +424,7 @@ def test_an_audio_client_faster_than_real_time_is_told_of_a_dropped_utterance(
     assert dropped["data"]["reason"] == "queue_full"
     ended = [e["utterance_id"] for e in events if e.get("type") == "speech_end"]
     assert dropped["utterance_id"] in ended
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 def test_a_realtime_client_faster_than_real_time_gets_a_failed_item_when_one_is_dropped(
@@ -458,7 +451,7 @@ def test_a_realtime_client_faster_than_real_time_gets_a_failed_item_when_one_is_
     assert failed["type"] == "conversation.item.input_audio_transcription.failed", events
     assert failed["error"]["code"] == "queue_full", failed
     assert failed["item_id"] in committed
-    wait_no_sessions(service)
+    wait_no_sessions(service.ports, 20.0)
 
 
 # ------------------------------------------------------------- client JSON
