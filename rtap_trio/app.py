@@ -145,6 +145,7 @@ class Service:
         self._stopped = trio.Event()
         self._zmq_context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._publishers: list[tuple[ZmqPublisher, Stream]] = []
+        self._catchup: ZmqCatchup | None = None
         self._servers_scope: trio.CancelScope | None = None
         self._engines: Engines | None = None
         self._websocket: WebSocketServer | None = None
@@ -200,8 +201,7 @@ class Service:
                     self.ports.wyoming = await servers.start(self._critical, "wyoming", wyoming.run)
                 publishers = await self._retry_bind("zmq", self._bind_zmq)
                 if publishers and settings.output.zmq_catchup_port is not None:
-                    catchup = ZmqCatchup(
-                        self._zmq(),
+                    catchup = self._catchup = ZmqCatchup(
                         settings.output.bind_address,
                         settings.output.zmq_catchup_port,
                         self.outbox,
@@ -434,6 +434,9 @@ class Service:
             )
         if settings.wyoming.enabled:
             caps["wyoming"] = settings.wyoming.max_connections
+        if settings.output.zmq_enabled:
+            zmq_ports = 2 + (settings.output.zmq_catchup_port is not None)
+            caps["zmq"] = zmq_ports * (settings.output.zmq_max_connections + MAX_REFUSING)
         return caps
 
     def check_descriptors(self) -> DescriptorBudget:
@@ -506,7 +509,6 @@ class Service:
         if not out.zmq_enabled:
             return []
         await trio.lowlevel.checkpoint()
-        context = self._zmq()
         for publisher, _ in self._publishers:  # a retry: bind both again
             publisher.close()
         self._publishers = []
@@ -514,7 +516,9 @@ class Service:
             ("events", out.zmq_pub_port_events, Stream.EVENTS),
             ("transcripts", out.zmq_pub_port_transcripts, Stream.TRANSCRIPTS),
         ):
-            publisher = ZmqPublisher(context, what, out.bind_address, port, out.zmq_send_hwm)
+            publisher = ZmqPublisher(
+                what, out.bind_address, port, out.zmq_send_hwm, out.zmq_max_connections
+            )
             self._publishers.append((publisher, stream))
         self.ports.zmq_events = self._publishers[0][0].port
         self.ports.zmq_transcripts = self._publishers[1][0].port
@@ -648,6 +652,9 @@ class Service:
             caps.append(self._http_connections)
         if self._websocket is not None:
             caps.append(self._websocket.connections)
+        caps += [publisher.connections for publisher, _ in self._publishers]
+        if self._catchup is not None:
+            caps.append(self._catchup.connections)
         report: dict[str, dict[str, int | bool]] = {}
         for cap in caps:
             stats: dict[str, int | bool] = dict(cap.statistics())

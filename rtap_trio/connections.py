@@ -69,10 +69,9 @@ _REFUSAL_SEND_S = 0.5
 #: A saturated server says so in the log at most this often.
 _LOG_EVERY_S = 60.0
 #: Descriptors kept for everything but the capped servers: the Python runtime
-#: and its libraries, model files while they load, the log, ZeroMQ's sockets,
-#: its I/O threads and its peers (which ZeroMQ cannot cap), ALSA, the GPU
-#: driver. Measured: 22-23 open at idle with --source none (default and pc2
-#: profiles); the rest is room for ZeroMQ subscribers and catch-up peers.
+#: and its libraries, model files while they load, the log, the standby's
+#: ZeroMQ context and its I/O threads, ALSA, the GPU driver. Measured: 22-23
+#: open at idle with --source none (default and pc2 profiles).
 RESERVED_DESCRIPTORS = 128
 #: Connections on the WebSocket port that have not finished their opening
 #: handshake (each is dropped after 5 s) count on top of its client cap.

@@ -280,6 +280,9 @@ class OutputSettings(_Section):
     zmq_pub_port_events: int = Field(6552, ge=0, le=65535)
     zmq_pub_port_transcripts: int = Field(6553, ge=0, le=65535)
     zmq_send_hwm: int = Field(1000, ge=1, le=1_000_000)
+    # Connections per ZeroMQ port (each publisher and catch-up): one over the
+    # cap is closed at once, and a ZeroMQ client retries by itself.
+    zmq_max_connections: int = Field(64, ge=1, le=10_000)
     websocket_enabled: bool = True
     websocket_port: int = Field(5802, ge=0, le=65535)
     websocket_client_queue: int = Field(256, ge=1, le=100_000)
@@ -294,12 +297,16 @@ class OutputSettings(_Section):
     # None: off), from the last ``catchup_size`` transcripts kept in memory.
     zmq_catchup_port: int | None = Field(6554, ge=0, le=65535)
     catchup_size: int = Field(1_000, ge=1, le=1_000_000)
-    # What one catch-up peer (a ZeroMQ routing id) may cost: a peer that asks
-    # and never reads holds at most send_hwm replies of max_reply_bytes (ZeroMQ's
-    # default of 1 000 queued 108 KB replies each: 20 such peers took 2 GB).
+    # What one catch-up peer (a connection) may cost: a peer that asks and
+    # never reads holds at most send_hwm replies of max_reply_bytes, then its
+    # requests wait unread (ZeroMQ's default of 1 000 queued 108 KB replies
+    # each: 20 such peers took 2 GB).
     # 1 000 transcripts are 650-800 KB of JSON, so a full reply is never cut.
     zmq_catchup_send_hwm: int = Field(
-        4, ge=1, le=1000, description="replies queued per catch-up peer; past it one is dropped"
+        4,
+        ge=1,
+        le=1000,
+        description="replies queued per catch-up peer; past it its requests wait unread",
     )
     zmq_catchup_max_reply_bytes: int = Field(
         1_048_576,

@@ -227,24 +227,20 @@ async def test_a_reply_over_the_size_limit_is_cut_to_the_oldest_and_says_so(
         said = filled.transcripts[i % len(filled.transcripts)]
         outbox.transcript(**said.model_dump(exclude={"seq", "session_seq", "emitted_at", "kind"}))
     settings = OutputSettings(zmq_catchup_max_reply_bytes=65_536)
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    catchup = ZmqCatchup(context, "127.0.0.1", 0, outbox, "c0ffee123456", settings=settings)
-    try:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(catchup.run)
-            pages: list[bytes] = []
-            after = -1
-            while len(pages) < 10:
-                request = json.dumps({"after_seq": after, "limit": 1000}).encode()
-                raw = await trio.to_thread.run_sync(_ask, port, request)
-                pages.append(raw)
-                reply = CatchupReply.model_validate_json(raw)
-                if not reply.truncated:
-                    break
-                after = reply.transcripts[-1].seq
-            nursery.cancel_scope.cancel()
-    finally:
-        context.destroy(linger=0)
+    catchup = ZmqCatchup("127.0.0.1", 0, outbox, "c0ffee123456", settings=settings)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(catchup.run)
+        pages: list[bytes] = []
+        after = -1
+        while len(pages) < 10:
+            request = json.dumps({"after_seq": after, "limit": 1000}).encode()
+            raw = await trio.to_thread.run_sync(_ask, port, request)
+            pages.append(raw)
+            reply = CatchupReply.model_validate_json(raw)
+            if not reply.truncated:
+                break
+            after = reply.transcripts[-1].seq
+        nursery.cancel_scope.cancel()
 
     replies = [CatchupReply.model_validate_json(raw) for raw in pages]
     assert len(replies) >= 3, "200 KB comes in pages of at most 64 KiB"

@@ -154,19 +154,22 @@ def normal_clients_work(ports: ServicePorts) -> None:
 
 def test_floods_meet_each_servers_cap_and_running_out_is_waited_out(tmp_path: Path) -> None:
     # A soft limit of 64 under a hard one of 256: the service lifts it. The
-    # caps (16 HTTP, 8 WebSocket clients) and the reserve fit under 256. The
-    # sampler reads /proc every 0.1 s: before, running out of descriptors made
-    # it raise, and the HTTP server went down with it.
+    # caps are 16 HTTP and 8 WebSocket clients, and 400 per ZeroMQ port: past
+    # the limit on purpose (the start warns), so that a flood on the catch-up
+    # port can take every descriptor left. The sampler reads /proc every 0.1 s:
+    # before, running out of descriptors made it raise, and the HTTP server
+    # went down with it.
     env = {
         "RTAP_TELEMETRY__MAX_CONNECTIONS": "16",
         "RTAP_OUTPUT__WEBSOCKET_MAX_CLIENTS": "8",
+        "RTAP_OUTPUT__ZMQ_MAX_CONNECTIONS": "400",
         "RTAP_TELEMETRY__RESOURCE_INTERVAL_S": "0.1",
     }
     with limited_service("64:256", env, tmp_path) as service:
         ports = service.ports
         _, report = health(ports.telemetry)
         assert report["descriptors"]["limit"] == 256
-        assert report["descriptors"]["budget"] <= 256
+        assert report["descriptors"]["budget"] > 256
         idle = service.descriptors()
 
         # The WebSocket port: 8 clients and 16 handshakes at most; the rest
@@ -196,9 +199,9 @@ def test_floods_meet_each_servers_cap_and_running_out_is_waited_out(tmp_path: Pa
         finally:
             close_all(sockets)
 
-        # ZeroMQ cannot cap its peers: a flood on the catch-up port takes every
+        # A flood on the catch-up port (capped past the limit) takes every
         # descriptor left. The HTTP server waits it out (a probe meanwhile
-        # cannot be accepted), and so does the sampler.
+        # cannot be accepted), and so do the catch-up's accept and the sampler.
         sockets = flood(ports.catchup, 400, connect_timeout=0.5)
         try:
             deadline = time.monotonic() + 10
@@ -242,6 +245,7 @@ def test_caps_that_do_not_fit_under_the_limit_are_reported_at_start() -> None:
         "output.websocket_max_clients": 10_000,
         "wyoming.enabled": True,
         "wyoming.max_connections": 10_000,
+        "output.zmq_max_connections": 10_000,
     }
     warnings: list[str] = []
     sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING", format="{message}")
@@ -252,14 +256,17 @@ def test_caps_that_do_not_fit_under_the_limit_are_reported_at_start() -> None:
         ]
     finally:
         logger.remove(sink)
-    assert budgets[0].fits  # the defaults: 552 at most, under any usual limit
-    assert budgets[1].needed == 10_008 + 10_024 + 10_000 + 128
-    if budgets[1].fits:  # a host whose hard limit is above 30 160
+    assert budgets[0].fits  # the defaults: 768 at most, under any usual limit
+    assert budgets[1].needed == 10_008 + 10_024 + 10_000 + 3 * 10_008 + 128
+    if budgets[1].fits:  # a host whose hard limit is above 60 184
         assert warnings == []
     else:
         assert len(warnings) == 1, warnings
-        assert "connection caps need 30160" in warnings[0], warnings
-        assert "http 10008 + websocket 10024 + wyoming 10000 + reserve 128" in warnings[0]
+        assert "connection caps need 60184" in warnings[0], warnings
+        assert (
+            "http 10008 + websocket 10024 + wyoming 10000 + zmq 30024 + reserve 128"
+            in (warnings[0])
+        )
 
 
 def test_every_unit_gives_the_same_descriptor_limit_and_the_caps_fit_under_it() -> None:
@@ -283,4 +290,4 @@ def test_every_unit_gives_the_same_descriptor_limit_and_the_caps_fit_under_it() 
     # Every server on, at the defaults: what docs/operations.md's table adds up.
     settings = service_settings("main_pc", **{"wyoming.enabled": True})
     budget = descriptor_budget(Service(settings).connection_caps(), next(iter(limits.values())))
-    assert budget.needed == 552 and budget.fits, budget.describe()
+    assert budget.needed == 768 and budget.fits, budget.describe()

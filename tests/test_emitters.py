@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import trio
-import zmq
 from trio_websocket import open_websocket_url
 
 from rtap_trio.settings import OutputSettings
@@ -35,9 +34,8 @@ async def publish_until_received(outbox: Outbox, collector: ZmqCollector, keywor
 
 
 async def test_zmq_emitter_restarts_on_a_fresh_socket_and_loses_nothing() -> None:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     outbox = Outbox()
-    publisher = ZmqPublisher(context, "events", "127.0.0.1", 0, 1000)
+    publisher = ZmqPublisher("events", "127.0.0.1", 0, 1000, 64)
     subscription = outbox.subscribe("zmq-events", (Stream.EVENTS,), 100)
     supervisor = Supervisor(RestartPolicy(backoff_initial_s=0.05))
     collector = ZmqCollector(publisher.port)
@@ -62,7 +60,6 @@ async def test_zmq_emitter_restarts_on_a_fresh_socket_and_loses_nothing() -> Non
     finally:
         collector.close()
         publisher.close()
-        context.term()
     stats = supervisor.statistics()["zmq-events"]
     assert (stats.starts, stats.crashes) == (2, 1)
     keywords = [m.data["keyword"] for _, m in collector.messages if isinstance(m, EventMessage)]

@@ -5,8 +5,9 @@ Each attack is what a hostile client did to the service before it was bounded
 beside normal sessions for the soak's whole run: an idle-connection flood on
 every port, an upload whose header promises hours of multi-channel audio, a
 chunked body past the upload limit, a Wyoming ``audio-start`` no session can
-use, a ``/v1/audio`` start in a language the model lacks, and catch-up
-requests from a ZeroMQ peer that never reads. Every round must end in the
+use, a ``/v1/audio`` start in a language the model lacks, catch-up
+requests from a ZeroMQ peer that never reads, and a ZeroMQ subscriber whose
+message never ends (each frame with MORE set). Every round must end in the
 refusal the protocol documents; anything else is recorded as unexpected.
 
 Only 127.0.0.1 is ever a target, every loop is bounded in count and time, and
@@ -42,6 +43,7 @@ class HostilePorts:
     websocket: int
     wyoming: int
     catchup: int
+    zmq_events: int
 
 
 @dataclass
@@ -151,6 +153,23 @@ def _catchup_spam(port: int, requests: int) -> None:
         context.term()
 
 
+def _endless_message(port: int, megabytes: int) -> bool:
+    """A SUB peer whose first message never ends; True when the server hung up
+    before ``megabytes`` were sent."""
+    greeting = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00")
+    ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x03SUB"
+    frame = bytes([0x01, 255]) + b"\x01" * 255  # MORE set on every frame
+    chunk = frame * 256
+    with socket.create_connection((_HOST, port), timeout=_ROUND_TIMEOUT_S) as sock:
+        sock.sendall(greeting + bytes(32) + bytes([0x04, len(ready)]) + ready)
+        try:
+            for _ in range(megabytes * 1_000_000 // len(chunk)):
+                sock.sendall(chunk)
+        except OSError:
+            return True
+    return False
+
+
 async def _idle_flood(port: int, count: int) -> None:
     streams = []
     try:
@@ -207,6 +226,9 @@ async def _round(name: str, tally: HostileTally, ports: HostilePorts, flac: byte
     elif name == "bad_language":
         closed = await _bad_language(ports.websocket)
         ok, detail = closed is not None and closed[0] == 1008, f"closed {closed}"
+    elif name == "zmq_endless_message":
+        cut = await run(_endless_message, ports.zmq_events, 32)
+        ok, detail = cut, "32 MB taken without a hang-up"
     else:
         await run(_catchup_spam, ports.catchup, 500)
         ok = True
@@ -222,6 +244,7 @@ ATTACKS = (
     "wyoming_bad_start",
     "bad_language",
     "catchup_spam",
+    "zmq_endless_message",
 )
 
 

@@ -144,7 +144,7 @@ async def _soak(
                     clients.start_soon(_client, ports.websocket, audio, until, accounts)
                 if wyoming_port is not None:
                     hostile = HostilePorts(
-                        ports.telemetry, ports.websocket, wyoming_port, ports.catchup
+                        ports.telemetry, ports.websocket, wyoming_port, ports.catchup, ports.events
                     )
                     clients.start_soon(run_hostile_load, hostile, until, tally)
             nursery.cancel_scope.cancel()

@@ -1,10 +1,11 @@
 """ZeroMQ catch-up: "the transcripts after seq N", for an agent that was away.
 
-A ROUTER socket on ``output.zmq_catchup_port`` (6554) answers REQ (or DEALER)
-clients: the request is one JSON :class:`~.schemas.CatchupRequest`, the reply
-one JSON :class:`~.schemas.CatchupReply` from the outbox's kept transcripts. A
-ROUTER serves any number of clients in turn and never blocks on one; a request
-that is not valid JSON of that shape gets a reply with ``error`` set.
+A ROUTER socket (as its peers see it) on ``output.zmq_catchup_port`` (6554)
+answers REQ (or DEALER) clients: the request is one JSON
+:class:`~.schemas.CatchupRequest`, the reply one JSON
+:class:`~.schemas.CatchupReply` from the outbox's kept transcripts. Each
+client is served in its own task, so none waits on another; a request that is
+not valid JSON of that shape gets a reply with ``error`` set.
 
 An agent subscribes to 6553 first, then asks for what came after the last seq
 it has, and drops duplicates by seq (docs/examples/subscriber.py).
@@ -13,13 +14,17 @@ A peer that sends and never reads costs a bounded amount. Unbounded, 20 peers
 sending 1 100 requests each took the service from 322 MB to 2.34 GB (each
 reply 108 KB, up to ZeroMQ's default 1 000 queued per peer, issue 16). Now:
 
-- at most ``zmq_catchup_send_hwm`` replies wait for a peer (past it the ROUTER
-  drops the reply), and the kernel holds at most :data:`SEND_BUFFER_BYTES`
-  more for it (the 4 MiB autotuned default held 1.4-2 MB per silent peer);
+- at most ``output.zmq_max_connections`` peers at once, each served in its
+  own task by RTAP's ZMTP server (:mod:`.zmtp`: a request is at most
+  :data:`MAX_REQUEST_FRAMES` frames of :data:`MAX_REQUEST_BYTES`);
+- at most ``zmq_catchup_send_hwm`` replies wait for a peer (past it, its next
+  requests wait unread: back-pressure on it alone, and a REQ client never
+  loses a reply), and the kernel holds at most ``SEND_BUFFER_BYTES`` more for
+  it (the 4 MiB autotuned default held 1.4-2 MB per silent peer);
 - a reply is at most ``zmq_catchup_max_reply_bytes``: longer, it is cut to the
   oldest transcripts that fit and says ``truncated`` (ask again after its last
   seq, as for ``limit``);
-- each peer (routing id) may ask ``zmq_catchup_rate_per_s`` times a second,
+- each peer (connection) may ask ``zmq_catchup_rate_per_s`` times a second,
   ``zmq_catchup_burst`` at once; past that it gets a short error reply (a REQ
   client must get an answer to ask again), not the transcripts;
 - each transcript is serialised once and kept as JSON while it is kept: a
@@ -33,28 +38,25 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import trio
-import zmq
 from loguru import logger
 from pydantic import ValidationError
 
-from ..errors import PortInUseError, validation_problem
+from ..connections import BoundedListener, ConnectionCap
+from ..errors import validation_problem
 from ..settings import OutputSettings
 from .outbox import Outbox
 from .schemas import CatchupReply, CatchupRequest, TranscriptMessage
-from .zmq_async import close, receive_multipart
+from .zmq import bind_listener, small_send_buffer
+from .zmtp import ZmtpConnection, encode_message, serve_peer
 
 __all__ = ["MAX_TRACKED_PEERS", "PeerRate", "ReplyEncoder", "ZmqCatchup"]
 
 #: A request is a few dozen bytes; anything much larger is not one.
 MAX_REQUEST_BYTES = 4096
-#: Requests queued from one peer before libzmq stops reading its connection
-#: (back-pressure on that peer alone): 64 x 4 KiB at most.
-RECEIVE_HWM = 64
-#: The kernel's send buffer per connection (Linux doubles it): a silent peer
-#: holds this much kernel memory, not the 4 MiB autotuning reaches. Twice a
-#: 1 Gbit/s x 1 ms link's bandwidth-delay product, so a reading agent on the
-#: LAN still gets a 1 MiB reply at line rate.
-SEND_BUFFER_BYTES = 256 * 1024
+#: A request's frames: REQ sends an empty delimiter and the request; a DEALER
+#: may add envelope frames of its own. More is not a catch-up client.
+MAX_REQUEST_FRAMES = 4
+_REQUESTER_TYPES = frozenset({"REQ", "DEALER", "ROUTER"})
 #: Peers whose request rate is tracked; the least recently seen is forgotten
 #: (and starts with a full bucket again). About 150 bytes each.
 MAX_TRACKED_PEERS = 4096
@@ -67,7 +69,7 @@ class _Bucket:
 
 
 class PeerRate:
-    """A token bucket per peer (its ZeroMQ routing id), for a bounded number of peers."""
+    """A token bucket per peer (one connection), for a bounded number of peers."""
 
     def __init__(self, rate_per_s: float, burst: int, max_peers: int = MAX_TRACKED_PEERS) -> None:
         self.rate_per_s = rate_per_s
@@ -149,14 +151,12 @@ class ReplyEncoder:
 class ZmqCatchup:
     def __init__(
         self,
-        context: zmq.Context[zmq.Socket[bytes]],
         host: str,
         port: int,
         outbox: Outbox,
         service_id: str,
         settings: OutputSettings,
     ) -> None:
-        self._context = context
         self._host = host
         self.port = port
         self._outbox = outbox
@@ -164,35 +164,58 @@ class ZmqCatchup:
         self._send_hwm = settings.zmq_catchup_send_hwm
         self._rate = PeerRate(settings.zmq_catchup_rate_per_s, settings.zmq_catchup_burst)
         self._encoder = ReplyEncoder(settings.zmq_catchup_max_reply_bytes)
+        self.connections = ConnectionCap(
+            "zmq-catchup", settings.zmq_max_connections, "output.zmq_max_connections"
+        )
+        self._peers = 0
         self.answered = 0
         #: requests answered with the rate-limit error
         self.limited = 0
+        #: peers disconnected for breaking the protocol or a bound
+        self.disconnected = 0
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the port, answer until cancelled."""
-        socket = self._context.socket(zmq.ROUTER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        socket.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a client gone or full: its reply is dropped
-        socket.setsockopt(zmq.SNDHWM, self._send_hwm)
-        socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        socket.setsockopt(zmq.SNDBUF, SEND_BUFFER_BYTES)
-        try:
-            try:
-                socket.bind(f"tcp://{self._host}:{self.port or '*'}")
-            except zmq.ZMQError as exc:
-                raise PortInUseError("zmq catch-up", self._host, self.port, str(exc)) from None
-            self.port = int(socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        listener = bind_listener("zmq catch-up", self._host, self.port)
+        self.port = int(listener.socket.getsockname()[1])
+        async with listener, trio.open_nursery() as nursery:
+            bounded = BoundedListener(listener, self.connections, nursery, b"")
             task_status.started(self.port)
             while True:
-                frames = await receive_multipart(socket)
-                # REQ: [identity, empty, request]; DEALER may omit the empty frame.
-                envelope, request = frames[:-1], frames[-1]
-                reply = self.answer(request, peer=envelope[0], now=trio.current_time())
-                socket.send_multipart([*envelope, reply], zmq.NOBLOCK)
-                self.answered += 1
-        finally:
-            close(socket)
+                stream = await bounded.accept()
+                self._peers += 1
+                nursery.start_soon(self._serve, stream, self._peers.to_bytes(8, "big"))
+
+    async def _serve(self, stream: trio.SocketStream, peer: bytes) -> None:
+        """One peer: requests in order; while ``send_hwm`` replies wait for it
+        to read, its next requests wait unread (back-pressure on it alone)."""
+        small_send_buffer(stream)
+        connection = ZmtpConnection(
+            stream, max_frames=MAX_REQUEST_FRAMES, max_frame_bytes=MAX_REQUEST_BYTES
+        )
+        replies_in, replies_out = trio.open_memory_channel[bytes](self._send_hwm)
+
+        async def read() -> None:
+            async with replies_in:
+                while True:
+                    message = await connection.receive()
+                    if not isinstance(message, list):
+                        continue  # PONG, ERROR: nothing to answer
+                    # REQ: [empty, request]; a DEALER may omit the empty frame.
+                    envelope, request = message[:-1], message[-1]
+                    reply = self.answer(request, peer=peer, now=trio.current_time())
+                    await replies_in.send(encode_message([*envelope, reply]))
+                    self.answered += 1
+
+        async def write() -> None:
+            async with replies_out:
+                async for reply in replies_out:
+                    await connection.send(reply)
+
+        broken = await serve_peer(connection, "ROUTER", _REQUESTER_TYPES, read, write)
+        if broken:
+            self.disconnected += 1
+            logger.bind(component="catchup").debug("peer disconnected: {}", broken)
 
     def _error(self, problem: str) -> bytes:
         reply = CatchupReply(
@@ -206,7 +229,7 @@ class ZmqCatchup:
         return reply.model_dump_json().encode()
 
     def answer(self, payload: bytes, *, peer: bytes = b"", now: float = 0.0) -> bytes:
-        """The reply to one request from ``peer`` (its routing id) at ``now`` (seconds)."""
+        """The reply to one request from ``peer`` (its connection's id) at ``now`` (seconds)."""
         wait_s = self._rate.take(peer, now)
         if wait_s:
             self.limited += 1
