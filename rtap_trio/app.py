@@ -45,8 +45,7 @@ from .sessions import EndReason, FaultHook, Session, SessionManager, new_session
 from .settings import Settings, is_loopback
 from .stages.language import LanguageAnalyzer
 from .standby import StandbyRelay
-from .stt import load_backend
-from .stt.whispercpp import ABORT_WAIT_S
+from .stt import ABORT_WAIT_S, load_backend
 from .supervisor import RestartPolicy, Supervisor
 from .telemetry import Metrics, count_trio_tasks, http_connections, serve_telemetry
 from .transport.catchup import ZmqCatchup
@@ -164,6 +163,8 @@ class Service:
     ) -> None:
         log = logger.bind(component="service")
         settings = self.settings
+        for line in settings.deprecations:
+            log.warning(line)
         self._warn_if_exposed(log)
         self.check_descriptors()
         try:

@@ -50,7 +50,7 @@ def _profile_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one setting, e.g. --set stt.model_name=tiny.en (repeatable)",
+        help="override one setting, e.g. --set stt.whispercpp.model_name=tiny.en (repeatable)",
     )
 
 
@@ -115,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     convert = models_commands.add_parser("convert", help="convert packaged models to ggml (cached)")
     convert.add_argument(
-        "names", nargs="*", help="model names (default: the profile's stt.model_name)"
+        "names", nargs="*", help="model names (default: the profile's stt.whispercpp.model_name)"
     )
     convert.add_argument(
         "--dtype",
         action="append",
         choices=("f16", "q8_0"),
-        help="weight type, repeatable (default: the profile's stt.compute_dtype)",
+        help="weight type, repeatable (default: the profile's stt.whispercpp.compute_dtype)",
     )
     models_commands.add_parser("list", help="list known models and the cache")
 
@@ -329,6 +329,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    for line in settings.deprecations:
+        print(f"warning: {line}", file=sys.stderr)
     data = settings.model_dump(mode="json")
     if args.format == "json":
         print(json.dumps(data, indent=2))
@@ -354,7 +356,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     )
 
     settings = _settings(args)
-    cache = settings.stt.model_cache_dir or default_cache_dir()
+    cache = settings.stt.whispercpp.model_cache_dir or default_cache_dir()
     if args.models_command == "list":
         for name, model in KNOWN_MODELS.items():
             for dtype in model.ggml_sizes:
@@ -362,8 +364,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 size = f"{path} ({path.stat().st_size:,} bytes)" if path.is_file() else None
                 print(f"{name:10s} {dtype:5s} {size or 'not converted'}")
         return 0
-    for name in args.names or [settings.stt.model_name]:
-        for dtype in args.dtype or [settings.stt.compute_dtype]:
+    for name in args.names or [settings.stt.whispercpp.model_name]:
+        for dtype in args.dtype or [settings.stt.whispercpp.compute_dtype]:
             started = time.perf_counter()
             path = resolve_whisper_model(name, cache, ftype=dtype)
             elapsed = time.perf_counter() - started

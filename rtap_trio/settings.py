@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -51,6 +52,7 @@ __all__ = [
     "VadSettings",
     "is_loopback",
     "WakewordSettings",
+    "WhisperCppSettings",
     "WyomingSettings",
     "load_settings",
     "load_yaml_value",
@@ -170,7 +172,9 @@ class PreprocessSettings(_Section):
     max_gain_db: float = Field(30.0, ge=0.0, le=60.0)
 
 
-class SttSettings(_Section):
+class WhisperCppSettings(_Section):
+    """The whisper.cpp engine (``stt.engine: whispercpp``): which model, where, how."""
+
     model_name: str = "base"
     model_path: Path | None = None
     model_cache_dir: Path | None = None
@@ -179,11 +183,7 @@ class SttSettings(_Section):
     # quantize tool makes them) is 45 % smaller and faster on CPU; f32 is not
     # offered: whisper.cpp 1.8.5 aborts on f32 conv weights (GGML_ASSERT).
     compute_dtype: Literal["f16", "q8_0"] = "q8_0"
-    language: str = Field("auto", description="auto, or a language code such as en")
     n_threads: int = Field(2, ge=1, le=64)
-    workers: int = Field(1, ge=1, le=8)
-    budget_ms: int = Field(15_000, ge=100, le=300_000)
-    warmup: bool = True
     # whisper.cpp encodes a 30 s window (1500 frames of 20 ms) whatever the
     # utterance length; encoding only the utterance is the largest CPU saving,
     # but a window close to the speech makes Whisper repeat itself or loop
@@ -201,6 +201,30 @@ class SttSettings(_Section):
     # pass that transcribes (greedy, through libwhisper; see
     # stt/whispercpp/direct.py) instead of whisper_full's extra encoder pass.
     one_pass_language: bool = True
+
+    @field_validator("audio_ctx")
+    @classmethod
+    def _ctx_in_range(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 0 <= value <= 1500:
+            raise ValueError("must be 'auto', 0 (full window) or 1..1500 encoder frames")
+        return value
+
+    @field_validator("model_path", "model_cache_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # "${RTAP_MODEL_CACHE:}" substitutes to "" when unset; that means "not set".
+        return None if value == "" else value
+
+
+class SttSettings(_Section):
+    """Speech to text: the engine pool (scheduling, budgets, what is kept) and,
+    in a section of its own, the engine ``engine`` names."""
+
+    engine: Literal["whispercpp"] = Field("whispercpp", description="the STT engine")
+    language: str = Field("auto", description="auto, or a language code such as en")
+    workers: int = Field(1, ge=1, le=8, description="engines, each one utterance at a time")
+    budget_ms: int = Field(15_000, ge=100, le=300_000)
+    warmup: bool = True
     # Partial transcripts while a person speaks: the audio so far, every this
     # often, when an engine is free (they never delay a final), published as
     # transcript_partial events with a stable prefix (LocalAgreement-2). Worth
@@ -220,19 +244,15 @@ class SttSettings(_Section):
     # budget), 3 of 7 under the no-speech threshold; speech of the fixtures and
     # the corpus was 0.50-1.36 (rtap_trio/stt/hallucination.py).
     max_compression_ratio: float = Field(2.4, ge=0.0, le=100.0, description="0 disables")
+    whispercpp: WhisperCppSettings = WhisperCppSettings()
 
-    @field_validator("audio_ctx")
-    @classmethod
-    def _ctx_in_range(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
-        if value != "auto" and not 0 <= value <= 1500:
-            raise ValueError("must be 'auto', 0 (full window) or 1..1500 encoder frames")
-        return value
 
-    @field_validator("model_path", "model_cache_dir", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        # "${RTAP_MODEL_CACHE:}" substitutes to "" when unset; that means "not set".
-        return None if value == "" else value
+#: Keys that moved, old path -> new path. A profile, variable or ``--set`` that
+#: uses an old name still loads, with a one-line warning (issue 17 moved
+#: whisper.cpp's keys from stt into stt.whispercpp, beside the pool's).
+RENAMED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("stt", key): ("stt", "whispercpp", key) for key in WhisperCppSettings.model_fields
+}
 
 
 class LanguageSettings(_Section):
@@ -491,6 +511,14 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     security: SecuritySettings = SecuritySettings()
     standby: StandbySettings = StandbySettings()
+    # Set by load_settings: one line per source that used old setting names.
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """What the sources said with old setting names (RENAMED_KEYS), one line
+        each: logged by the service at its start."""
+        return self._deprecations
 
     @model_validator(mode="after")
     def _exposed_needs_a_token(self) -> Settings:
@@ -570,15 +598,19 @@ def load_settings(
     folder = settings_dir(directory, env)
     name = profile or env.get("RTAP_ENVIRONMENT") or DEFAULT_PROFILE
     origins: _Origins = {}
-    merged = _load_profile_chain(name, folder, env, origins, seen=())
+    renamed: list[str] = []
+    merged = _load_profile_chain(name, folder, env, origins, renamed, seen=())
     merged["environment"] = Path(name).stem if name.endswith((".yaml", ".yml")) else name
-    _apply_environment(merged, env, origins)
+    _apply_environment(merged, env, origins, renamed)
     for dotted, value in (overrides or {}).items():
-        _set_path(merged, tuple(dotted.split(".")), value, origins, "command line")
+        path = _new_name(tuple(dotted.split(".")), "command line", renamed)
+        _set_path(merged, path, value, origins, "command line")
     try:
-        return Settings(**merged)
+        settings = Settings(**merged)
     except ValidationError as exc:
         raise _config_error(exc, origins) from None
+    settings._deprecations = tuple(renamed)
+    return settings
 
 
 def _profile_path(name: str, folder: Path) -> Path:
@@ -588,7 +620,12 @@ def _profile_path(name: str, folder: Path) -> Path:
 
 
 def _load_profile_chain(
-    name: str, folder: Path, env: Mapping[str, str], origins: _Origins, seen: tuple[str, ...]
+    name: str,
+    folder: Path,
+    env: Mapping[str, str],
+    origins: _Origins,
+    renamed: list[str],
+    seen: tuple[str, ...],
 ) -> dict[str, Any]:
     path = _profile_path(name, folder)
     if str(path) in seen:
@@ -605,8 +642,9 @@ def _load_profile_chain(
     if parent is not None:
         if not isinstance(parent, str):
             raise ConfigError(str(path), "extends", "must be a profile name")
-        base = _load_profile_chain(parent, path.parent, env, origins, (*seen, str(path)))
+        base = _load_profile_chain(parent, path.parent, env, origins, renamed, (*seen, str(path)))
     document = _substitute(document, env, str(path), ())
+    _rename_old_keys(document, str(path), renamed)
     _deep_merge(base, document, origins, str(path), ())
     return base
 
@@ -772,7 +810,46 @@ def _set_path(
     origins[path] = source
 
 
-def _apply_environment(merged: dict[str, Any], env: Mapping[str, str], origins: _Origins) -> None:
+def _new_name(path: tuple[str, ...], source: str, renamed: list[str]) -> tuple[str, ...]:
+    """The key path ``path`` has now (RENAMED_KEYS), noted in ``renamed`` if it changed."""
+    new = RENAMED_KEYS.get(path)
+    if new is None:
+        return path
+    renamed.append(_renaming(source, [(path, new)]))
+    return new
+
+
+def _rename_old_keys(document: dict[str, Any], source: str, renamed: list[str]) -> None:
+    """Move the keys of one profile that have old names to their new ones, before
+    it is merged: a later source still wins, and errors name this file."""
+    moved: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    for old, new in RENAMED_KEYS.items():
+        parent: Any = document
+        for key in old[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old[-1] not in parent:
+            continue
+        target: Any = document
+        for key in new[:-1]:
+            target = target.setdefault(key, {}) if isinstance(target, dict) else None
+        if isinstance(target, dict):  # else the section is not a mapping: that error stands
+            target.setdefault(new[-1], parent.pop(old[-1]))  # both given: the new name wins
+            moved.append((old, new))
+    if moved:
+        renamed.append(_renaming(source, moved))
+
+
+def _renaming(source: str, moved: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> str:
+    """One line for one source's old names: logged by the service at its start,
+    once its logging is set up (a line printed while loading would not be JSON)."""
+    old = ", ".join(".".join(path) for path, _ in moved)
+    new = ", ".join(".".join(path) for _, path in moved)
+    return f"{source}: deprecated setting names {old} (now {new}); they still load"
+
+
+def _apply_environment(
+    merged: dict[str, Any], env: Mapping[str, str], origins: _Origins, renamed: list[str]
+) -> None:
     for var, path in _SHORT_ENV.items():
         if env.get(var, "") != "":
             _set_path(merged, path, _env_value(env[var]), origins, f"environment variable {var}")
@@ -782,7 +859,8 @@ def _apply_environment(merged: dict[str, Any], env: Mapping[str, str], origins: 
         parts = tuple(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))
         if any(not p for p in parts):
             raise ConfigError(f"environment variable {var}", "", "empty key segment")
-        _set_path(merged, parts, _env_value(raw), origins, f"environment variable {var}")
+        source = f"environment variable {var}"
+        _set_path(merged, _new_name(parts, source, renamed), _env_value(raw), origins, source)
 
 
 def _env_value(raw: str) -> Any:

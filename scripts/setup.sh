@@ -46,7 +46,7 @@ echo "setup: installing rtap_trio and its dependencies"
 .venv/bin/python -m pip uninstall -q -y enum34 2>/dev/null || true
 
 # A whisper.cpp build for this CPU (scripts/build_native.sh, 1.5-5 min) is
-# opt-in: with stt.audio_ctx sized to the utterance it measured no faster than
+# opt-in: with stt.whispercpp.audio_ctx sized to the utterance it measured no faster than
 # the PyPI wheel on the CI machine (docs/cuda.md, "CPU speed"). RTAP_NATIVE=1
 # builds it; a failed build keeps the wheel, so setup still completes.
 if [ "${RTAP_NATIVE:-0}" = "0" ]; then

@@ -117,10 +117,10 @@ async def test_music_with_the_wake_word_off_is_discarded_and_speech_still_publis
 def test_whisper_full_reads_the_no_speech_probability_after_sot(speech: dict[str, Any]) -> None:
     # pc2's tiny.en goes through whisper_full, which read it ~0 on anything.
     from rtap_trio.stages.preprocess import prepare_for_stt
-    from rtap_trio.stt.whispercpp.engine import WhisperEngine
+    from rtap_trio.stt.whispercpp import WhisperContext
 
     settings = load_settings("pc2", environ={})
-    engine = WhisperEngine(settings.stt)
+    engine = WhisperContext(settings.stt)
     try:
         assert not engine.one_pass
 

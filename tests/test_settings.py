@@ -18,7 +18,11 @@ def write(folder: Path, name: str, text: str) -> None:
 
 @pytest.fixture
 def profiles(tmp_path: Path) -> Path:
-    write(tmp_path, "default", "audio:\n  frame_ms: 20\nstt:\n  model_name: base\n  n_threads: 2\n")
+    write(
+        tmp_path,
+        "default",
+        "audio:\n  frame_ms: 20\nstt:\n  whispercpp:\n    model_name: base\n    n_threads: 2\n",
+    )
     return tmp_path
 
 
@@ -34,26 +38,29 @@ def test_repo_profiles_load_and_differ() -> None:
     assert default.output.websocket_port == 5802
     assert default.telemetry.port == 8080
     assert default.output.bind_address == "127.0.0.1"
-    assert default.stt.model_name == "base"
-    assert pc2.stt.model_name == "tiny.en" and pc2.stt.device == "cpu"
-    assert main_pc.stt.device == "cuda"
+    assert default.stt.engine == "whispercpp"
+    assert default.stt.whispercpp.model_name == "base"
+    assert pc2.stt.whispercpp.model_name == "tiny.en" and pc2.stt.whispercpp.device == "cpu"
+    assert main_pc.stt.whispercpp.device == "cuda"
     # pc2 overrides only stt: everything else is inherited
     assert pc2.vad == default.vad and pc2.output == default.output
     assert pc2.environment == "pc2"
 
 
 def test_deep_merge_keeps_sibling_keys(profiles: Path) -> None:
-    write(profiles, "child", "extends: default\nstt:\n  n_threads: 4\n")
+    write(profiles, "child", "extends: default\nstt:\n  whispercpp:\n    n_threads: 4\n")
     settings = load_settings("child", directory=profiles, environ={})
-    assert settings.stt.n_threads == 4
-    assert settings.stt.model_name == "base"  # sibling from the parent survives
+    assert settings.stt.whispercpp.n_threads == 4
+    assert settings.stt.whispercpp.model_name == "base"  # sibling from the parent survives
 
 
 def test_grandparent_chain(profiles: Path) -> None:
-    write(profiles, "mid", "extends: default\nstt:\n  n_threads: 3\n  language: de\n")
-    write(profiles, "leaf", "extends: mid\nstt:\n  n_threads: 5\n")
+    write(
+        profiles, "mid", "extends: default\nstt:\n  whispercpp:\n    n_threads: 3\n  language: de\n"
+    )
+    write(profiles, "leaf", "extends: mid\nstt:\n  whispercpp:\n    n_threads: 5\n")
     settings = load_settings("leaf", directory=profiles, environ={})
-    assert (settings.stt.n_threads, settings.stt.language) == (5, "de")
+    assert (settings.stt.whispercpp.n_threads, settings.stt.language) == (5, "de")
 
 
 def test_substitution_with_default_and_type(profiles: Path) -> None:
@@ -61,34 +68,39 @@ def test_substitution_with_default_and_type(profiles: Path) -> None:
         profiles,
         "sub",
         "extends: default\ntelemetry:\n  port: ${METRICS_PORT:9100}\n"
-        "stt:\n  model_name: ${MODEL}\n  language: 'x-${LANG_SUFFIX:en}'\n",
+        "stt:\n  whispercpp:\n    model_name: ${MODEL}\n  language: 'x-${LANG_SUFFIX:en}'\n",
     )
     settings = load_settings("sub", directory=profiles, environ={"MODEL": "tiny.en"})
     assert settings.telemetry.port == 9100
-    assert settings.stt.model_name == "tiny.en"
+    assert settings.stt.whispercpp.model_name == "tiny.en"
     assert settings.stt.language == "x-en"
     settings = load_settings("sub", directory=profiles, environ={"MODEL": "m", "METRICS_PORT": "1"})
     assert settings.telemetry.port == 1
 
 
 def test_substitution_without_default_fails(profiles: Path) -> None:
-    write(profiles, "sub", "extends: default\nstt:\n  model_name: ${NOT_SET_ANYWHERE}\n")
+    write(
+        profiles,
+        "sub",
+        "extends: default\nstt:\n  whispercpp:\n    model_name: ${NOT_SET_ANYWHERE}\n",
+    )
     with pytest.raises(ConfigError) as info:
         load_settings("sub", directory=profiles, environ={})
-    assert "stt.model_name" in str(info.value) and "NOT_SET_ANYWHERE" in str(info.value)
+    assert "stt.whispercpp.model_name" in str(info.value)
+    assert "NOT_SET_ANYWHERE" in str(info.value)
     assert "sub.yaml" in str(info.value)
 
 
 def test_environment_overrides(profiles: Path) -> None:
     env = {
-        "RTAP_STT__N_THREADS": "6",
+        "RTAP_STT__WHISPERCPP__N_THREADS": "6",
         "RTAP_WAKEWORD__KEYWORDS": "[jarvis, alexa]",
         "RTAP_LOG_LEVEL": "debug",
         "AUDIO_DEVICE": "7",
         "RTAP_AUDIO_MOCK": "true",
     }
     settings = load_settings(directory=profiles, environ=env)
-    assert settings.stt.n_threads == 6
+    assert settings.stt.whispercpp.n_threads == 6
     assert settings.wakeword.keywords == ["jarvis", "alexa"]
     assert settings.telemetry.log_level == "DEBUG"
     assert settings.audio.device == 7
@@ -96,23 +108,77 @@ def test_environment_overrides(profiles: Path) -> None:
 
 
 def test_environment_selects_profile(profiles: Path) -> None:
-    write(profiles, "other", "extends: default\nstt:\n  n_threads: 8\n")
-    assert (
-        load_settings(directory=profiles, environ={"RTAP_ENVIRONMENT": "other"}).stt.n_threads == 8
-    )
+    write(profiles, "other", "extends: default\nstt:\n  whispercpp:\n    n_threads: 8\n")
+    settings = load_settings(directory=profiles, environ={"RTAP_ENVIRONMENT": "other"})
+    assert settings.stt.whispercpp.n_threads == 8
 
 
 def test_overrides_win_over_environment(profiles: Path) -> None:
     settings = load_settings(
-        directory=profiles, environ={"RTAP_STT__N_THREADS": "6"}, overrides={"stt.n_threads": 3}
+        directory=profiles,
+        environ={"RTAP_STT__WHISPERCPP__N_THREADS": "6"},
+        overrides={"stt.whispercpp.n_threads": 3},
     )
-    assert settings.stt.n_threads == 3
+    assert settings.stt.whispercpp.n_threads == 3
+
+
+def test_old_flat_stt_names_still_load_with_one_warning(profiles: Path) -> None:
+    # Before issue 17 whisper.cpp's keys sat in stt itself: a user's profile
+    # written then keeps working, and the pool's keys beside them are untouched.
+    write(
+        profiles,
+        "old",
+        "extends: default\nstt:\n  model_name: tiny.en\n  n_threads: 4\n  budget_ms: 900\n",
+    )
+    settings = load_settings("old", directory=profiles, environ={})
+    assert settings.stt.whispercpp.model_name == "tiny.en"
+    assert settings.stt.whispercpp.n_threads == 4
+    assert settings.stt.budget_ms == 900
+    (warning,) = settings.deprecations
+    assert "stt.model_name, stt.n_threads" in warning and "stt.whispercpp.n_threads" in warning
+    assert "\n" not in warning.strip()
+
+
+def test_old_flat_stt_names_keep_their_place_among_the_sources(profiles: Path) -> None:
+    # An old name is renamed where it is read, so the usual order holds: the
+    # environment over the profiles, the command line over both.
+    write(profiles, "old", "extends: default\nstt:\n  n_threads: 4\n")
+    settings = load_settings(
+        "old",
+        directory=profiles,
+        environ={"RTAP_STT__WHISPERCPP__N_THREADS": "6"},
+        overrides={"stt.model_path": "/models/ggml-mine.bin"},
+    )
+    warnings = settings.deprecations
+    assert settings.stt.whispercpp.n_threads == 6
+    assert settings.stt.whispercpp.model_path == Path("/models/ggml-mine.bin")
+    assert settings.stt.whispercpp.model_name == "base"  # from the parent's section
+    assert [w.split(":")[0] for w in warnings] == [str(profiles / "old.yaml"), "command line"]
+    settings = load_settings(directory=profiles, environ={"RTAP_STT__N_THREADS": "7"})
+    assert settings.stt.whispercpp.n_threads == 7
+
+
+def test_a_bad_value_under_an_old_name_names_its_file(profiles: Path) -> None:
+    write(profiles, "old", "extends: default\nstt:\n  n_threads: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings("old", directory=profiles, environ={})
+    assert str(profiles / "old.yaml") in str(info.value)
+    assert info.value.key_path == "stt.whispercpp.n_threads"
+
+
+def test_shipped_profiles_use_no_old_names() -> None:
+    for profile in ("default", "pc2", "main_pc"):
+        assert load_settings(profile, environ={}).deprecations == ()
 
 
 @pytest.mark.parametrize(
     ("text", "key", "reason"),
     [
-        ("stt:\n  n_threads: 0\n", "stt.n_threads", "greater than or equal to 1"),
+        (
+            "stt:\n  whispercpp:\n    n_threads: 0\n",
+            "stt.whispercpp.n_threads",
+            "greater than or equal to 1",
+        ),
         ("stt:\n  bogus: 1\n", "stt.bogus", "unknown key"),
         ("nonsense_section:\n  a: 1\n", "nonsense_section", "unknown key"),
         ("audio:\n  frame_ms: 25\n", "audio.frame_ms", "10, 20 or 30"),
@@ -121,7 +187,8 @@ def test_overrides_win_over_environment(profiles: Path) -> None:
         ("output:\n  websocket_port: 70000\n", "output.websocket_port", "65535"),
         ("wakeword:\n  keywords: [a, b]\n  sensitivities: [0.5]\n", "wakeword", "1 sensitivities"),
         ("wakeword:\n  sensitivities: [1.5]\n", "wakeword.sensitivities", "outside 0..1"),
-        ("stt:\n  device: tpu\n", "stt.device", "cpu"),
+        ("stt:\n  whispercpp:\n    device: tpu\n", "stt.whispercpp.device", "cpu"),
+        ("stt:\n  engine: vosk\n", "stt.engine", "whispercpp"),
     ],
 )
 def test_invalid_values_name_file_key_and_reason(
@@ -160,7 +227,9 @@ def test_bad_yaml_missing_profile_and_loop(profiles: Path) -> None:
 
 def test_cli_reports_one_line_and_exit_code_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"extends: {REPO / 'settings' / 'default.yaml'}\nstt:\n  n_threads: -1\n")
+    bad.write_text(
+        f"extends: {REPO / 'settings' / 'default.yaml'}\nstt:\n  whispercpp:\n    n_threads: -1\n"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "rtap_trio", "config", "--profile", str(bad)],
         capture_output=True,
@@ -171,8 +240,25 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert str(bad) in lines[0] and "stt.n_threads" in lines[0]
+    assert str(bad) in lines[0] and "stt.whispercpp.n_threads" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_cli_loads_an_old_profile_with_a_one_line_warning(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text(f"extends: {REPO / 'settings' / 'default.yaml'}\nstt:\n  n_threads: 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "rtap_trio", "config", "--profile", str(old), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "deprecated" in lines[0], result.stderr
+    assert "stt.n_threads" in lines[0] and "stt.whispercpp.n_threads" in lines[0]
+    assert '"n_threads": 3' in result.stdout
 
 
 def test_cli_config_prints_merged_settings() -> None:

@@ -1,28 +1,24 @@
 """Early and partial transcripts, sentence-aware endpointing (issue 11, parts 1, 2, 3 and 5).
 
 Real engines on generated speech at real-time pace, where timing is the point.
+How the engine pool schedules speculative work around finals is
+tests/test_stt_scheduling.py's (on a test engine); whisper.cpp's prompt abort,
+which that scheduling relies on, is tests/test_stt_engine.py's.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import trio
-import trio.testing
 
-from rtap_trio.audio.file import FileSource, load_audio
-from rtap_trio.errors import SttSkippedError
-from rtap_trio.settings import SttSettings, VadSettings
+from rtap_trio.audio.file import FileSource
+from rtap_trio.settings import VadSettings
 from rtap_trio.stages.partials import LocalAgreement
 from rtap_trio.stages.sentence import SentenceState, sentence_state
 from rtap_trio.stages.vad import Endpointer, SpeechEnded
-from rtap_trio.stt import FinalsForeseen
-from rtap_trio.stt.whispercpp import WhisperCppBackend
 from rtap_trio.textmetrics import word_error_rate
 
 from .support import run_service, service_settings
@@ -108,93 +104,6 @@ async def test_pauses_inside_sentences_come_out_whole_and_early_transcripts_are_
     for transcript in run.transcripts:
         latency = transcript.latency_ms
         assert latency.speech_end_to_emit == pytest.approx(latency.endpoint + latency.total)
-
-
-def _demo(times: int = 1) -> np.ndarray:
-    """The demo recording (3.9 s) as float32, ``times`` over."""
-    speech = load_audio(Path("rtap_trio/audio/data/demo.wav"), 16000)
-    return np.tile(speech.astype(np.float32) / 32768, times)
-
-
-async def _hold_engine(
-    backend: WhisperCppBackend, audio: np.ndarray, outcome: dict[str, Any], key: str, **how: Any
-) -> None:
-    """Speculative work on ``audio``; how it ended goes in ``outcome[key]``."""
-    try:
-        await backend.transcribe(audio, speculative=True, **how)
-        outcome[key] = "finished"
-    except SttSkippedError as exc:
-        outcome[key] = exc.reason
-
-
-@pytest.mark.slow
-async def test_speculative_work_gives_its_engine_up_to_a_final() -> None:
-    backend = await WhisperCppBackend.load(SttSettings(model_name="tiny.en", warmup=False))
-    try:
-        # ~52 s: two 30 s windows, seconds of work; whisper.cpp notices an abort
-        # only between steps (after an encoder pass), so a final waits for that.
-        long, short = _demo(10), _demo()
-        # What the speculative work would cost undisturbed, on this machine now:
-        # the yardstick, rather than a fixed number of milliseconds.
-        started = trio.current_time()
-        await backend.transcribe(long, priority=0.0)
-        undisturbed_ms = (trio.current_time() - started) * 1000
-        outcome: dict[str, Any] = {}
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_hold_engine, backend, long, outcome, "speculative")
-            await trio.sleep(0.2)  # the speculative work holds the only engine
-            with pytest.raises(SttSkippedError):  # and more is not even started
-                await backend.transcribe(short, speculative=True)
-            final = await backend.transcribe(short, priority=0.0)
-        assert outcome["speculative"] == "preempted by a final"
-        # The final waited only for the abort, not for the speculative work.
-        assert final.queue_ms < 0.6 * undisturbed_ms, (final.queue_ms, undisturbed_ms)
-        assert "weather" in final.text.lower()
-        assert backend.statistics().speculative_skipped == 2
-    finally:
-        await backend.aclose()
-
-
-@pytest.mark.slow
-async def test_partials_make_way_for_early_work_and_for_foreseen_finals() -> None:
-    backend = await WhisperCppBackend.load(SttSettings(model_name="tiny.en", warmup=False))
-    try:
-        long, short = _demo(5), _demo()
-        outcome: dict[str, Any] = {}
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                functools.partial(_hold_engine, backend, long, outcome, "partial", partial=True)
-            )
-            await trio.sleep(0.2)  # the partial holds the only engine
-            # Early work (likely the final's answer) takes the engine from it.
-            early = await backend.transcribe(short, speculative=True)
-        assert outcome["partial"] == "preempted by early work"
-        assert "weather" in early.text.lower()
-        # A session in a pause foresees a final: no partial starts meanwhile.
-        token = backend.foreseen.announce()
-        with pytest.raises(SttSkippedError, match="a final is due"):
-            await backend.transcribe(short, speculative=True, partial=True)
-        backend.foreseen.withdraw(token)
-        assert backend.foreseen.due == 0
-        result = await backend.transcribe(short, speculative=True, partial=True)
-        assert "weather" in result.text.lower()
-    finally:
-        await backend.aclose()
-
-
-async def test_a_foreseen_final_lingers_then_expires(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    foreseen = FinalsForeseen()
-    pausing = foreseen.announce(for_s=10.0)
-    ended = foreseen.announce()
-    foreseen.withdraw(ended, after_s=0.1)  # its final is about to ask for an engine
-    assert foreseen.due == 2
-    await trio.sleep(0.2)
-    assert foreseen.due == 1
-    await trio.sleep(10.0)  # a withdrawal that never came does not mute partials forever
-    assert foreseen.due == 0
-    foreseen.withdraw(pausing)  # late: harmless
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The whisper.cpp engine itself: audio_ctx policy, per-call parameters, the native build.
+"""The whisper.cpp engine itself: audio_ctx policy, per-call parameters, the
+engine protocol (abort, capabilities, ``stt.engine``), the native build.
 
 Real whisper.cpp (tiny.en, converted once into the cache), real generated speech.
 """
@@ -15,10 +16,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+import trio
 
-from rtap_trio.settings import PreprocessSettings, SttSettings
+from rtap_trio.audio.file import load_audio
+from rtap_trio.settings import PreprocessSettings, SttSettings, WhisperCppSettings
 from rtap_trio.stages.preprocess import prepare_for_stt
-from rtap_trio.stt.whispercpp import FULL_AUDIO_CTX, WhisperEngine, audio_ctx_for, clean_transcript
+from rtap_trio.stt import SttPool, load_backend
+from rtap_trio.stt.whispercpp import (
+    FULL_AUDIO_CTX,
+    WhisperContext,
+    WhisperCppEngine,
+    audio_ctx_for,
+    clean_transcript,
+)
 from rtap_trio.textmetrics import word_error_rate
 
 from .support import REPO
@@ -42,26 +52,31 @@ def _command(name: str, index: int = 0) -> tuple[np.ndarray, str]:
     return prepare_for_stt(pcm[start:end], RATE, PreprocessSettings()), utterance["text"]
 
 
+def _stt(**whisper: Any) -> SttSettings:
+    """Default STT settings with these whisper.cpp settings."""
+    return SttSettings(whispercpp=WhisperCppSettings(**whisper))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fixtures_generated(speech: dict[str, Any]) -> None:
     """The fixtures this module reads from tests/fixtures exist (generated once)."""
 
 
 @pytest.fixture(scope="module")
-def engine() -> WhisperEngine:
+def engine() -> WhisperContext:
     # pc2's STT settings: tiny.en with the window sized to the utterance.
-    settings = SttSettings(
-        model_name="tiny.en", compute_dtype="f16", language="en", n_threads=2, audio_ctx="auto"
+    whisper = WhisperCppSettings(
+        model_name="tiny.en", compute_dtype="f16", n_threads=2, audio_ctx="auto"
     )
-    assert settings.audio_ctx_floor < FULL_AUDIO_CTX
-    return WhisperEngine(settings)
+    assert whisper.audio_ctx_floor < FULL_AUDIO_CTX
+    return WhisperContext(SttSettings(language="en", whispercpp=whisper))
 
 
 @pytest.fixture(scope="module")
-def base_engines() -> tuple[WhisperEngine, WhisperEngine]:
+def base_engines() -> tuple[WhisperContext, WhisperContext]:
     """The default profile's engine (one pass) and the same model through whisper_full."""
-    one_pass = WhisperEngine(SttSettings(n_threads=2))
-    whisper_full = WhisperEngine(SttSettings(n_threads=2, one_pass_language=False))
+    one_pass = WhisperContext(_stt(n_threads=2))
+    whisper_full = WhisperContext(_stt(n_threads=2, one_pass_language=False))
     assert one_pass.one_pass and not whisper_full.one_pass
     return one_pass, whisper_full
 
@@ -75,7 +90,7 @@ def base_engines() -> tuple[WhisperEngine, WhisperEngine]:
     [("de_kino.wav", "de"), ("es_restaurante.wav", "es"), ("computer_garage.wav", "en")],
 )
 def test_one_pass_detects_the_language_and_gives_whisper_fulls_words(
-    base_engines: tuple[WhisperEngine, WhisperEngine], fixture: str, language: str
+    base_engines: tuple[WhisperContext, WhisperContext], fixture: str, language: str
 ) -> None:
     one_pass, whisper_full = base_engines
     audio, text = _command(fixture)
@@ -89,7 +104,7 @@ def test_one_pass_detects_the_language_and_gives_whisper_fulls_words(
 
 @pytest.mark.slow
 def test_one_pass_on_noise_is_no_text_and_abort_stops_it(
-    base_engines: tuple[WhisperEngine, WhisperEngine],
+    base_engines: tuple[WhisperContext, WhisperContext],
 ) -> None:
     one_pass, _ = base_engines
     with wave.open(str(FIXTURES / "noise_only.wav")) as w:
@@ -101,10 +116,10 @@ def test_one_pass_on_noise_is_no_text_and_abort_stops_it(
 
 
 def test_one_pass_is_only_for_multilingual_models_detecting_over_the_full_window() -> None:
-    assert not WhisperEngine(SttSettings(model_name="tiny.en", n_threads=2)).one_pass
-    fixed = WhisperEngine(SttSettings(language="de", n_threads=2))
+    assert not WhisperContext(_stt(model_name="tiny.en", n_threads=2)).one_pass
+    fixed = WhisperContext(SttSettings(language="de", whispercpp=WhisperCppSettings(n_threads=2)))
     assert not fixed.one_pass  # a fixed language already costs one encoder pass
-    assert not WhisperEngine(SttSettings(audio_ctx="auto", n_threads=2)).one_pass
+    assert not WhisperContext(_stt(audio_ctx="auto", n_threads=2)).one_pass
 
 
 # --------------------------------------------------------------------------- policy
@@ -131,15 +146,15 @@ def test_fixed_settings_pass_through() -> None:
 
 def test_settings_reject_a_window_over_30_s() -> None:
     with pytest.raises(ValueError, match="audio_ctx"):
-        SttSettings(audio_ctx=1501)
-    assert SttSettings(audio_ctx="auto").audio_ctx == "auto"
+        WhisperCppSettings(audio_ctx=1501)
+    assert WhisperCppSettings(audio_ctx="auto").audio_ctx == "auto"
 
 
 # --------------------------------------------------------------------------- real engine
 
 
 @pytest.mark.slow
-def test_shortened_window_keeps_the_words(engine: WhisperEngine) -> None:
+def test_shortened_window_keeps_the_words(engine: WhisperContext) -> None:
     for name in ("jarvis_lights.wav", "en_no_wake.wav"):
         audio, text = _command(name)
         result = engine.transcribe(audio)
@@ -148,7 +163,7 @@ def test_shortened_window_keeps_the_words(engine: WhisperEngine) -> None:
 
 
 @pytest.mark.slow
-def test_long_utterance_after_short_one_is_transcribed_whole(engine: WhisperEngine) -> None:
+def test_long_utterance_after_short_one_is_transcribed_whole(engine: WhisperContext) -> None:
     short, _ = _command("computer_garage.wav")
     first, first_text = _command("two_utterances.wav", 0)
     second, second_text = _command("two_utterances.wav", 1)
@@ -164,6 +179,47 @@ def test_long_utterance_after_short_one_is_transcribed_whole(engine: WhisperEngi
 
     assert engine.last_audio_ctx == 0 or engine.last_audio_ctx > short_ctx
     assert word_error_rate(f"{first_text} {second_text}", result.text) <= WER_BOUND, result.text
+
+
+# --------------------------------------------------------------------------- as an SttEngine
+
+
+def _demo(times: int = 1) -> np.ndarray:
+    """The demo recording (3.9 s) as float32, ``times`` over."""
+    speech = load_audio(REPO / "rtap_trio" / "audio" / "data" / "demo.wav", RATE)
+    return np.tile(speech.astype(np.float32) / 32768, times)
+
+
+@pytest.mark.slow
+async def test_stt_engine_whispercpp_is_a_pool_of_engines_that_abort_promptly() -> None:
+    settings = SttSettings(
+        engine="whispercpp", warmup=False, whispercpp=WhisperCppSettings(model_name="tiny.en")
+    )
+    pool = await load_backend(settings)
+    try:
+        assert isinstance(pool, SttPool)
+        (engine,) = pool.engines
+        assert isinstance(engine, WhisperCppEngine)
+        assert (pool.name, pool.languages, pool.english_only) == ("tiny.en", ("en",), True)
+        assert (pool.device, pool.device_fallback) == ("cpu", False)
+        assert pool.language_name("de") == "german"
+        # The pool's preemption and budgets rely on this: a cancelled
+        # transcription stops at whisper.cpp's next abort check, not at its end.
+        # ~39 s of audio, two 30 s windows: seconds of work, the yardstick.
+        long, short = _demo(10), _demo()
+        started = trio.current_time()
+        await engine.transcribe(long, None)
+        undisturbed_s = trio.current_time() - started
+        started = trio.current_time()
+        with trio.move_on_after(0.2):
+            await engine.transcribe(long, None)
+        stopped_s = trio.current_time() - started
+        assert stopped_s < 0.6 * undisturbed_s, (stopped_s, undisturbed_s)
+        # ... and the engine takes the next utterance as if nothing happened.
+        final = await pool.transcribe(short, priority=0.0)
+        assert "weather" in final.text.lower()
+    finally:
+        await pool.aclose()
 
 
 # --------------------------------------------------------------------------- native build

@@ -1,14 +1,24 @@
-"""Engines lent in the order speech ended: the PriorityLimiter on trio's mock clock.
+"""Engines lent in the order speech ended, finals first: the PriorityLimiter and
+the pool on trio's mock clock.
 
-About scheduling, not speech: nothing here transcribes.
+About scheduling, not speech: the pool runs over TimedEngine, which takes a set
+time per utterance and honours aborts as a real engine must.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import pytest
 import trio
 import trio.testing
 
-from rtap_trio.stt import PriorityLimiter
+from rtap_trio.errors import SttSkippedError, SttTimeoutError
+from rtap_trio.items import Float32, SttResult
+from rtap_trio.stt import EngineCapabilities, FinalsForeseen, PriorityLimiter, SttPool
+
+from .timed_engine import Call, TimedEngine, utterance
 
 
 async def test_waiters_are_served_by_priority_then_arrival(
@@ -128,3 +138,245 @@ async def test_a_chatty_session_cannot_push_back_speech_that_ended_earlier(
     for _, ended, _, started in served:
         waiting = [e for _, e, a, s in served if a < started < s]
         assert all(ended <= e for e in waiting), (ended, started, served)
+
+
+# --------------------------------------------------------------------------- the pool
+#
+# The pool over TimedEngine: what the scheduling does, whichever engine runs
+# the words. Times are trio's mock clock, so they are exact, not measured.
+
+
+async def _outcome(
+    pool: SttPool, audio: Float32, outcome: dict[str, str], key: str, **how: Any
+) -> None:
+    """Speculative work; how it ended goes in ``outcome[key]``."""
+    try:
+        await pool.transcribe(audio, speculative=True, **how)
+        outcome[key] = "finished"
+    except SttSkippedError as exc:
+        outcome[key] = exc.reason
+
+
+async def test_finals_are_served_in_the_order_their_speech_ended(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=1.0)
+    pool = SttPool([engine])
+    results: dict[int, SttResult] = {}
+
+    async def final(number: int, ended: float) -> None:
+        results[number] = await pool.transcribe(utterance(number), priority=ended)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(final, 0, 0.0)
+        await trio.sleep(0.1)  # it has the engine; the rest queue behind it
+        for number, ended in ((1, 3.0), (2, 1.0), (3, 2.0), (4, 1.0)):
+            nursery.start_soon(final, number, ended)
+            await trio.sleep(0.01)
+        stats = pool.statistics()
+        assert (stats.engines, stats.busy, stats.waiting) == (1, 1, 4)
+    assert [call.text for call in engine.calls] == [f"utterance {n}" for n in (0, 2, 4, 3, 1)]
+    assert {n: r.text for n, r in results.items()} == {n: f"utterance {n}" for n in range(5)}
+    assert all(r.stt_ms == pytest.approx(1000) for r in results.values())
+    # Utterance 1 asked at 0.1 s and got the engine when the four before it were done.
+    assert results[1].queue_ms == pytest.approx(4000 - 100)
+    stats = pool.statistics()
+    assert (stats.busy, stats.waiting, stats.transcriptions, stats.timeouts) == (0, 0, 5, 0)
+
+
+async def test_a_final_over_its_budget_is_aborted_and_the_engine_is_free_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=10.0, abort_s=0.2)
+    pool = SttPool([engine])
+    with pytest.raises(SttTimeoutError) as info:
+        await pool.transcribe(utterance(1), budget_s=2.0)
+    assert info.value.elapsed_ms == pytest.approx(2200)  # the budget, then the abort
+    assert engine.calls[0].aborted
+    engine.seconds = 1.0
+    result = await pool.transcribe(utterance(2), budget_s=2.0, language="de")
+    assert (result.text, result.language, engine.calls[-1].language) == ("utterance 2", "de", "de")
+    stats = pool.statistics()
+    assert (stats.busy, stats.transcriptions, stats.timeouts) == (0, 1, 1)
+
+
+async def test_a_caller_that_leaves_aborts_its_transcription(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=10.0, abort_s=0.2)
+    pool = SttPool([engine])
+    with trio.move_on_after(0.5):  # the client left mid-transcription
+        await pool.transcribe(utterance(1))
+    assert engine.calls[0].aborted and engine.calls[0].ended == pytest.approx(0.7)
+    assert pool.statistics().busy == 0
+    engine.seconds = 1.0
+    assert (await pool.transcribe(utterance(2))).text == "utterance 2"
+
+
+async def test_speculative_work_gives_its_engine_up_to_a_final(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=5.0, abort_s=0.25)
+    pool = SttPool([engine])
+    outcome: dict[str, str] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_outcome, pool, utterance(1), outcome, "speculative")
+        await trio.sleep(0.2)  # the speculative work holds the only engine
+        with pytest.raises(SttSkippedError, match="every engine is busy"):
+            await pool.transcribe(utterance(2), speculative=True)  # more is not even started
+        final = await pool.transcribe(utterance(3), priority=0.0)
+    assert outcome["speculative"] == "preempted by a final"
+    # The final waited for the abort only, not for the speculative work.
+    assert final.text == "utterance 3" and final.queue_ms == pytest.approx(250)
+    assert [call.text for call in engine.calls] == ["utterance 1", "utterance 3"]
+    assert pool.statistics().speculative_skipped == 2
+
+
+async def test_partials_make_way_for_early_work_which_keeps_its_engine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=5.0, abort_s=0.1)
+    pool = SttPool([engine])
+    outcome: dict[str, str] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(_outcome, pool, utterance(1), outcome, "partial", partial=True)
+        )
+        await trio.sleep(0.2)  # the partial holds the only engine
+        # Early work (likely the final's answer) takes the engine from it.
+        early = await pool.transcribe(utterance(2), speculative=True)
+    assert outcome["partial"] == "preempted by early work"
+    assert early.text == "utterance 2" and early.queue_ms == pytest.approx(100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_outcome, pool, utterance(3), outcome, "early")
+        await trio.sleep(0.2)
+        # Neither more early work nor a partial takes an engine from early work.
+        with pytest.raises(SttSkippedError, match="every engine is busy"):
+            await pool.transcribe(utterance(4), speculative=True)
+        with pytest.raises(SttSkippedError, match="every engine is busy"):
+            await pool.transcribe(utterance(5), speculative=True, partial=True)
+    assert outcome["early"] == "finished"
+    assert [c.text for c in engine.calls] == [f"utterance {n}" for n in (1, 2, 3)]
+
+
+async def test_a_final_preempts_a_partial_before_early_work(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[Call] = []
+    engines = [TimedEngine(label=name, seconds=5.0, calls=calls) for name in ("a", "b")]
+    pool = SttPool(engines)
+    outcome: dict[str, str] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_outcome, pool, utterance(1), outcome, "early")
+        await trio.sleep(0.1)
+        nursery.start_soon(
+            functools.partial(_outcome, pool, utterance(2), outcome, "partial", partial=True)
+        )
+        await trio.sleep(0.1)
+        final = await pool.transcribe(utterance(3), priority=0.0)
+    assert (outcome["early"], outcome["partial"]) == ("finished", "preempted by a final")
+    assert final.text == "utterance 3" and final.queue_ms == pytest.approx(0)
+
+
+async def test_early_work_does_not_go_before_a_final_that_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=1.0, abort_s=0.3)
+    pool = SttPool([engine])
+    outcome: dict[str, str] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(_outcome, pool, utterance(1), outcome, "partial", partial=True)
+        )
+        await trio.sleep(0.1)
+        nursery.start_soon(functools.partial(pool.transcribe, utterance(2), priority=0.0))
+        await trio.sleep(0.1)  # the final waits for the partial's abort
+        with pytest.raises(SttSkippedError, match="every engine is busy"):
+            await pool.transcribe(utterance(3), speculative=True)
+    assert outcome["partial"] == "preempted by a final"
+    assert [c.text for c in engine.calls] == ["utterance 1", "utterance 2"]
+
+
+async def test_no_partial_starts_while_a_final_is_foreseen(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = TimedEngine(seconds=1.0)
+    pool = SttPool([engine])
+    token = pool.foreseen.announce()  # a session in a pause
+    with pytest.raises(SttSkippedError, match="a final is due"):
+        await pool.transcribe(utterance(1), speculative=True, partial=True)
+    assert engine.calls == []
+    # Early work is not a partial: it may still use the free engine.
+    assert (await pool.transcribe(utterance(2), speculative=True)).text == "utterance 2"
+    pool.foreseen.withdraw(token)
+    assert pool.foreseen.due == 0
+    result = await pool.transcribe(utterance(3), speculative=True, partial=True)
+    assert result.text == "utterance 3"
+
+
+async def test_a_foreseen_final_lingers_then_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    foreseen = FinalsForeseen()
+    pausing = foreseen.announce(for_s=10.0)
+    ended = foreseen.announce()
+    foreseen.withdraw(ended, after_s=0.1)  # its final is about to ask for an engine
+    assert foreseen.due == 2
+    await trio.sleep(0.2)
+    assert foreseen.due == 1
+    await trio.sleep(10.0)  # a withdrawal that never came does not mute partials forever
+    assert foreseen.due == 0
+    foreseen.withdraw(pausing)  # late: harmless
+
+
+async def test_an_engine_without_speculative_work_is_asked_for_finals_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    capabilities = EngineCapabilities(
+        name="remote", languages=("en",), multilingual=False, speculative=False
+    )
+    engine = TimedEngine(seconds=1.0, capabilities=capabilities)
+    pool = SttPool([engine])
+    for partial in (False, True):
+        with pytest.raises(SttSkippedError, match="no speculative work"):
+            await pool.transcribe(utterance(1), speculative=True, partial=partial)
+    assert engine.calls == []
+    assert (await pool.transcribe(utterance(2))).text == "utterance 2"
+    assert pool.english_only and pool.name == "remote"
+    assert pool.statistics().speculative_skipped == 2
+
+
+async def test_engines_work_side_by_side_each_on_one_utterance(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[Call] = []
+    capabilities = EngineCapabilities(
+        name="timed",
+        languages=("en", "de"),
+        multilingual=True,
+        origin="memory",
+        device="cuda",
+        device_fallback=True,
+    )
+    engines = [
+        TimedEngine(label=name, seconds=1.0, calls=calls, capabilities=capabilities)
+        for name in ("a", "b")
+    ]
+    pool = SttPool(engines)
+    async with trio.open_nursery() as nursery:
+        for number in range(3):
+            nursery.start_soon(
+                functools.partial(pool.transcribe, utterance(number), priority=number)
+            )
+            await trio.sleep(0.01)
+        await trio.sleep(0.5)
+        assert (pool.statistics().busy, pool.statistics().waiting) == (2, 1)
+    started = {call.text: (call.engine, call.started) for call in calls}
+    assert {started["utterance 0"][0], started["utterance 1"][0]} == {"a", "b"}
+    assert started["utterance 2"][1] == pytest.approx(1.0)  # when the first was done
+    # What the stages and /health read is the engines' own account.
+    assert (pool.name, pool.languages, pool.english_only) == ("timed", ("en", "de"), False)
+    assert (pool.origin, pool.device, pool.device_fallback) == ("memory", "cuda", True)
+    assert pool.language_name("de") == "german"
+    await pool.aclose()
+    assert all(engine.closed for engine in engines)

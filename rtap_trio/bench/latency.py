@@ -189,13 +189,16 @@ def _peer_policy(settings: Settings, audio: Samples, without: dict[str, Any]) ->
     from ..stages.preprocess import prepare_for_stt
     from .stt_ab import _faster_whisper_status, _FasterWhisper, ct2_model_dir
 
-    stt = settings.stt
+    stt = settings.stt.whispercpp
     status = _faster_whisper_status(stt.model_name)
     if status is not None:
         return {"status": "skipped", "reason": status}
-    language = "en" if stt.language == "en" or stt.model_name.endswith(".en") else None
+    english = settings.stt.language == "en" or stt.model_name.endswith(".en")
     model = _FasterWhisper(
-        ct2_model_dir(stt.model_name, stt.model_cache_dir), "int8", stt.n_threads, language
+        ct2_model_dir(stt.model_name, stt.model_cache_dir),
+        "int8",
+        stt.n_threads,
+        "en" if english else None,
     )
     model.transcribe(np.zeros(16000, dtype=np.float32))  # warm-up, as whisper.cpp's
     rate = settings.audio.sample_rate
@@ -250,7 +253,7 @@ def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> 
     keys = ("total", "overhead", *_PARTS, "transport", "unattributed")
     partials = _partials(receiver, source)
     return {
-        "model": settings.stt.model_name,
+        "model": settings.stt.whispercpp.model_name,
         "wake_word": False,
         "hangover_ms": settings.vad.hangover_ms,
         "audio_s": round(source.duration_s, 1),

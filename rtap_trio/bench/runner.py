@@ -71,7 +71,8 @@ class _Audio:
 
 def _with_tiny(settings: Settings) -> Settings:
     # Same profile, tiny.en: the model the throughput target is stated for.
-    stt = settings.stt.model_copy(update={"model_name": "tiny.en", "language": "en"})
+    whisper = settings.stt.whispercpp.model_copy(update={"model_name": "tiny.en"})
+    stt = settings.stt.model_copy(update={"language": "en", "whispercpp": whisper})
     return settings.model_copy(update={"stt": stt})
 
 
@@ -85,7 +86,8 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
     # Quick: two short English utterances (whisper pads every one to 30 s anyway).
     short = english[:2] if len(english) >= 2 else speech[:2]
     # An English-only model on German says nothing about speed that English does not.
-    english_only = is_english_only(settings.stt.model_name, settings.stt.model_path)
+    whisper = settings.stt.whispercpp
+    english_only = is_english_only(whisper.model_name, whisper.model_path)
     # Real speech first, then the generated; six utterances keep the full run short.
     ab_clips = [c for c in audio.corpus + speech if c.language == "en" or not english_only]
     ab_clips = list({clip.name: clip for clip in ab_clips}.values())[:6]
@@ -93,7 +95,7 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
 
     def throughput() -> dict[str, Any]:
         result = trio.run(measure_throughput, settings, long_audio)
-        if not quick and settings.stt.model_name != "tiny.en":
+        if not quick and settings.stt.whispercpp.model_name != "tiny.en":
             progress("throughput with tiny.en too (the model the target is for)")
             tiny = trio.run(measure_throughput, _with_tiny(settings), long_audio)
             result["tiny_en"] = tiny
@@ -149,8 +151,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "date": reporting.now_utc(),
         "command": reporting.command_line(options.argv),
         "profile": settings.environment,
-        "model": settings.stt.model_name,
-        "threads": settings.stt.n_threads,
+        "model": settings.stt.whispercpp.model_name,
+        "threads": settings.stt.whispercpp.n_threads,
         "quick": options.quick,
         "machine": reporting.machine(),
         "versions": reporting.versions(),

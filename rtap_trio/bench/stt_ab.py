@@ -24,7 +24,7 @@ from ..items import Float32
 from ..models.whisper import KNOWN_MODELS, PackageResource, default_cache_dir
 from ..settings import Settings
 from ..stages.preprocess import prepare_for_stt
-from ..stt.whispercpp import WhisperEngine
+from ..stt.whispercpp import WhisperContext
 from .common import Clip, progress, summarize
 
 __all__ = ["ct2_model_dir", "measure_stt_ab"]
@@ -109,7 +109,7 @@ def _timed(fn: Callable[[], str]) -> tuple[float, str]:
 
 
 def measure_stt_ab(settings: Settings, clips: list[Clip], *, quick: bool) -> dict[str, Any]:
-    stt = settings.stt
+    stt = settings.stt.whispercpp
     result: dict[str, Any] = {
         "model": stt.model_name,
         "threads": stt.n_threads,
@@ -125,7 +125,7 @@ def measure_stt_ab(settings: Settings, clips: list[Clip], *, quick: bool) -> dic
     result["audio_s"] = round(sum(a.size for a in audio) / settings.audio.sample_rate, 2)
 
     started = time.perf_counter()
-    cpp = WhisperEngine(stt)
+    cpp = WhisperContext(settings.stt)
     cpp.warm_up()
     result["whisper_cpp_load_s"] = round(time.perf_counter() - started, 2)
     engines: dict[str, Callable[[Float32], str]] = {"whisper_cpp": lambda a: cpp.transcribe(a).text}

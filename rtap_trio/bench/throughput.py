@@ -53,7 +53,7 @@ async def measure_throughput(settings: Settings, audio: Samples) -> dict[str, An
     finished = max(last, source.finished_perf)
     elapsed = finished - started
     return {
-        "model": settings.stt.model_name,
+        "model": settings.stt.whispercpp.model_name,
         "audio_s": round(source.duration_s, 1),
         "wall_s": round(elapsed, 2),
         "startup_s": round(started - loaded, 2),

@@ -201,7 +201,7 @@ async def _run(settings: Settings, quick: bool) -> dict[str, Any]:
     pre_roll = settings.vad.pre_roll_ms / 1000
     oracle = [_Segment(t["speech_start_s"] - pre_roll, t["speech_end_s"] + 0.3) for t in timings]
     result: dict[str, Any] = {
-        "model": stt.model_name,
+        "model": stt.whispercpp.model_name,
         "audio_s": round(clean.size / 16000, 1),
         "words": words,
         "noise": "white, near-Gaussian, at the SNR below the speech's RMS over its spans",

@@ -79,6 +79,17 @@ def _wer_cell(counts: Mapping[str, Any]) -> str:
     return f"{rate} ({counts['substitutions']}S/{counts['deletions']}D/{counts['insertions']}I)"
 
 
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A settings section's keys with their values, a nested section's as ``section.key``."""
+    items: list[tuple[str, Any]] = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            items += _flat(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     model = report["model"]
     figures = report["summary"]
@@ -94,7 +105,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"- model: {model['name']} ({model['file']}), {model['device']}, "
         f"{model['n_threads']} threads, language {model['language']}",
         "- stt settings: "
-        + ", ".join(f"{k}={v}" for k, v in report["stt_settings"].items() if k != "model_path"),
+        + ", ".join(
+            f"{k}={v}" for k, v in _flat(report["stt_settings"]) if not k.endswith("model_path")
+        ),
         f"- corpus: {report['corpus']['path']} ({report['corpus']['files']} files, "
         f"{report['corpus']['audio_s']:.1f} s), references {report['corpus']['references']}",
         f"- normaliser: {report['normaliser']}",

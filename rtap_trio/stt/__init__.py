@@ -1,28 +1,36 @@
-"""Speech to text behind one small interface, shared by every session.
+"""Speech to text: one pool of engines, shared by every session.
 
-:class:`SttBackend` is what the pipeline knows; :func:`load_backend` builds the
-one the settings ask for. whisper.cpp on the CPU or a CUDA build is the one
-implementation today; a remote backend would be another.
+:class:`SttBackend` is what the pipeline knows; :class:`SttPool` implements it
+over engines of the kind ``stt.engine`` names (:class:`SttEngine`: whisper.cpp
+on the CPU or a CUDA build today, a remote service tomorrow), and
+:func:`load_backend` builds the pool the settings ask for.
 """
 
 from __future__ import annotations
 
 from ..settings import SttSettings
 from .base import FinalsForeseen, SttBackend, SttStatistics
+from .engine import ABORT_WAIT_S, EngineCapabilities, EngineResult, SttEngine
+from .pool import SttPool
 from .scheduling import PriorityLimiter, PriorityLimiterStatistics
+from .selection import open_engines
 
 __all__ = [
+    "ABORT_WAIT_S",
+    "EngineCapabilities",
+    "EngineResult",
     "FinalsForeseen",
     "PriorityLimiter",
     "PriorityLimiterStatistics",
     "SttBackend",
+    "SttEngine",
+    "SttPool",
     "SttStatistics",
     "load_backend",
+    "open_engines",
 ]
 
 
 async def load_backend(settings: SttSettings) -> SttBackend:
-    """The backend for ``settings``, loaded and warmed up."""
-    from .whispercpp import WhisperCppBackend  # loads whisper.cpp: only when asked
-
-    return await WhisperCppBackend.load(settings)
+    """The pool for ``settings``: its engines loaded and warmed up."""
+    return SttPool(await open_engines(settings))

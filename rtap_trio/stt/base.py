@@ -1,11 +1,13 @@
-"""The STT backend interface: one utterance's audio in, an :class:`SttResult` out.
+"""What stages and endpoints know of speech to text: one utterance's audio in, an
+:class:`SttResult` out.
 
-A backend owns its engines (whisper.cpp contexts on CPU or GPU, or a remote
-service) and shares them between every session of the service. Callers say how
-urgent an utterance is (``priority``: lower goes first; sessions pass the time
-their speech ended, so the engines serve speech in the order it ended) and how
-long the transcription may take once an engine is theirs (``budget_s``: the
-wait for a free engine is not part of it, but is reported in the result).
+:class:`SttBackend` is that interface; :class:`~rtap_trio.stt.pool.SttPool`,
+over engines of any kind (:mod:`.engine`), is what implements it, shared by
+every session of the service. Callers say how urgent an utterance is
+(``priority``: lower goes first; sessions pass the time their speech ended, so
+the engines serve speech in the order it ended) and how long the transcription
+may take once an engine is theirs (``budget_s``: the wait for a free engine is
+not part of it, but is reported in the result).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class FinalsForeseen:
 
 @dataclass(frozen=True, slots=True)
 class SttStatistics:
-    #: engines the backend holds, and how many are transcribing now
+    #: engines the pool holds, and how many are transcribing now
     engines: int
     busy: int
     #: requests waiting for an engine now

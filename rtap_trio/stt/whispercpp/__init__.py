@@ -1,19 +1,21 @@
-"""whisper.cpp (through pywhispercpp and libwhisper) as an STT backend."""
+"""whisper.cpp (through pywhispercpp and libwhisper) as an STT engine.
+
+Chosen with ``stt.engine: whispercpp``; its settings are ``stt.whispercpp``.
+"""
 
 from __future__ import annotations
 
-from .backend import ABORT_WAIT_S, WhisperCppBackend
-from .engine import EngineResult, WhisperEngine, is_english_only
+from .context import WhisperContext, is_english_only
+from .engine import WhisperCppEngine, open_whispercpp_engines
 from .text import clean_transcript
 from .window import FULL_AUDIO_CTX, audio_ctx_for
 
 __all__ = [
-    "ABORT_WAIT_S",
     "FULL_AUDIO_CTX",
-    "EngineResult",
-    "WhisperCppBackend",
-    "WhisperEngine",
+    "WhisperContext",
+    "WhisperCppEngine",
     "audio_ctx_for",
     "clean_transcript",
     "is_english_only",
+    "open_whispercpp_engines",
 ]

@@ -1,38 +1,33 @@
-"""whisper.cpp behind the :class:`~rtap_trio.stt.base.SttBackend` interface.
+"""The engine pool: every session's transcriptions over a few engines, scheduled.
 
-whisper.cpp is blocking C++: each transcription runs in a worker thread on one
-of ``stt.workers`` engines (a whisper context is not safe to share between
-threads), lent by a :class:`~rtap_trio.stt.scheduling.PriorityLimiter` so that
-every session's speech is served in the order it ended. A transcription that
-outlives its budget, or whose caller is cancelled (a client that left), is
-aborted through whisper.cpp's abort callback, so the engine is free again at once.
+The pool lends its ``stt.workers`` engines (:class:`~rtap_trio.stt.engine.SttEngine`:
+whisper.cpp contexts, or any other engine) through a
+:class:`~rtap_trio.stt.scheduling.PriorityLimiter`, so that every session's
+speech is served in the order it ended. Finals come first, then early work,
+then partial transcripts: speculative work runs only on an engine free at
+once, and gives it up (cancelled) when a final needs it; partials also make
+way for early work and do not start while a final is foreseen
+(:class:`~rtap_trio.stt.base.FinalsForeseen`). A transcription that outlives
+its budget, or whose caller is cancelled (a client that left), is cancelled on
+its engine, which the engine turns into an abort, so the engine is free again
+at once. None of this depends on which engine runs the words.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import trio
-from loguru import logger
 
-from ...errors import SttSkippedError, SttTimeoutError
-from ...items import Float32, SttResult
-from ...settings import SttSettings
-from ..base import FinalsForeseen, SttBackend, SttStatistics
-from ..scheduling import PriorityLimiter
-from .direct import whisper_language_name
-from .engine import WhisperEngine
+from ..errors import SttSkippedError, SttTimeoutError
+from ..items import Float32, SttResult
+from .base import FinalsForeseen, SttBackend, SttStatistics
+from .engine import EngineCapabilities, SttEngine
+from .scheduling import PriorityLimiter
 
-__all__ = ["ABORT_WAIT_S", "WhisperCppBackend"]
-
-#: How long a cancelled transcription may take to notice its abort flag.
-ABORT_WAIT_S = 0.5
-
-T = TypeVar("T")
+__all__ = ["SttPool"]
 
 
 def _now() -> float:
@@ -48,67 +43,33 @@ class _Speculation:
     preempted_by: str = ""
 
 
-class WhisperCppBackend(SttBackend):
-    def __init__(self, engines: list[WhisperEngine], *, requested_device: str = "cpu") -> None:
+class SttPool(SttBackend):
+    """:class:`SttBackend` over engines of one kind, all of them alike."""
+
+    def __init__(self, engines: Sequence[SttEngine]) -> None:
         if not engines:
-            raise ValueError("a backend needs at least one engine")
-        self._free = list(engines)
+            raise ValueError("a pool needs at least one engine")
         self._engines = tuple(engines)
+        self._free = list(engines)
         self._limiter = PriorityLimiter(len(engines))
-        self.name = engines[0].name
-        self.english_only = engines[0].english_only
-        self.model_file = engines[0].model_file
-        self.origin = str(self.model_file)
-        self.languages = engines[0].languages
-        self.device = engines[0].device
-        self.device_fallback = requested_device != self.device
+        capabilities = engines[0].capabilities
+        self.capabilities: EngineCapabilities = capabilities
+        self.name = capabilities.name
+        self.english_only = not capabilities.multilingual and capabilities.languages == ("en",)
+        self.origin = capabilities.origin
+        self.languages = capabilities.languages
+        self.device = capabilities.device
+        self.device_fallback = capabilities.device_fallback
+        self.foreseen = FinalsForeseen()
         self._transcriptions = 0
         self._timeouts = 0
         self._skipped = 0
-        self.foreseen = FinalsForeseen()
         #: the speculative transcriptions running now, oldest first
         self._speculative: list[_Speculation] = []
 
     @property
-    def engines(self) -> tuple[WhisperEngine, ...]:
+    def engines(self) -> tuple[SttEngine, ...]:
         return self._engines
-
-    @classmethod
-    async def load(cls, settings: SttSettings) -> WhisperCppBackend:
-        """Load (and on first use convert) the model, one engine per worker, warmed up.
-
-        Cancelling (a stop during start-up) waits for the engine being loaded,
-        which whisper.cpp cannot interrupt, but aborts its warm-up.
-        """
-        engines: list[WhisperEngine] = []
-        try:
-            for _ in range(settings.workers):
-                engine = await trio.to_thread.run_sync(WhisperEngine, settings)
-                engines.append(engine)
-                if settings.warmup:
-                    await _run_abortably(engine, engine.warm_up)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                for engine in engines:
-                    await trio.to_thread.run_sync(engine.close)
-            raise
-        log = logger.bind(component="stt")
-        if settings.device != engines[0].device:
-            # The recovery the design asks for: a GPU that is not there is not
-            # fatal, the CPU takes over, and the operator is told.
-            log.warning(
-                "stt.device is {} but this whisper.cpp build has no GPU backend: "
-                "running on the CPU (see docs/cuda.md to build one with CUDA)",
-                settings.device,
-            )
-        log.info(
-            "whisper model {} loaded from {} on the {} ({} worker(s))",
-            engines[0].name,
-            engines[0].model_file,
-            engines[0].device.upper(),
-            len(engines),
-        )
-        return cls(engines, requested_device=settings.device)
 
     async def transcribe(
         self,
@@ -133,6 +94,9 @@ class WhisperCppBackend(SttBackend):
         self, audio: Float32, budget_s: float | None, language: str | None, partial: bool
     ) -> SttResult:
         asked = _now()
+        if not self.capabilities.speculative:
+            self._skipped += 1
+            raise SttSkippedError(f"the {self.name} engine takes no speculative work")
         if partial and self.foreseen.due:
             self._skipped += 1
             raise SttSkippedError("a final is due")
@@ -169,7 +133,7 @@ class WhisperCppBackend(SttBackend):
         raise SttSkippedError(speculation.preempted_by)
 
     def _preempt_one(self, *, partials_only: bool) -> bool:
-        """Abort one speculative transcription, a partial one first; whether any was."""
+        """Cancel one speculative transcription, a partial one first; whether any was."""
         running = [s for s in self._speculative if not s.scope.cancel_called]
         running.sort(key=lambda s: not s.partial)  # partials first, then oldest first
         for speculation in running:
@@ -177,20 +141,19 @@ class WhisperCppBackend(SttBackend):
                 speculation.preempted_by = (
                     "preempted by early work" if partials_only else "preempted by a final"
                 )
-                speculation.scope.cancel()  # its engine stops at the next abort check
+                speculation.scope.cancel()  # its engine aborts (SttEngine.transcribe)
                 return True
         return False
 
     async def _run(
         self, audio: Float32, budget_s: float | None, language: str | None, asked: float
     ) -> SttResult:
+        # Called holding a limiter token, so an engine is free.
         engine = self._free.pop()
         acquired = _now()
         try:
-            with trio.move_on_after(budget_s if budget_s is not None else float("inf")) as scope:
-                result = await _run_abortably(
-                    engine, lambda abort: engine.transcribe(audio, abort, language)
-                )
+            with trio.move_on_after(budget_s if budget_s is not None else math.inf) as scope:
+                result = await engine.transcribe(audio, language)
         finally:
             self._free.append(engine)
         finished = _now()
@@ -210,7 +173,7 @@ class WhisperCppBackend(SttBackend):
         )
 
     def language_name(self, code: str) -> str:
-        return whisper_language_name(code)
+        return self._engines[0].language_name(code)
 
     def statistics(self) -> SttStatistics:
         limiter = self._limiter.statistics()
@@ -224,23 +187,8 @@ class WhisperCppBackend(SttBackend):
         )
 
     async def aclose(self) -> None:
-        """Free every model now rather than at interpreter exit."""
+        """Free every engine now rather than at interpreter exit."""
         engines, self._free = self._free, []
         with trio.CancelScope(shield=True):
             for engine in engines:
-                await trio.to_thread.run_sync(engine.close)
-
-
-async def _run_abortably(engine: WhisperEngine, call: Callable[[Callable[[], bool]], T]) -> T:
-    """``call(should_abort)`` in a worker thread; cancelling aborts whisper.cpp promptly."""
-    abort = threading.Event()
-    try:
-        return await trio.to_thread.run_sync(call, abort.is_set, abandon_on_cancel=True)
-    except trio.Cancelled:
-        # The thread was abandoned but whisper.cpp is still running: ask it to
-        # stop, and wait (shielded, bounded) until it has, so no thread is left
-        # inside whisper.cpp when the service exits or the engine is lent again.
-        abort.set()
-        with trio.CancelScope(shield=True), trio.move_on_after(ABORT_WAIT_S):
-            await trio.to_thread.run_sync(engine.wait_idle)
-        raise
+                await engine.aclose()
