@@ -4,8 +4,10 @@ source ─frames─▶ front-end ─utterances─▶ STT ─transcriptions─▶
 
 An :class:`AudioFrame` is one fixed block of capture; the front-end cuts an
 :class:`Utterance` out of frames when the endpointer says speech ended (with an
-:class:`EndReason`); an STT backend answers it with an :class:`SttResult`; a
-:class:`Transcription` carries both to the language stage, which publishes it.
+:class:`EndReason`), or, for a client that ends its own turns, at a
+:class:`TurnEnd` among its frames; an STT backend answers it with an
+:class:`SttResult`; a :class:`Transcription` carries both to the language
+stage, which publishes it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "Samples",
     "SttResult",
     "Transcription",
+    "TurnEnd",
     "Utterance",
 ]
 
@@ -48,12 +51,24 @@ class AudioFrame:
     captured_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    """The client ended its turn here (a Realtime manual commit): the audio it
+    sent since its last turn is one utterance, transcribed in ``language``
+    (None: detected). It travels between the frames, so it ends the turn
+    exactly after the audio that was sent before it."""
+
+    language: str | None = None
+
+
 class EndReason(enum.StrEnum):
     """Why an utterance ended."""
 
     SILENCE = "silence"
     MAX_LENGTH = "max_length"
     END_OF_STREAM = "end_of_stream"
+    #: the client ended its turn (:class:`TurnEnd`)
+    TURN_END = "turn_end"
 
 
 @dataclass

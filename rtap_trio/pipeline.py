@@ -16,7 +16,7 @@ import trio
 
 from .audio.base import AudioSource
 from .buffers import FullPolicy, PolicySendChannel, open_channel
-from .items import AudioFrame, Transcription, Utterance
+from .items import AudioFrame, Transcription, TurnEnd, Utterance
 from .session import SessionContext
 from .settings import Settings
 from .stages.capture import CaptureStage
@@ -63,8 +63,14 @@ class SessionPipeline:
         supervisor: Supervisor,
         language: str | None = None,
         wake_only: bool = False,
+        client_turns: bool = False,
     ) -> None:
         """``settings`` are the session's own (its wake word choice applied).
+
+        ``client_turns``: the client ends each utterance itself (a Realtime
+        manual commit; see :class:`~rtap_trio.stages.frontend.FrontEnd`): no
+        wake word, no early or partial transcripts, and every utterance waits
+        for its transcription, as the client waits for each answer.
 
         Raises ConfigError or ModelError when the wake word cannot be set up.
         """
@@ -76,13 +82,16 @@ class SessionPipeline:
         # frame; a replayed file or a network client waits and loses nothing.
         # Utterances: where someone waits for each answer (a microphone, a
         # network client), the oldest waiting one is dropped with an event when
-        # STT falls behind; a replayed file waits and loses nothing.
+        # STT falls behind; a replayed file, or a client that ends its own turns
+        # and waits for every one, waits and loses nothing.
         frame_policy = FullPolicy.DROP_OLDEST if source.live else FullPolicy.BLOCK
-        utterance_policy = FullPolicy.DROP_OLDEST if source.interactive else FullPolicy.BLOCK
+        utterance_policy = (
+            FullPolicy.DROP_OLDEST if source.interactive and not client_turns else FullPolicy.BLOCK
+        )
         self._dropped_frames = metrics.frames_dropped.labels("capture")
         self._last_drop_event = -float("inf")
-        frames_send: PolicySendChannel[AudioFrame]
-        frames_receive: trio.MemoryReceiveChannel[AudioFrame]
+        frames_send: PolicySendChannel[AudioFrame | TurnEnd]
+        frames_receive: trio.MemoryReceiveChannel[AudioFrame | TurnEnd]
         frames_send, frames_receive = open_channel(
             "frames", settings.audio.capture_queue_frames, frame_policy, self._frame_dropped
         )
@@ -100,7 +109,7 @@ class SessionPipeline:
         self.frames = frames_send
         self.utterances = utterances_send
         wakeword = settings.wakeword
-        self.wake = WakeWordDetector(wakeword) if wakeword.enabled else None
+        self.wake = WakeWordDetector(wakeword) if wakeword.enabled and not client_turns else None
         self.capture = CaptureStage(source, frames_send)
         partial_ms = settings.stt.partial_interval_ms if settings.stt.partials else 0
         self.speculative = (
@@ -111,7 +120,7 @@ class SessionPipeline:
                 preprocess=settings.preprocess,
                 sample_rate=settings.audio.sample_rate,
             )
-            if (settings.vad.early_ms or partial_ms) and not wake_only
+            if (settings.vad.early_ms or partial_ms) and not (wake_only or client_turns)
             else None
         )
         self.frontend = FrontEnd(
@@ -131,6 +140,7 @@ class SessionPipeline:
             # A microphone was live before we listened; a file or a network
             # client starts with its own beginning.
             live_from_start=source.joins_mid_stream,
+            client_turns=client_turns,
         )
         self.stt = [
             SttStage(
@@ -156,7 +166,7 @@ class SessionPipeline:
         )
         self._capture_scope = trio.CancelScope()
 
-    def _frame_dropped(self, frame: AudioFrame) -> None:
+    def _frame_dropped(self, frame: AudioFrame | TurnEnd) -> None:
         # Counted every time; said at most once a second (a stalled front-end
         # drops 50 frames a second), with the session's total so far.
         self._dropped_frames.inc()

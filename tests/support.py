@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import trio
 import zmq
 from trio_websocket import ConnectionClosed, open_websocket_url
@@ -348,6 +350,21 @@ def running_service(
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def client_frame(payload: bytes, *, compressed: bool, opcode: int = 1) -> bytes:
+    """One masked, final frame; RSV1 marks a compressed message (RFC 7692)."""
+    first = 0x80 | (0x40 if compressed else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", first, 0x80 | size)
+    elif size < 65_536:
+        header = struct.pack("!BBH", first, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, size)
+    mask = os.urandom(4)
+    keys = np.resize(np.frombuffer(mask, np.uint8), size)
+    return header + mask + (np.frombuffer(payload, np.uint8) ^ keys).tobytes()
 
 
 def free_port() -> int:

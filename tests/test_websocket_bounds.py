@@ -40,6 +40,7 @@ from rtap_trio.endpoints import client_json
 
 from .support import (
     RunningService,
+    client_frame,
     health,
     peak_rss_mb,
     reset_peak_rss,
@@ -69,7 +70,7 @@ def service() -> Iterator[RunningService]:
         # A 5 s window (the sentences are shorter) and no language detection
         # pass: whisper.cpp notices an abort only after an encoder pass, so a
         # client that leaves frees its slot sooner. The model's languages stay.
-        "RTAP_STT__AUDIO_CTX": "256",
+        "RTAP_STT__WHISPERCPP__AUDIO_CTX": "256",
         "RTAP_STT__LANGUAGE": "en",
         # One utterance waits for STT, so speech pushed at once drops the rest.
         "RTAP_PIPELINE__UTTERANCE_QUEUE_SIZE": "1",
@@ -101,21 +102,6 @@ def raw_handshake(port: int, path: str) -> tuple[socket.socket, str, bytes]:
         received += sock.recv(4096)
     head, _, rest = received.partition(b"\r\n\r\n")
     return sock, head.decode("latin-1"), rest
-
-
-def client_frame(payload: bytes, *, compressed: bool, opcode: int = 1) -> bytes:
-    """One masked, final frame; RSV1 marks a compressed message (RFC 7692)."""
-    first = 0x80 | (0x40 if compressed else 0) | opcode
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", first, 0x80 | size)
-    elif size < 65_536:
-        header = struct.pack("!BBH", first, 0x80 | 126, size)
-    else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, size)
-    mask = os.urandom(4)
-    keys = np.resize(np.frombuffer(mask, np.uint8), size)
-    return header + mask + (np.frombuffer(payload, np.uint8) ^ keys).tobytes()
 
 
 def deflate_bomb(prefix: bytes, mib: int) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 
-from ..items import Samples
+from ..items import Samples, TurnEnd
 
 __all__ = ["AudioSource"]
 
@@ -39,6 +39,11 @@ class AudioSource(abc.ABC):
 
     @abc.abstractmethod
     def frames(self) -> AsyncIterator[Samples]: ...
+
+    def stream(self) -> AsyncIterator[Samples | TurnEnd]:
+        """What capture reads: the frames, and, from a client that ends its own
+        turns (:class:`~rtap_trio.audio.network.PushSource`), where it did."""
+        return self.frames()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release the device or file."""

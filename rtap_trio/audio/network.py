@@ -5,22 +5,26 @@ s16le or f32le, mono or stereo) in messages of any length. :class:`PushSource`
 turns them into the pipeline's 16 kHz mono int16 frames with a streaming soxr
 resampler (no clicks at message boundaries) and hands the frames on through a
 bounded channel: a client that sends faster than the pipeline takes its audio
-waits (``push`` blocks, so TCP pushes back), and loses nothing.
+waits (``push`` blocks, so TCP pushes back), and loses nothing. A client that
+ends its own turns (a Realtime manual commit) says so with ``end_turn``: the
+audio so far goes out whole, then a :class:`~rtap_trio.items.TurnEnd` mark
+between the frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import soxr
 import trio
 
-from ..items import Float32, Samples
+from ..items import Float32, Samples, TurnEnd
 from .base import AudioSource
 
-__all__ = ["ENCODINGS", "AudioFormatError", "Encoding", "PushSource"]
+__all__ = ["ENCODINGS", "AudioFormatError", "Encoding", "PushSource", "PushedAudio"]
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
 #: bytes per sample of each encoding a client may announce
@@ -30,6 +34,18 @@ MIN_RATE, MAX_RATE = 8_000, 48_000
 
 class AudioFormatError(ValueError):
     """Audio that does not fit the announced format."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushedAudio:
+    """How a client will push its audio: the format it announced, checked when
+    its :class:`PushSource` is made, and whether someone waits on each answer
+    (see :class:`PushSource`)."""
+
+    sample_rate: int
+    encoding: Encoding
+    channels: int
+    interactive: bool = True
 
 
 class PushSource(AudioSource):
@@ -78,7 +94,7 @@ class PushSource(AudioSource):
             else None
         )
         self._carry = np.zeros(0, dtype=np.int16)
-        self._send, self._receive = trio.open_memory_channel[Samples](queue_frames)
+        self._send, self._receive = trio.open_memory_channel[Samples | TurnEnd](queue_frames)
         #: audio received, in seconds of the client's stream
         self.received_s = 0.0
 
@@ -108,8 +124,22 @@ class PushSource(AudioSource):
         mono = audio.mean(axis=1) if self.channels == 2 else audio[:, 0]
         await self._emit(mono)
 
+    async def end_turn(self, language: str | None = None) -> None:
+        """The client ended its turn: what it sent so far goes out whole, then the
+        :class:`~rtap_trio.items.TurnEnd` mark (transcribe it in ``language``;
+        None: detect it). The next turn is resampled afresh."""
+        await self._flush()
+        if self._resampler is not None:
+            self._resampler.clear()
+        await self._send.send(TurnEnd(language))
+
     async def finish(self) -> None:
-        """The client has no more audio: the resampler's tail, a padded last frame, the end."""
+        """The client has no more audio: the rest of it goes out whole, then the end."""
+        await self._flush()
+        self._send.close()
+
+    async def _flush(self) -> None:
+        """The resampler's tail and a last frame padded with silence."""
         if self._resampler is not None:
             await self._emit(np.zeros(0, dtype=np.float32), last=True)
         if self._carry.size:
@@ -117,7 +147,6 @@ class PushSource(AudioSource):
             frame[: self._carry.size] = self._carry
             self._carry = frame[:0]
             await self._send.send(frame)
-        self._send.close()
 
     def close(self) -> None:
         """End at once (the client is gone): whatever is queued is dropped."""
@@ -133,9 +162,14 @@ class PushSource(AudioSource):
             await self._send.send(pending[start : start + self._frame_samples].copy())
         self._carry = pending[whole:].copy()
 
+    async def stream(self) -> AsyncIterator[Samples | TurnEnd]:
+        async for item in self._receive:
+            yield item
+
     async def frames(self) -> AsyncIterator[Samples]:
-        async for frame in self._receive:
-            yield frame
+        async for item in self._receive:
+            if not isinstance(item, TurnEnd):
+                yield item
 
     async def aclose(self) -> None:
         self._send.close()

@@ -29,12 +29,17 @@ import trio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from trio_websocket import WebSocketConnection
 
-from ..audio.network import AudioFormatError, Encoding, PushSource
+from ..audio.network import AudioFormatError, Encoding, PushedAudio
 from ..errors import ConfigError, ModelError, find_error, only_errors, validation_problem
-from ..sessions import EndReason, Session, SessionLimitError, SessionManager, SessionOptions
+from ..sessions import (
+    EndReason,
+    Session,
+    SessionBridge,
+    SessionLimitError,
+    SessionManager,
+    SessionOptions,
+)
 from ..settings import Settings
-from ..stt.base import SttBackend
-from ..transport.schemas import Stream
 from . import client_json
 
 __all__ = ["AUDIO_PATH", "AudioWebSocketEndpoint", "StartMessage"]
@@ -76,6 +81,9 @@ class StartMessage(BaseModel):
             language=self.language,
         )
 
+    def audio(self) -> PushedAudio:
+        return PushedAudio(self.sample_rate, self.encoding, self.channels)
+
 
 class _Closed(Exception):
     """End the connection with this code and reason."""
@@ -106,19 +114,6 @@ def _parse_start(message: str | bytes) -> StartMessage:
         raise _Closed(POLICY, f"bad start message: {validation_problem(exc, 'message')}") from None
 
 
-def _language_problem(stt: SttBackend, language: str | None) -> str | None:
-    """Why the engine cannot transcribe ``language``; None when it can (or none is asked).
-
-    Whisper raises only when the first utterance is decoded, after the
-    session has started; docs/protocol.md promises the refusal at start.
-    """
-    if language is None or language in stt.languages:
-        return None
-    if stt.english_only:  # as SessionManager.open says it
-        return f"the model {stt.name} is English-only; it cannot transcribe {language!r}"
-    return f"the model {stt.name} cannot transcribe {language!r}"
-
-
 class AudioWebSocketEndpoint:
     """Serves ``/v1/audio`` connections as sessions of ``manager``."""
 
@@ -143,72 +138,51 @@ class AudioWebSocketEndpoint:
             start = _parse_start(await ws.get_message())
         if start is None:
             raise _Closed(NORMAL, f"no start message within {self._idle_s:g} s")
-        problem = _language_problem(self._manager.engines.stt, start.language)
-        if problem is not None:
-            raise _Closed(POLICY, problem)
+        opening = self._manager.open_bridge("websocket", start.options(), audio=start.audio())
         try:
-            session = self._manager.open("websocket", start.options())
+            async with opening as bridge:
+                await self._converse(ws, bridge)
         except SessionLimitError as exc:
             raise _Closed(TRY_AGAIN, str(exc)) from None
-        except ConfigError as exc:
+        except ConfigError as exc:  # a language the model lacks, an unknown wake word
             raise _Closed(POLICY, exc.reason) from None
-        source = PushSource(
-            name=f"websocket:{session.id}",
-            sample_rate=start.sample_rate,
-            encoding=start.encoding,
-            channels=start.channels,
-            frame_samples=self._settings.audio.frame_samples,
-            target_rate=self._settings.audio.sample_rate,
-        )
-        # Subscribed before the session starts, so session_started is the first message.
-        subscription = self._manager.outbox.subscribe(
-            f"audio-{session.id}",
-            (Stream.EVENTS, Stream.TRANSCRIPTS),
-            self._settings.output.websocket_client_queue,
-            session_id=session.id,
-        )
-        receiving = trio.CancelScope()
-        sending = trio.CancelScope()
+        except ModelError as exc:
+            raise _Closed(POLICY, str(exc)) from None
+        except AudioFormatError as exc:
+            raise _Closed(UNSUPPORTED_DATA, str(exc)) from None
+        await self._close_after(ws, bridge.session)
 
-        async def run_session(*, task_status: trio.TaskStatus[None]) -> None:
-            try:
-                await session.run(source, task_status=task_status)
-            finally:
-                # What is queued still goes out, within a bound; nothing more comes in.
-                subscription.end()
-                sending.deadline = trio.current_time() + _FLUSH_S
-                receiving.cancel()
+    async def _converse(self, ws: WebSocketConnection, bridge: SessionBridge) -> None:
+        """The session's messages out (session_started first) while its audio comes in."""
+        forwarded = trio.Event()
 
         async def send_messages() -> None:
-            with sending:
-                async for item in subscription.receive:
-                    await ws.send_message(item.payload.decode())
+            async for item in bridge.messages:
+                await ws.send_message(item.payload.decode())
+            forwarded.set()
 
-        with subscription:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send_messages)
-                try:
-                    await nursery.start(run_session)
-                except (ConfigError, ModelError) as exc:  # an unknown wake word, say
-                    raise _Closed(POLICY, str(exc)) from None
-                with receiving:
-                    await self._receive_audio(ws, session, source)
-        await self._close_after(ws, session)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_messages)
+            with bridge.until_ended():
+                await self._receive_audio(ws, bridge)
+            # What is queued still goes out, within a bound; nothing more comes in.
+            with trio.move_on_after(_FLUSH_S):
+                await forwarded.wait()
+            nursery.cancel_scope.cancel()
 
-    async def _receive_audio(
-        self, ws: WebSocketConnection, session: Session, source: PushSource
-    ) -> None:
+    async def _receive_audio(self, ws: WebSocketConnection, bridge: SessionBridge) -> None:
         """Audio into the session until stop or idle timeout (or, cancelled, its end)."""
+        session = bridge.session
         while True:
             message: str | bytes | None = None
             with trio.move_on_after(self._idle_s):
                 message = await ws.get_message()
             if message is None:
-                session.end_reason = EndReason.IDLE_TIMEOUT
+                reason = EndReason.IDLE_TIMEOUT
                 break
             if isinstance(message, bytes):
                 try:
-                    await source.push(message)
+                    await bridge.push(message)
                 except AudioFormatError as exc:
                     session.end_reason = EndReason.PROTOCOL_ERROR
                     raise _Closed(UNSUPPORTED_DATA, str(exc)) from None
@@ -219,13 +193,12 @@ class AudioWebSocketEndpoint:
                 session.end_reason = EndReason.PROTOCOL_ERROR
                 raise _Closed(POLICY, f"bad message: {exc}") from None
             if isinstance(data, dict) and data.get("type") == "stop":
-                session.end_reason = EndReason.STOP
+                reason = EndReason.STOP
                 break
             session.end_reason = EndReason.PROTOCOL_ERROR
             raise _Closed(POLICY, 'expected binary audio or {"type": "stop"}')
         # The rest of what was said goes through; the session ends after it.
-        await source.finish()
-        await session.finished.wait()
+        await bridge.finish(reason)
 
     async def _close_after(self, ws: WebSocketConnection, session: Session) -> None:
         code, reason = NORMAL, session.end_reason.value

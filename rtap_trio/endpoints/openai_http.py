@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import io
-import re
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from ..audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
 from ..errors import AudioSourceError, ConfigError
 from ..http import READ_TIMEOUT_S
-from ..sessions import Session, SessionLimitError, SessionManager, SessionOptions
+from ..sessions import SessionBridge, SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
 from ..stt.hallucination import compression_ratio as _compression_ratio
 from ..transport.schemas import Stream, TranscriptMessage
@@ -51,7 +50,6 @@ __all__ = ["openai_routes"]
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 #: The name OpenAI's own clients send most; accepted like the real model's.
 ALIAS = "whisper-1"
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 #: Sample rates past this are refused from the header: decoding costs
 #: rate x channels x duration, and 192 kHz is the highest a recording is made at.
 MAX_SAMPLE_RATE = 192_000
@@ -318,12 +316,9 @@ class _Transcriptions:
             if not 0.0 <= temperature <= 1.0:
                 raise _ApiError(400, "temperature must be between 0 and 1", param="temperature")
         language = fields.get("language") or None
-        if language is not None:
-            stt = manager.engines.stt
-            if not _LANGUAGE.match(language) or language not in stt.languages:
-                raise _ApiError(
-                    400, f"the model {stt.name} cannot transcribe {language!r}", param="language"
-                )
+        problem = manager.language_problem(language)
+        if problem is not None:
+            raise _ApiError(400, problem, param="language")
         return response_format, language
 
     async def transcribe(self, request: Request) -> Response:
@@ -361,65 +356,54 @@ class _Transcriptions:
             decoder = await trio.to_thread.run_sync(open_decoder)
         except AudioSourceError as exc:
             raise _file_error(exc) from None
-        with decoder:
-            try:
-                session = manager.open("openai", SessionOptions(wake_word=False, language=language))
-            except SessionLimitError as exc:
-                raise _ApiError(429, str(exc), code="busy") from None
-            except ConfigError as exc:
-                raise _ApiError(400, exc.reason) from None
-            # The slot is taken: decoding streams into the session a block at a time.
-            source = DecodingSource(
-                decoder,
-                name=f"openai:{form.filename}",
-                frame_samples=audio.frame_samples,
-                trailing_silence_ms=self._settings.vad.hangover_ms + 200,
-            )
-            transcripts = await self._run(request.receive, received_at, manager, session, source)
+        # The slot is taken before decoding, which then streams into the
+        # session a block at a time.
+        source = DecodingSource(
+            decoder,
+            name=f"openai:{form.filename}",
+            frame_samples=audio.frame_samples,
+            trailing_silence_ms=self._settings.vad.hangover_ms + 200,
+        )
+        options = SessionOptions(wake_word=False, language=language)
+        opening = manager.open_bridge(
+            "openai", options, audio=source, streams=(Stream.TRANSCRIPTS,), queue_size=100_000
+        )
+        try:
+            with decoder:
+                async with opening as bridge:
+                    transcripts = await self._transcripts(bridge, request.receive, received_at)
+        except SessionLimitError as exc:
+            raise _ApiError(429, str(exc), code="busy") from None
+        except ConfigError as exc:
+            raise _ApiError(400, exc.reason) from None
         if transcripts is None:
             return _NoAnswer()
         if source.error is not None:
             raise _file_error(source.error)
-        if session.failed:
+        if bridge.session.failed:
             raise _ApiError(500, "the transcription failed", code="session_failed")
         return self._render(response_format, transcripts, source.duration_s, language, manager)
 
-    async def _run(
-        self,
-        receive: Callable[[], Any],
-        received_at: float,
-        manager: SessionManager,
-        session: Session,
-        source: DecodingSource,
+    async def _transcripts(
+        self, bridge: SessionBridge, receive: Callable[[], Any], received_at: float
     ) -> list[TranscriptMessage] | None:
         """The session's transcripts; None when the client went and the session was ended."""
         transcripts: list[TranscriptMessage] = []
-        subscription = manager.outbox.subscribe(
-            f"openai-{session.id}", (Stream.TRANSCRIPTS,), 100_000, session_id=session.id
-        )
-        running, watching = trio.CancelScope(), trio.CancelScope()
-        with subscription:
-            async with trio.open_nursery() as nursery:
+        gone = False
 
-                async def collect() -> None:
-                    async for item in subscription.receive:
-                        assert isinstance(item.message, TranscriptMessage)
-                        transcripts.append(item.message)
+        async def watch() -> None:
+            nonlocal gone
+            await _disconnected(receive, received_at)
+            gone = True
+            bridge.abort()  # the session ends as ``disconnected``
 
-                async def watch() -> None:
-                    with watching:
-                        await _disconnected(receive, received_at)
-                        running.cancel()  # the session ends as ``disconnected``
-
-                nursery.start_soon(collect)
-                nursery.start_soon(watch)
-                try:
-                    with running:
-                        await session.run(source)
-                finally:
-                    watching.cancel()
-                    subscription.end()
-        return None if running.cancelled_caught else transcripts
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async for item in bridge.messages:
+                assert isinstance(item.message, TranscriptMessage)
+                transcripts.append(item.message)
+            nursery.cancel_scope.cancel()
+        return None if gone else transcripts
 
     def _render(
         self,

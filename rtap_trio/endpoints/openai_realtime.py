@@ -26,16 +26,22 @@ applies), fed by a :class:`~rtap_trio.audio.network.PushSource`: ``pcm16`` is
   ``committed``, its transcripts
   ``conversation.item.input_audio_transcription.completed``.
 * ``turn_detection: null``: audio accumulates until
-  ``input_audio_buffer.commit``; the whole buffer is one utterance for the
-  shared STT backend (``committed``, then ``completed``); ``clear`` empties it.
+  ``input_audio_buffer.commit``; the whole buffer is then one utterance of the
+  session (``committed``, then ``completed``), ended by the client
+  (:meth:`~rtap_trio.sessions.SessionBridge.end_turn`) rather than the VAD, and
+  goes through the same stages as the VAD's: STT, language analysis, ZeroMQ,
+  the console, catch-up. ``clear`` empties the buffer.
 * Every committed item gets exactly one ``completed`` (an empty transcript
   when RTAP heard no words) or ``...transcription.failed`` (dropped, over the
   STT budget, an engine failure). There are no ``delta`` events: RTAP has no
   partial transcripts.
 
-The session's pipeline starts with the first ``input_audio_buffer.append``:
-from then on ``turn_detection`` (and, under server_vad, the language) are
-fixed, and an update that would change them is refused. Bad input gets an
+The connection holds its session's slot from the start (the session bridge
+opened with ``start=False``); the session runs from the first
+``input_audio_buffer.append``, with the configuration as it is then: from then
+on ``turn_detection`` (and, under server_vad, the language) are fixed, and an
+update that would change them is refused. A session that never ran gives its
+slot back unrun (the service's stop ends it at once). Bad input gets an
 ``error`` event in the Realtime shape and the connection reads on; a client
 silent for ``sessions.idle_timeout_s`` is answered, then closed; a client that
 disconnects ends its session at once, transcriptions included.
@@ -48,27 +54,27 @@ import binascii
 import contextlib
 import enum
 import json
-import re
 import uuid
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-import soxr
 import trio
 from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..audio.network import PushSource
-from ..errors import ConfigError, ModelError, SttTimeoutError
-from ..items import Float32
-from ..sessions import EndReason, Session, SessionLimitError, SessionManager, SessionOptions
-from ..settings import PreprocessSettings, Settings
-from ..stages.preprocess import prepare_for_stt
-from ..telemetry import now
-from ..transport.outbox import Subscription
-from ..transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
+from ..audio.network import PushedAudio
+from ..errors import ConfigError
+from ..sessions import (
+    EndReason,
+    SessionBridge,
+    SessionLimitError,
+    SessionManager,
+    SessionOptions,
+)
+from ..settings import Settings
+from ..transport.schemas import EventMessage, EventType, TranscriptMessage
 from . import client_json
 
 __all__ = ["KIND", "REALTIME_PATH", "RealtimeEndpoint"]
@@ -93,15 +99,10 @@ _MAX_PROMPT_CHARS = 4096
 #: Server VAD timings the session's VAD settings can take (settings.VadSettings).
 _SILENCE_MS = (60, 5000)
 _PREFIX_MS = (0, 2000)
-#: Commits waiting for the STT backend; one more waits in the client's socket.
-_COMMIT_QUEUE = 4
 #: After its session ends, what is queued for the client gets this long to go out.
 _FLUSH_S = 2.0
 #: One event to a client that reads nothing gets this long before it is given up.
 _SEND_S = 5.0
-#: How often a connection whose session has not started looks for a service stop.
-_STOP_POLL_S = 0.25
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 _CLIENT_EVENTS = (
     "session.update",
     "transcription_session.update",
@@ -210,6 +211,7 @@ class _Config:
             hangover_ms=td.silence_duration_ms if td else None,
             pre_roll_ms=td.prefix_padding_ms if td else None,
             threshold=td.threshold if td else None,
+            client_turns=td is None,
         )
 
     def transcription(self) -> dict[str, Any]:
@@ -249,28 +251,15 @@ class _Config:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Commit:
-    """A manual-mode buffer on its way to the STT backend."""
-
-    item_id: str
-    pcm: bytes
-    language: str | None
-
-
 @dataclass(slots=True)
-class _VadItem:
+class _Item:
+    """A committed item: an utterance the VAD ended, or a manual commit."""
+
     item_id: str
-    start_ms: int
+    start_ms: int = 0
     end_ms: int = 0
-
-
-def _prepare(pcm: bytes, sample_rate: int, preprocess: PreprocessSettings) -> Float32:
-    """pcm16 at 24 kHz to what the STT backend takes: 16 kHz float32, filtered and levelled."""
-    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    resampled = soxr.resample(audio, PCM16_RATE, sample_rate, quality="HQ")
-    samples = (np.clip(resampled, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    return prepare_for_stt(samples, sample_rate, preprocess)
+    #: a manual commit's length, exactly; None: the speech's, from the session
+    seconds: float | None = None
 
 
 def _integer(value: object, param: str, bounds: tuple[int, int]) -> int:
@@ -306,22 +295,18 @@ class _Connection:
             "realtime=v1" in ws.headers.get("openai-beta", "")
             or "openai-beta.realtime-v1" in offered
         )
-        self._started = False
-        self._receiving = trio.CancelScope()
         self._buffer = bytearray()
         self._last_item: str | None = None
-        self._speech: _VadItem | None = None
-        self._vad_items: dict[str, _VadItem] = {}
-        self._commits_send, self._commits_receive = trio.open_memory_channel[_Commit](_COMMIT_QUEUE)
-        self._commits_done = trio.Event()
+        self._speech: _Item | None = None
+        #: committed items by the utterance they are, until answered
+        self._items: dict[str, _Item] = {}
+        #: manual commits whose utterance the session has not ended yet, oldest first
+        self._turns: deque[_Item] = deque()
         self._forwarded = trio.Event()
         # Set in run() once the session is open.
         self._manager: SessionManager
-        self._session: Session
-        self._source: PushSource
-        self._subscription: Subscription
+        self._bridge: SessionBridge
         self._config: _Config
-        self._nursery: trio.Nursery
 
     # ------------------------------------------------------------ the connection
 
@@ -340,56 +325,41 @@ class _Connection:
                 param="intent",
             )
             return
-        try:
-            session = manager.open(KIND, SessionOptions(wake_word=False))
-        except SessionLimitError as exc:
-            await self._refuse(str(exc), "busy", TRY_AGAIN, kind="rate_limit_error")
-            return
-        self._manager, self._session = manager, session
-        settings = self._settings
-        vad = settings.vad
+        self._manager = manager
+        vad = self._settings.vad
         self._config = _Config(
             model=manager.engines.stt.name,
             language=None,
             prompt=None,
             turn_detection=_TurnDetection(vad.hangover_ms, vad.pre_roll_ms),
         )
-        self._source = PushSource(
-            name=f"{KIND}:{session.id}",
-            sample_rate=PCM16_RATE,
-            encoding="pcm_s16le",
-            channels=1,
-            frame_samples=settings.audio.frame_samples,
-            target_rate=settings.audio.sample_rate,
-        )
-        # Subscribed before the session runs: none of its messages is missed.
-        self._subscription = manager.outbox.subscribe(
-            f"{KIND}-{session.id}",
-            (Stream.EVENTS, Stream.TRANSCRIPTS),
-            settings.output.websocket_client_queue,
-            session_id=session.id,
-        )
-        end = _End.SESSION_ENDED
+        # The slot now; the session runs once the client has chosen its options.
+        pcm16 = PushedAudio(PCM16_RATE, "pcm_s16le", 1)
+        opening = manager.open_bridge(KIND, self._config.options(), audio=pcm16, start=False)
         try:
-            with self._subscription:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    nursery.start_soon(self._forward)
-                    nursery.start_soon(self._transcribe_commits)
-                    nursery.start_soon(self._watch_stop)
-                    created = "transcription_session.created" if self._beta else "session.created"
-                    await self._send(created, session=self._session_object(beta=self._beta))
-                    with self._receiving:
-                        end = await self._receive()
-                    if end is not _End.DISCONNECTED:
-                        await self._wind_down(end)
-                    # What is left (a transcription for a client that left) goes now.
-                    nursery.cancel_scope.cancel()
-        finally:
-            if not self._started:
-                await self._release_unstarted()
+            async with opening as bridge:
+                self._bridge = bridge
+                end = await self._converse()
+        except SessionLimitError as exc:
+            await self._refuse(str(exc), "busy", TRY_AGAIN, kind="rate_limit_error")
+            return
         if end is not _End.DISCONNECTED:
             await self._say_goodbye(end)
+
+    async def _converse(self) -> _End:
+        """Events both ways until the client leaves or goes silent, or the session ends."""
+        end = _End.SESSION_ENDED
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._forward)
+            created = "transcription_session.created" if self._beta else "session.created"
+            await self._send(created, session=self._session_object(beta=self._beta))
+            with self._bridge.until_ended():
+                end = await self._receive()
+            if end is not _End.DISCONNECTED:
+                await self._wind_down(end)
+            # What is left (a transcription for a client that left) goes now.
+            nursery.cancel_scope.cancel()
+        return end
 
     async def _refuse(
         self,
@@ -427,27 +397,26 @@ class _Connection:
 
     async def _wind_down(self, end: _End) -> None:
         """The session's last words: what was said is answered before the close."""
-        session = self._session
-        if end is _End.IDLE:
-            session.end_reason = EndReason.IDLE_TIMEOUT
-        # Manual commits first, while the session still holds its slot: they
-        # are its work too, though they go to the STT backend directly.
-        self._commits_send.close()
-        await self._commits_done.wait()
-        if not self._started:
-            await self._source.finish()
-            await self._start_pipeline()
-        elif not session.finished.is_set():
-            # The session may be ending on its own (the service stops): then
-            # its capture has closed the source.
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                await self._source.finish()
-        await session.finished.wait()
+        # Commits in flight are the session's utterances: they are answered
+        # before it ends (a session that never ran ends unrun).
+        reason = EndReason.IDLE_TIMEOUT if end is _End.IDLE else EndReason.END_OF_STREAM
+        await self._bridge.finish(reason)
         with trio.move_on_after(_FLUSH_S):
             await self._forwarded.wait()
+        # Every committed item gets its answer: one the session could not give
+        # (it failed) is a failure.
+        unanswered = [*self._items.values(), *self._turns]
+        self._items.clear()
+        self._turns.clear()
+        for item in unanswered:
+            await self._failed(
+                item.item_id,
+                "transcription_failed",
+                "the session ended before this item was transcribed",
+            )
 
     async def _say_goodbye(self, end: _End) -> None:
-        session = self._session
+        session = self._bridge.session
         if end is _End.IDLE:
             reason = f"idle for {self._idle_s:g} s"
             await self._error(_ClientError(f"no event for {self._idle_s:g} s", code="idle_timeout"))
@@ -466,45 +435,20 @@ class _Connection:
 
     # --------------------------------------------------------------- the session
 
-    async def _start_pipeline(self) -> None:
+    def _start_session(self) -> None:
         """Run the session, with the configuration as it is now (its VAD takes it once)."""
-        if self._started:
+        if self._bridge.started:
             return
-        self._started = True
-        # Session.run reads its options when it starts, so they can wait for
-        # the client's session.update rather than be fixed at connect.
-        self._session.options = self._config.options()
         try:
-            await self._nursery.start(self._run_session)
-        except (ConfigError, ModelError) as exc:  # not expected without a wake word
-            raise _ClientError(str(exc), kind="server_error", code="session_failed") from None
+            self._bridge.start(self._config.options())
+        except ConfigError as exc:  # checked at session.update: not expected
+            raise _ClientError(exc.reason, kind="server_error", code="session_failed") from None
 
-    async def _run_session(self, *, task_status: trio.TaskStatus[None]) -> None:
-        try:
-            await self._session.run(self._source, task_status=task_status)
-        finally:
-            # What is queued still goes out; nothing more is read.
-            self._subscription.end()
-            self._receiving.cancel()
-
-    async def _release_unstarted(self) -> None:
-        # Opened but never run: its slot is released when it runs, so it runs
-        # on a closed source, which ends it at once.
-        if self._session.end_reason is EndReason.END_OF_STREAM:
-            self._session.end_reason = EndReason.DISCONNECTED
-        self._source.close()
-        self._started = True
-        await self._session.run(self._source)
-
-    async def _watch_stop(self) -> None:
-        # Session.stop only marks a session that has not run yet, and the
-        # service's drain waits for it: the connection looks for the mark
-        # until the session runs (then the session's own end tells it).
-        while not self._started:
-            if self._session.end_reason is EndReason.SERVICE_STOPPING:
-                await self._start_pipeline()  # sees the stop, drains at once, ends
-                return
-            await trio.sleep(_STOP_POLL_S)
+    async def _push(self, pcm: bytes) -> None:
+        # A second at a time: the source converts what it is given whole, so a
+        # 4 MiB event (87 s) would cost its float copies at once.
+        for start in range(0, len(pcm), _PUSH_BYTES):
+            await self._bridge.push(pcm[start : start + _PUSH_BYTES])
 
     # ------------------------------------------------------------- client events
 
@@ -536,7 +480,7 @@ class _Connection:
     async def _update(self, event: dict[str, Any], *, beta: bool) -> None:
         session = _object(event.get("session"), "session")
         config = self._updated(session)
-        if self._started and config.vad_key() != self._config.vad_key():
+        if self._bridge.started and config.vad_key() != self._config.vad_key():
             raise _ClientError(
                 "turn_detection (and, with server_vad, the language) cannot change once "
                 "audio has been appended: the session's VAD took them when it started",
@@ -618,14 +562,9 @@ class _Connection:
             model = self._string(fields["model"], f"{param}.model") or model
         if "language" in fields:
             language = self._string(fields["language"], f"{param}.language") or None
-            stt = self._manager.engines.stt
-            if language is not None and (
-                not _LANGUAGE.match(language) or language not in stt.languages
-            ):
-                raise _ClientError(
-                    f"the model {stt.name} cannot transcribe {language!r}",
-                    param=f"{param}.language",
-                )
+            problem = self._manager.language_problem(language)
+            if problem is not None:
+                raise _ClientError(problem, param=f"{param}.language")
         if "prompt" in fields:  # accepted; whisper.cpp here decodes without one
             prompt = self._string(fields["prompt"], f"{param}.prompt") or None
             if prompt is not None and len(prompt) > _MAX_PROMPT_CHARS:
@@ -699,17 +638,13 @@ class _Connection:
                 param="audio",
                 code="input_audio_buffer_full",
             )
-        await self._start_pipeline()
+        self._start_session()
         if manual:
             self._buffer += pcm
             return
-        # A session that is ending (the service stops) has closed its source;
-        # its end closes the connection.
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            # A second at a time: the source converts what it is given whole,
-            # so a 4 MiB event (87 s) would cost its float copies at once.
-            for start in range(0, len(pcm), _PUSH_BYTES):
-                await self._source.push(pcm[start : start + _PUSH_BYTES])
+        # A session that is ending (the service stops) takes no more audio; its
+        # end closes the connection.
+        await self._push(pcm)
 
     async def _commit(self) -> None:
         if self._config.turn_detection is not None:
@@ -725,78 +660,51 @@ class _Connection:
                 f"{_MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms:.2f}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-        item_id = _new_id("item")
+        item = _Item(_new_id("item"), seconds=held_ms / 1000)
         pcm = bytes(self._buffer)
         self._buffer.clear()
-        await self._committed(item_id)
-        await self._commits_send.send(_Commit(item_id, pcm, self._config.language))
-
-    # ---------------------------------------------------------- manual commits
-
-    async def _transcribe_commits(self) -> None:
-        async for commit in self._commits_receive:
-            try:
-                await self._transcribe(commit)
-            except Exception as exc:  # the engine's failure is this item's, as the API has it
-                self._manager.metrics.errors.labels(KIND, type(exc).__name__).inc()
-                self._endpoint.log.opt(exception=exc).warning("transcription failed: {}", exc)
-                await self._failed(commit.item_id, "transcription_failed", str(exc)[:500])
-        self._commits_done.set()
-
-    async def _transcribe(self, commit: _Commit) -> None:
-        settings = self._settings
-        metrics = self._manager.metrics
-        audio = await trio.to_thread.run_sync(
-            _prepare, commit.pcm, settings.audio.sample_rate, settings.preprocess
-        )
-        try:
-            result = await self._manager.engines.stt.transcribe(
-                audio,
-                # As the pipeline does: speech is served in the order it ended.
-                priority=now(),
-                budget_s=settings.stt.budget_ms / 1000,
-                language=commit.language,
-            )
-        except SttTimeoutError as exc:
-            metrics.utterances.labels(KIND, "stt_timeout").inc()
-            await self._failed(commit.item_id, "stt_timeout", str(exc))
-            return
-        text = result.text
-        no_speech = result.no_speech_probability
-        if no_speech is not None and no_speech > settings.stt.no_speech_threshold:
-            text = ""  # what the pipeline would discard as no speech
-        outcome = "transcribed" if text else ("no_speech" if result.text else "no_text")
-        metrics.utterances.labels(KIND, outcome).inc()
-        seconds = len(commit.pcm) / _BYTES_PER_SAMPLE / PCM16_RATE
-        await self._completed(commit.item_id, text, seconds, result.language)
+        self._turns.append(item)
+        await self._committed(item.item_id)
+        # One utterance of the session, ended by the client: through the same
+        # stages as the VAD's (STT, language, ZeroMQ, the console, catch-up).
+        await self._push(pcm)
+        await self._bridge.end_turn(self._config.language)
 
     # ------------------------------------------------------- the session's events
 
     async def _forward(self) -> None:
         """The session's events and transcripts as Realtime events, as they happen."""
-        async for item in self._subscription.receive:
+        async for item in self._bridge.messages:
             message = item.message
             if isinstance(message, TranscriptMessage):
-                vad_item = self._vad_item(message.utterance_id)
+                answered = self._answered(message.utterance_id)
                 language = message.stt_language or message.language
-                seconds = max(0.0, message.audio_end_s - message.audio_start_s)
-                await self._completed(vad_item.item_id, message.text, seconds, language)
+                seconds = answered.seconds
+                if seconds is None:
+                    seconds = max(0.0, message.audio_end_s - message.audio_start_s)
+                await self._completed(answered.item_id, message.text, seconds, language)
             elif isinstance(message, EventMessage):
                 await self._forward_event(message)
         self._forwarded.set()
 
-    def _vad_item(self, utterance_id: str | None) -> _VadItem:
-        found = self._vad_items.pop(utterance_id or "", None)
-        return found or _VadItem(_new_id("item"), 0)
+    def _answered(self, utterance_id: str | None) -> _Item:
+        """The item an utterance's answer is for (no longer waiting for one)."""
+        found = self._items.pop(utterance_id or "", None)
+        return found or _Item(_new_id("item"))
 
     async def _forward_event(self, message: EventMessage) -> None:
         offset_ms = round(1000 * float(message.data.get("offset_s", 0.0)))
         kind = message.type
-        if kind is EventType.SPEECH_START:
+        manual = self._config.turn_detection is None  # fixed once the session runs
+        if kind is EventType.SPEECH_END and manual:
+            # The client's commit ended this utterance: it was committed then.
+            turn = self._turns.popleft() if self._turns else _Item(_new_id("item"))
+            self._items[message.utterance_id or ""] = turn
+        elif kind is EventType.SPEECH_START and not manual:
             td = self._config.turn_detection
             # The API's start includes the prefix padding, as RTAP's utterance does.
             start_ms = max(0, offset_ms - (td.prefix_padding_ms if td else 0))
-            self._speech = _VadItem(_new_id("item"), start_ms)
+            self._speech = _Item(_new_id("item"), start_ms)
             await self._send(
                 "input_audio_buffer.speech_started",
                 audio_start_ms=start_ms,
@@ -813,28 +721,30 @@ class _Connection:
                     delta=newly + " ",
                 )
         elif kind is EventType.SPEECH_END:
-            speech, self._speech = self._speech or _VadItem(_new_id("item"), offset_ms), None
+            speech, self._speech = self._speech or _Item(_new_id("item"), offset_ms), None
             speech.end_ms = offset_ms
-            self._vad_items[message.utterance_id or ""] = speech
+            self._items[message.utterance_id or ""] = speech
             await self._send(
                 "input_audio_buffer.speech_stopped", audio_end_ms=offset_ms, item_id=speech.item_id
             )
             await self._committed(speech.item_id)
         elif kind is EventType.UTTERANCE_DISCARDED:
             # Too short, no words, no speech: committed, so answered, with nothing.
-            vad_item = self._vad_item(message.utterance_id)
-            seconds = max(0, vad_item.end_ms - vad_item.start_ms) / 1000
-            await self._completed(vad_item.item_id, "", seconds, None)
+            answered = self._answered(message.utterance_id)
+            seconds = answered.seconds
+            if seconds is None:
+                seconds = max(0, answered.end_ms - answered.start_ms) / 1000
+            await self._completed(answered.item_id, "", seconds, None)
         elif kind is EventType.UTTERANCE_DROPPED:
             await self._failed(
-                self._vad_item(message.utterance_id).item_id,
+                self._answered(message.utterance_id).item_id,
                 "queue_full",
                 "transcription fell behind the speech: this utterance was dropped",
             )
         elif kind is EventType.STT_TIMEOUT:
             budget = message.data.get("budget_ms")
             await self._failed(
-                self._vad_item(message.utterance_id).item_id,
+                self._answered(message.utterance_id).item_id,
                 "stt_timeout",
                 f"the transcription took over {budget} ms and was aborted",
             )
@@ -846,7 +756,7 @@ class _Connection:
     # -------------------------------------------------------------- server events
 
     def _session_object(self, *, beta: bool) -> dict[str, Any]:
-        session_id = f"sess_{self._session.id}"
+        session_id = f"sess_{self._bridge.session.id}"
         if beta:
             return self._config.beta_session(session_id)
         return self._config.ga_session(session_id)

@@ -24,8 +24,9 @@ Bounds, so that no client holds more than its share: at most
 flood cannot outrun it; beyond it a connection gets an ``error`` and is
 closed); a connection silent for ``sessions.idle_timeout_s`` is closed, and so
 is one that reads nothing of what is sent to it for ``wyoming.send_timeout_s``.
-A stream's format and language are checked before its session takes a slot,
-and every way a stream fails gives the slot back. Its audio is never dropped:
+A stream's format, language and wake words are checked before its session
+takes a slot (the session bridge, :meth:`SessionManager.connect_bridge`, does
+it), and every way a stream fails gives the slot back. Its audio is never dropped:
 Wyoming clients send recordings faster than real time, so the session's
 utterances wait for transcription and the client waits on TCP (back-pressure).
 """
@@ -33,7 +34,6 @@ utterances wait for transcription and the client waits on TCP (back-pressure).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,28 +41,24 @@ from typing import Any
 import trio
 from loguru import logger
 
-from ..audio.network import AudioFormatError, PushSource
+from ..audio.network import AudioFormatError, PushedAudio
 from ..errors import ConfigError, ModelError, PortInUseError
 from ..sessions import (
     EndReason,
-    Session,
+    SessionBridge,
     SessionLimitError,
     SessionManager,
     SessionOptions,
-    new_session_id,
 )
 from ..settings import Settings
 from ..stages.wakeword import builtin_keywords
 from ..telemetry import Metrics
-from ..transport.outbox import Subscription
-from ..transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
+from ..transport.schemas import EventMessage, EventType, TranscriptMessage
 
 __all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]
 
 _WHISPER_ATTRIBUTION = {"name": "OpenAI", "url": "https://github.com/openai/whisper"}
 _PORCUPINE_ATTRIBUTION = {"name": "Picovoice", "url": "https://github.com/Picovoice/porcupine"}
-#: a language code as whisper names them ("en", "haw"); anything else is refused unread
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 #: at most one "refusing connections" line this often, however many are refused
 _REFUSAL_LOG_INTERVAL_S = 60.0
 
@@ -180,9 +176,8 @@ async def write_event(stream: trio.abc.SendStream, event: WyomingEvent) -> None:
 class _Stream:
     """One audio stream of a connection: a session and what it has said so far."""
 
-    def __init__(self, session: Session, source: PushSource, mode: str) -> None:
-        self.session = session
-        self.source = source
+    def __init__(self, bridge: SessionBridge, mode: str) -> None:
+        self.bridge = bridge
         self.mode = mode
         self.texts: list[str] = []
         self.languages: list[str] = []
@@ -361,9 +356,8 @@ class _Connection:
             try:
                 await self._read_events(nursery)
             finally:
-                if self._current is not None:  # the client left mid-stream
-                    self._current.source.close()
-                    self._current.session.stop(EndReason.DISCONNECTED)
+                # A stream still open (the client left mid-stream) ends at once:
+                # its session ends as ``disconnected`` and gives its slot back.
                 nursery.cancel_scope.cancel()
 
     async def _read_events(self, nursery: trio.Nursery) -> None:
@@ -420,7 +414,7 @@ class _Connection:
                 await self._start_stream(data, nursery)  # audio without a start starts one
             assert self._current is not None
             try:
-                await self._current.source.push(event.payload)
+                await self._current.bridge.push(event.payload)
             except AudioFormatError as exc:
                 raise ProtocolError(str(exc), "bad_audio", fatal=True) from None
         elif kind == "audio-stop":
@@ -448,8 +442,9 @@ class _Connection:
             raise
 
     async def _open_stream(self, data: dict[str, Any], nursery: trio.Nursery) -> None:
-        """Everything the client chose is checked before the session takes a slot;
-        from the slot on, nothing can fail before ``session.run``, which gives it back."""
+        """Everything the client chose is checked before the session takes a slot
+        (by the bridge); the connection's nursery runs the session, so however
+        the connection ends, the slot is given back."""
         manager = self._server._sessions()
         if manager is None:
             raise ProtocolError("the service is starting", "starting", fatal=False)
@@ -462,86 +457,41 @@ class _Connection:
         if width != 2:
             raise ProtocolError("only 16-bit PCM (width 2) is taken", "bad_audio", fatal=True)
         wake = self._mode == "wake"
-        keywords = self._names
-        if wake and keywords is not None:
-            unknown = sorted(set(keywords) - set(builtin_keywords()))
-            if unknown:
-                raise ProtocolError(
-                    f"unknown wake word(s) {unknown}", "unknown_wake_word", fatal=False
-                )
-        language = None if wake else self._language
-        stt = manager.engines.stt
-        if language is not None and (
-            not _LANGUAGE.match(language) or language not in stt.languages
-        ):
-            # whisper would raise on it mid-stream; `describe` lists what it knows.
-            raise ProtocolError(
-                f"the model {stt.name} cannot transcribe {language[:40]!r}",
-                "unsupported_language",
-                fatal=False,
-            )
-        session_id = new_session_id()
+        options = SessionOptions(
+            wake_word=wake,
+            keywords=self._names if wake else None,
+            language=None if wake else self._language,
+            transcribe=not wake,
+        )
+        # A recording sent at once: its utterances wait rather than go.
+        audio = PushedAudio(rate, "pcm_s16le", channels, interactive=False)
         try:
-            source = PushSource(
-                name=f"wyoming:{session_id}",
-                sample_rate=rate,
-                encoding="pcm_s16le",
-                channels=channels,
-                frame_samples=self._settings.audio.frame_samples,
-                target_rate=self._settings.audio.sample_rate,
-                # A recording sent at once: its utterances wait rather than go.
-                interactive=False,
-            )
+            bridge = await manager.connect_bridge(nursery, "wyoming", options, audio=audio)
         except AudioFormatError as exc:
             raise ProtocolError(str(exc), "bad_audio", fatal=True) from None
-        options = SessionOptions(
-            wake_word=wake, keywords=keywords, language=language, transcribe=not wake
-        )
-        subscription = manager.outbox.subscribe(
-            f"wyoming-{session_id}",
-            (Stream.EVENTS, Stream.TRANSCRIPTS),
-            self._settings.output.websocket_client_queue,
-            session_id=session_id,
-        )
-        try:
-            session = manager.open("wyoming", options, session_id=session_id)
         except SessionLimitError as exc:
-            subscription.close()
             raise ProtocolError(str(exc), "busy", fatal=False) from None
         except ConfigError as exc:
-            subscription.close()
-            raise ProtocolError(exc.reason, "bad_request", fatal=False) from None
-        current = _Stream(session, source, self._mode)
-        nursery.start_soon(self._forward, current, subscription)
-        try:
-            # session.run releases the slot on every way out, a refusal included.
-            await nursery.start(self._run_session, current, subscription)
-        except (ConfigError, ModelError) as exc:
+            # whisper would raise on a language mid-stream; `describe` lists what it knows.
+            code = {"language": "unsupported_language", "keywords": "unknown_wake_word"}
+            raise ProtocolError(
+                exc.reason, code.get(exc.key_path, "bad_request"), fatal=False
+            ) from None
+        except ModelError as exc:
             raise ProtocolError(str(exc), "bad_request", fatal=False) from None
+        current = _Stream(bridge, self._mode)
+        nursery.start_soon(self._forward, current)
         self._current = current
 
-    async def _run_session(
-        self,
-        current: _Stream,
-        subscription: Subscription,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        try:
-            await current.session.run(current.source, task_status=task_status)
-        finally:
-            subscription.end()
-
-    async def _forward(self, current: _Stream, subscription: Subscription) -> None:
+    async def _forward(self, current: _Stream) -> None:
         """The session's events as Wyoming events, as they happen."""
-        with subscription:
-            async for item in subscription.receive:
-                message = item.message
-                if isinstance(message, TranscriptMessage):
-                    current.texts.append(message.text)
-                    current.languages.append(message.stt_language or message.language)
-                elif isinstance(message, EventMessage):
-                    await self._forward_event(current, message)
+        async for item in current.bridge.messages:
+            message = item.message
+            if isinstance(message, TranscriptMessage):
+                current.texts.append(message.text)
+                current.languages.append(message.stt_language or message.language)
+            elif isinstance(message, EventMessage):
+                await self._forward_event(current, message)
         current.done.set()
 
     async def _forward_event(self, current: _Stream, message: EventMessage) -> None:
@@ -571,8 +521,7 @@ class _Connection:
         """The stream's end: what was said goes through, then the answer."""
         current, self._current = self._current, None
         assert current is not None
-        current.session.end_reason = EndReason.STOP
-        await current.source.finish()
+        await current.bridge.finish(EndReason.STOP)
         await current.done.wait()
         if current.mode == "asr":
             text = " ".join(t for t in current.texts if t).strip()

@@ -125,11 +125,11 @@ async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _Pi
     source = replay_source(path, settings.audio, settings.vad)
     await source.open()
     manager = SessionManager(settings, engines=engines, outbox=outbox, metrics=Metrics())
-    session = manager.open("eval")
-    subscription = outbox.subscribe("eval", (Stream.TRANSCRIPTS, Stream.EVENTS), 100_000)
-
-    async def collect() -> None:
-        async for item in subscription.receive:
+    streams = (Stream.TRANSCRIPTS, Stream.EVENTS)
+    async with manager.open_bridge(
+        "eval", audio=source, streams=streams, queue_size=100_000
+    ) as bridge:
+        async for item in bridge.messages:
             message = item.message
             if isinstance(message, TranscriptMessage):
                 run.utterances.append(
@@ -152,11 +152,7 @@ async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _Pi
                 EventType.SESSION_FAILED,
             ):
                 run.errors.append(f"{message.type.value}: {message.data}")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(collect)
-        await session.run(source)
-        outbox.close()
+    outbox.close()
     return run
 
 

@@ -1,4 +1,7 @@
-"""The capture stage: frames from an audio source into the pipeline."""
+"""The capture stage: frames from an audio source into the pipeline.
+
+A client's :class:`~rtap_trio.items.TurnEnd` marks go on between them, in order.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import itertools
 
 from ..audio.base import AudioSource
 from ..buffers import PolicySendChannel
-from ..items import AudioFrame
+from ..items import AudioFrame, TurnEnd
 from ..telemetry import now
 
 __all__ = ["CaptureStage"]
@@ -19,14 +22,19 @@ class CaptureStage:
     the oldest frame (capture never blocks), a replayed file waits.
     """
 
-    def __init__(self, source: AudioSource, frames: PolicySendChannel[AudioFrame]) -> None:
+    def __init__(
+        self, source: AudioSource, frames: PolicySendChannel[AudioFrame | TurnEnd]
+    ) -> None:
         self.source = source
         self._frames = frames
         self._index = itertools.count()
 
     async def run(self) -> None:
-        async for samples in self.source.frames():
-            await self._frames.send(AudioFrame(next(self._index), samples, now()))
+        async for item in self.source.stream():
+            if isinstance(item, TurnEnd):
+                await self._frames.send(item)
+            else:
+                await self._frames.send(AudioFrame(next(self._index), item, now()))
         await self._frames.aclose()
 
     def stop(self) -> None:

@@ -1,5 +1,11 @@
 """The front-end stage: ring buffer, wake word, VAD and endpointing, frame by frame.
 
+A session whose client ends its own turns (``client_turns``: a Realtime manual
+commit) is cut by the client instead: each :class:`~rtap_trio.items.TurnEnd`
+between its frames ends an utterance of everything since the last one, and
+the wake word and the endpointer stay out of it (the VAD still measures the
+level).
+
 Porcupine and webrtcvad each take a few microseconds per frame, far less than a
 thread hop, so they run inline on the event loop; the per-frame cost is timed
 and counted against ``pipeline.frontend_budget_ms``. Everything heavier happens
@@ -17,7 +23,7 @@ import numpy.typing as npt
 import trio
 
 from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
-from ..items import AudioFrame, EarlyTranscript, Samples, Utterance
+from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
 from ..session import SessionContext
 from ..settings import AudioSettings, Settings, VadSettings
 from ..telemetry import now
@@ -107,15 +113,19 @@ class FrontEnd:
         budget_ms: float,
         wake: WakeWordDetector | None,
         voice: VoiceActivity,
-        frames: trio.MemoryReceiveChannel[AudioFrame],
+        frames: trio.MemoryReceiveChannel[AudioFrame | TurnEnd],
         utterances: PolicySendChannel[Utterance],
         language: str | None = None,
         wake_only: bool = False,
         early_transcriber: SpeculativeTranscriber | None = None,
         partial_interval_ms: int = 0,
         live_from_start: bool = False,
+        client_turns: bool = False,
     ) -> None:
         """``wake_only``: detect wake words and nothing more (no utterances).
+
+        ``client_turns``: the client's :class:`~rtap_trio.items.TurnEnd` marks
+        cut the utterances, not the endpointer (see the module's docstring).
 
         ``early_transcriber``: transcribe each pause's utterance so far after
         ``vad.early_ms`` of silence, and let its words move the end; and, every
@@ -158,6 +168,7 @@ class FrontEnd:
         self._next_partial = 0
         self._utterance_id = ""
         self._wake_only = wake_only and wake is not None
+        self._client_turns = client_turns
         self._ctx = ctx
         self._state = ctx.state
         self._outbox = ctx.outbox
@@ -232,8 +243,11 @@ class FrontEnd:
         """Consume frames until the capture side closes, then flush and close."""
         self._reset()
         self._state.reset_capture()
-        async for frame in self._frames:
-            utterance = self.process(frame)
+        async for item in self._frames:
+            if isinstance(item, TurnEnd):
+                utterance = self.end_turn(item.language)
+            else:
+                utterance = self.process(item)
             if utterance is not None:
                 await self._utterances.send(utterance)
         final = self.flush()
@@ -258,7 +272,12 @@ class FrontEnd:
         vad_done = now()
         self._vad_time.observe(vad_done - started)
         self._measure_level(frame.samples, voiced)
-        if self._mode is _Mode.WAIT_WAKE:
+        if self._client_turns:
+            if self._mode is not _Mode.IN_SPEECH:
+                self._chunks = []
+                self._open_utterance(index, index, "turn")
+            self._chunks.append(frame.samples)
+        elif self._mode is _Mode.WAIT_WAKE:
             assert self._wake is not None
             detection = self._wake.process(frame.samples, index)
             self._wake_time.observe(now() - vad_done)
@@ -285,8 +304,22 @@ class FrontEnd:
 
     def flush(self) -> Utterance | None:
         """End of stream: an utterance still open is ended and kept."""
+        if self._client_turns:
+            return self._end_client_turn(EndReason.END_OF_STREAM, self._language)
         decision = self._endpointer.flush(self._last_index)
         return self._on_speech_end(decision) if decision is not None else None
+
+    def end_turn(self, language: str | None) -> Utterance | None:
+        """The client ended its turn: what it sent since its last one is an
+        utterance, in ``language`` (None: detected). Nothing when it sent nothing."""
+        return self._end_client_turn(EndReason.TURN_END, language)
+
+    def _end_client_turn(self, reason: EndReason, language: str | None) -> Utterance | None:
+        if self._mode is not _Mode.IN_SPEECH:
+            return None
+        last = self._last_index
+        ended = SpeechEnded(self._chunks_start, last, last, reason, too_short=False)
+        return self._on_speech_end(ended, language)
 
     def _measure_level(self, samples: Samples, voiced: bool) -> None:
         window = self._level
@@ -343,9 +376,6 @@ class FrontEnd:
             # Pre-roll must not reach back into the wake word itself.
             start = max(start, self._detection.frame_index + 1)
         start = max(start, self._ring.oldest_index)
-        self._chunks = [self._ring.since(start, index + 1)]
-        self._chunks_start = start
-        self._mode = _Mode.IN_SPEECH
         # Voiced from the very first frames of a live source: it began before us.
         first = self._first_index if self._first_index is not None else 0
         self._cut_at_start = (
@@ -353,15 +383,24 @@ class FrontEnd:
             and self._detection is None
             and decision.first_frame <= first + _CUT_AT_START_FRAMES
         )
-        if self._detection is None:
-            self._state.capture_started("speech")
-        # Named at its start, so that partial transcripts can say which utterance they are.
-        self._utterance_id = f"{self._ctx.session_id}-{next(self._ids):04d}"
+        self._chunks = [self._ring.since(start, index + 1)]
         self._next_partial = index + self._partial_frames
+        capture = "speech" if self._detection is None else None  # else the wake word's
+        self._open_utterance(start, decision.first_frame, capture)
+
+    def _open_utterance(self, start: int, speech_from: int, capture: str | None) -> None:
+        """An utterance of the frames from ``start`` on (its speech from frame
+        ``speech_from``), named now so that partial transcripts can say which it
+        is; ``capture``: the reason capture starts, None when it has already."""
+        self._chunks_start = start
+        self._mode = _Mode.IN_SPEECH
+        if capture is not None:
+            self._state.capture_started(capture)
+        self._utterance_id = f"{self._ctx.session_id}-{next(self._ids):04d}"
         self._outbox.event(
             EventType.SPEECH_START,
             self._utterance_id,
-            offset_s=round(decision.first_frame * self._frame_s, 3),
+            offset_s=round(speech_from * self._frame_s, 3),
         )
 
     def _samples_until(self, stop: int) -> Samples:
@@ -419,7 +458,9 @@ class FrontEnd:
         ):
             self._next_partial = self._last_index + self._partial_frames
 
-    def _on_speech_end(self, decision: SpeechEnded) -> Utterance | None:
+    def _on_speech_end(
+        self, decision: SpeechEnded, language: str | None = None
+    ) -> Utterance | None:
         wake = self._detection
         early, self._early = self._early, None
         self._pause_judged = False
@@ -469,7 +510,7 @@ class FrontEnd:
             end_reason=decision.reason,
             endpointed_at=now(),
             hangover_ms=(decision.decided_frame - decision.last_voiced_frame) * self._frame_ms,
-            language=self._language,
+            language=language if self._client_turns else self._language,
             early=early,
         )
 

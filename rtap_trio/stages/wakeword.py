@@ -6,6 +6,7 @@ so :class:`WakeWordDetector` carries the remainder between frames.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ..errors import ConfigError, ModelError
 from ..items import Samples
 from ..settings import WakewordSettings
 
-__all__ = ["WakeWordDetection", "WakeWordDetector", "builtin_keywords"]
+__all__ = ["WakeWordDetection", "WakeWordDetector", "builtin_keywords", "check_keywords"]
 
 
 def _porcupine() -> Any:
@@ -34,6 +35,16 @@ def builtin_keywords() -> list[str]:
     return sorted(_porcupine().KEYWORDS)
 
 
+def check_keywords(keywords: Iterable[str], source: str, key_path: str) -> None:
+    """Raises ConfigError (at ``source``, ``key_path``) naming what Porcupine lacks."""
+    known = builtin_keywords()
+    unknown = [keyword for keyword in keywords if keyword not in known]
+    if unknown:
+        raise ConfigError(
+            source, key_path, f"unknown keyword(s) {unknown}; built-in: {', '.join(known)}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class WakeWordDetection:
     keyword: str
@@ -46,14 +57,7 @@ class WakeWordDetector:
 
     def __init__(self, settings: WakewordSettings) -> None:
         porcupine = _porcupine()
-        known = set(porcupine.KEYWORDS)
-        unknown = [k for k in settings.keywords if k not in known]
-        if unknown:
-            raise ConfigError(
-                "settings",
-                "wakeword.keywords",
-                f"unknown keyword(s) {unknown}; built-in: {', '.join(sorted(known))}",
-            )
+        check_keywords(settings.keywords, "settings", "wakeword.keywords")
         paths = [Path(p) for p in settings.keyword_paths]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
