@@ -254,7 +254,7 @@ def test_service_transcribes_the_alsa_device(alsa_home: AlsaHome) -> None:
         # The unpaced device keeps a core busy with endless silence, so whisper
         # shares the CPU: one thread (two spin on each other's barriers when a
         # core is taken) and a budget for a loaded machine, not for latency.
-        "RTAP_STT__N_THREADS": "1",
+        "RTAP_STT__WHISPERCPP__N_THREADS": "1",
         "RTAP_STT__BUDGET_MS": "60000",
     }
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

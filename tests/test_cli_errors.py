@@ -54,7 +54,9 @@ def test_missing_audio_file(tmp_path: Path) -> None:
 def test_missing_model_file(tmp_path: Path) -> None:
     wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
     missing = tmp_path / "ggml-missing.bin"
-    result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={missing}")
+    result = rtap(
+        "replay", str(wav), "--profile", "pc2", "--set", f"stt.whispercpp.model_path={missing}"
+    )
     assert_one_line_error(result, 3, str(missing))
 
 
@@ -62,7 +64,9 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
     wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
     broken = tmp_path / "ggml-broken.bin"
     broken.write_bytes(b"not a ggml file" * 100)
-    result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={broken}")
+    result = rtap(
+        "replay", str(wav), "--profile", "pc2", "--set", f"stt.whispercpp.model_path={broken}"
+    )
     assert_one_line_error(result, 3, str(broken))
 
 
@@ -133,7 +137,9 @@ def test_truncated_model_file(tmp_path: Path) -> None:
     cut = tmp_path / "ggml-cut.bin"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     wav = REPO / "rtap_trio" / "audio" / "data" / "demo.wav"
-    result = rtap("replay", str(wav), "--profile", "pc2", "--set", f"stt.model_path={cut}")
+    result = rtap(
+        "replay", str(wav), "--profile", "pc2", "--set", f"stt.whispercpp.model_path={cut}"
+    )
     assert_one_line_error(result, 3, str(cut), "runs past the end")
 
 

@@ -4,7 +4,7 @@ A cached model damaged in place keeps its size and magic, which is all the
 cache used to check, and whisper.cpp then aborted the process (SIGABRT, exit
 134, native backtrace) or segfaulted. The cache now trusts a model only when
 its content matches the sha256 recorded at conversion, and a user-supplied
-``stt.model_path`` (no record) is checked against what whisper.cpp would
+``stt.whispercpp.model_path`` (no record) is checked against what whisper.cpp would
 allocate. Real conversions of the installed tiny.en wheel, real subprocesses.
 """
 
@@ -179,7 +179,12 @@ def test_replay_with_a_damaged_model_path_is_one_line_and_exit_3(
     damage(model)
     assert model.stat().st_size == TINY_EN_F16_SIZE
     result = rtap(
-        "replay", str(_silence(tmp_path)), "--profile", "pc2", "--set", f"stt.model_path={model}"
+        "replay",
+        str(_silence(tmp_path)),
+        "--profile",
+        "pc2",
+        "--set",
+        f"stt.whispercpp.model_path={model}",
     )
     assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
     errors = [line for line in result.stderr.splitlines() if line.startswith("rtap: error:")]

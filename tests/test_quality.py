@@ -1,9 +1,11 @@
-"""The code base stays ruff- and mypy-clean: checked with the suite, so CI enforces it."""
+"""The code base stays ruff- and mypy-clean and keeps its layers: checked with
+the suite, so CI enforces it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +34,15 @@ def test_ruff_format() -> None:
 def test_mypy_strict() -> None:
     result = run("mypy", "rtap_trio")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_layers_hold() -> None:
+    # import-linter's contracts in pyproject.toml ([tool.importlinter]): the
+    # core never imports the edges, stages never import endpoints, engines
+    # never import stages (docs/architecture.md).
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout, result.stdout

@@ -50,7 +50,7 @@ def exactly_once(transcripts: list[TranscriptMessage]) -> None:
 
 @pytest.mark.slow
 async def test_cuda_asked_on_a_cpu_build_falls_back_to_the_cpu_and_says_so() -> None:
-    settings = service_settings("pc2", **{"stt.device": "cuda"})
+    settings = service_settings("pc2", **{"stt.whispercpp.device": "cuda"})
     run = await run_service(settings, demo(settings), expected_transcripts=1)
     # service_started (before any subscriber connects) says so too; and the log.
     assert "rtap_stt_device_fallback 1.0" in run.metrics

@@ -100,6 +100,24 @@ async def test_a_token_granted_as_its_waiter_is_cancelled_passes_on(
     assert limiter.statistics().borrowed_tokens == 0
 
 
+async def test_a_borrow_cancelled_as_it_starts_takes_no_token() -> None:
+    # A free token and a cancellation already pending (a session cancelled
+    # while its utterance was being preprocessed): the borrow raises Cancelled
+    # and the token stays free. It used to be taken before the checkpoint that
+    # raised, and lost for good: every later final waited for ever.
+    limiter = PriorityLimiter(1)
+    entered = False
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with limiter.borrow(0.0):
+            entered = True
+    assert scope.cancelled_caught and not entered
+    assert limiter.statistics().borrowed_tokens == 0
+    with trio.fail_after(1):
+        async with limiter.borrow(0.0):
+            pass
+
+
 async def test_a_chatty_session_cannot_push_back_speech_that_ended_earlier(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -61,7 +61,7 @@ def service() -> Iterator[tuple[RunningService, int]]:
         # One utterance waits while another is transcribed: a short stream sent
         # at once is enough to fill the queue (a third of the encoder's work, too).
         "RTAP_PIPELINE__UTTERANCE_QUEUE_SIZE": "1",
-        "RTAP_STT__AUDIO_CTX": "auto",
+        "RTAP_STT__WHISPERCPP__AUDIO_CTX": "auto",
         # The refusals below are logged; thousands of lines would fill the pipe.
         "RTAP_LOG_LEVEL": "ERROR",
     }

@@ -74,8 +74,11 @@ class PriorityLimiter:
 
     async def _acquire(self, priority: float) -> None:
         if self._borrowed < self._total and not self._live_waiters():
+            # As trio.Lock does: a cancellation is taken before the token, never
+            # after it (it would leak the token: an engine lost for good).
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._borrowed += 1
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         waiter = _Waiter(priority, next(self._arrivals))
         heapq.heappush(self._waiters, waiter)
