@@ -3,6 +3,7 @@ the suite, so CI enforces it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,15 @@ def test_layers_hold() -> None:
     # core never imports the edges, stages never import endpoints, engines
     # never import stages (docs/architecture.md).
     lint_imports = Path(sys.executable).with_name("lint-imports")
+    # This checkout's package, whichever one the virtualenv has installed.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300
+        [str(lint_imports), "--no-cache"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout, result.stdout
