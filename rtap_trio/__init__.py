@@ -7,8 +7,6 @@ through its module, but these names are the ones kept stable.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .errors import (
     AudioSourceError,
     ConfigError,
@@ -18,6 +16,7 @@ from .errors import (
     RTAPError,
 )
 from .settings import Settings, load_settings
+from .version import __version__
 
 __all__ = [
     "AudioSourceError",

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 import yaml
 
-from . import __version__
 from .bench.sections import SECTIONS
 from .errors import ConfigError, RTAPError, find_error, only_errors
 from .settings import Settings, load_settings, load_yaml_value
 from .transport.outbox import Subscription
 from .transport.schemas import Stream
+from .version import __version__
 
 if TYPE_CHECKING:  # the service is imported by the commands that run it
     from .app import Service

@@ -266,7 +266,7 @@ class WyomingServer:
                 await stream.aclose()
 
     def info(self, manager: SessionManager | None) -> dict[str, Any]:
-        from .. import __version__
+        from ..version import __version__
 
         asr_models = []
         if manager is not None:

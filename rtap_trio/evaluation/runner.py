@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import trio
 
-from .. import __version__
 from ..audio.file import load_audio, replay_source
 from ..audio.framing import split_frames
 from ..errors import AudioSourceError, ConfigError
 from ..items import Samples
 from ..machine import describe_machine, package_version
 from ..settings import Settings, WakewordSettings, load_settings
+from ..version import __version__
 from .references import REPO, Reference, ReferenceSet
 from .report import summary
 from .scoring import match_keywords, normalise, word_errors
