@@ -348,7 +348,7 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.whisper import (
+    from .stt.whispercpp.models import (
         KNOWN_MODELS,
         cached_model_path,
         default_cache_dir,

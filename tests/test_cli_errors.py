@@ -131,7 +131,7 @@ def test_stt_budget_blown_gives_stt_timeout_events_and_a_clean_exit() -> None:
 
 
 def test_truncated_model_file(tmp_path: Path) -> None:
-    from rtap_trio.models.whisper import resolve_whisper_model
+    from rtap_trio.stt.whispercpp.models import resolve_whisper_model
 
     whole = resolve_whisper_model("tiny.en")
     cut = tmp_path / "ggml-cut.bin"

@@ -23,9 +23,9 @@ import pytest
 import soundfile as sf
 
 from rtap_trio.errors import ModelError
-from rtap_trio.models import whisper
-from rtap_trio.models.whisper import resolve_whisper_model
-from rtap_trio.models.whisper.cache import (
+from rtap_trio.stt.whispercpp import models as whisper
+from rtap_trio.stt.whispercpp.models import resolve_whisper_model
+from rtap_trio.stt.whispercpp.models.cache import (
     CacheState,
     cache_state,
     digest_path,

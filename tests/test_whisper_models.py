@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from rtap_trio.errors import ModelError
-from rtap_trio.models import whisper
-from rtap_trio.models.whisper import (
+from rtap_trio.stt.whispercpp import models as whisper
+from rtap_trio.stt.whispercpp.models import (
     GGML_MAGIC,
     KNOWN_MODELS,
     KnownModel,
@@ -39,8 +39,8 @@ from rtap_trio.models.whisper import (
     quantize_q8_0,
     resolve_whisper_model,
 )
-from rtap_trio.models.whisper import convert as whisper_convert
-from rtap_trio.models.whisper import registry as whisper_registry
+from rtap_trio.stt.whispercpp.models import convert as whisper_convert
+from rtap_trio.stt.whispercpp.models import registry as whisper_registry
 
 TINY_EN_F16_SIZE = 77_704_715  # official ggml-tiny.en.bin
 BASE_F16_SIZE = 147_951_465  # official ggml-base.bin

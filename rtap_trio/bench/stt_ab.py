@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..items import Float32
-from ..models.whisper import KNOWN_MODELS, PackageResource, default_cache_dir
 from ..settings import Settings
 from ..stages.preprocess import prepare_for_stt
 from ..stt.whispercpp import WhisperContext
+from ..stt.whispercpp.models import KNOWN_MODELS, PackageResource, default_cache_dir
 from .common import Clip, progress, summarize
 
 __all__ = ["ct2_model_dir", "measure_stt_ab"]

@@ -18,12 +18,12 @@ from loguru import logger
 
 from ...errors import ModelError
 from ...items import Float32
-from ...models.whisper import resolve_whisper_model
 from ...settings import SttSettings
 from ..engine import EngineResult
 from .devices import gpu_devices
 from .direct import DirectWhisper, context_pointer, no_speech_after_sot
 from .logs import route_whisper_logs
+from .models import resolve_whisper_model
 from .text import clean_transcript
 from .window import audio_ctx_for
 
