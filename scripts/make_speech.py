@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make RTAP's own speech: the demo recording shipped in the package and the test fixtures.
 
-The generator itself is :mod:`rtap_trio.speechgen` (espeak-ng + sox, byte-for-byte
+The generator itself is :mod:`rtap_trio.devtools.speechgen` (espeak-ng + sox, byte-for-byte
 reproducible); this is its command line, which ``just speech`` runs.
 
 Usage::
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rtap_trio import speechgen
+from rtap_trio.devtools import speechgen
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where the tests and the bench look for the fixtures (git-ignored).

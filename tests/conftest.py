@@ -1,4 +1,4 @@
-"""Session fixtures: the project's own generated speech (rtap_trio.speechgen)."""
+"""Session fixtures: the project's own generated speech (rtap_trio.devtools.speechgen)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from rtap_trio import speechgen
+from rtap_trio.devtools import speechgen
 
 REPO = Path(__file__).resolve().parents[1]
 

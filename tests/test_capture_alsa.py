@@ -29,8 +29,8 @@ import pytest
 import zmq
 
 from rtap_trio.bench.common import ServicePorts
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.stt.whispercpp.models import default_cache_dir
-from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import TranscriptMessage, parse_message
 
 from .support import REPO

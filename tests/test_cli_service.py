@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from rtap_trio.bench.common import ServicePorts
-from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage, parse_message
 
 from .support import REPO

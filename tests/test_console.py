@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soxr
 
-from rtap_trio import speechgen
+from rtap_trio.devtools import speechgen
 
 from .browser import chromium_missing, open_page
 from .support import REPO, ServicePorts, service_process

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rtap_trio import speechgen
+from rtap_trio.devtools import speechgen
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the demo says after "computer" (the README quotes it too).

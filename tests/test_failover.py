@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import trio
 
-from rtap_trio import speechgen
 from rtap_trio.bench.common import ServicePorts
+from rtap_trio.devtools import speechgen
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.failover import FailoverSubscriber, Publisher
-from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventType, TranscriptMessage
 
 from .support import REPO

@@ -1,4 +1,4 @@
-"""The generated speech (rtap_trio.speechgen) against the real engines.
+"""The generated speech (rtap_trio.devtools.speechgen) against the real engines.
 
 Porcupine and webrtcvad run for real on the demo and on every fixture: if the
 synthetic voice stopped triggering the wake word, every pipeline test built on
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rtap_trio import speechgen
+from rtap_trio.devtools import speechgen
 
 pytest.importorskip("pvporcupine")
 pytest.importorskip("webrtcvad")

@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rtap_trio import speechgen
 from rtap_trio.audio.file import FileSource
+from rtap_trio.devtools import speechgen
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import load_settings
 from rtap_trio.stt.hallucination import compression_ratio, discard_reason
-from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventType, TranscriptMessage
 
 from . import musicgen

@@ -14,7 +14,7 @@ import openai
 import pytest
 import soundfile
 
-from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.devtools.textmetrics import word_error_rate
 
 from .support import service_process
 

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from rtap_trio.bench.common import ServicePorts
-from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.devtools.textmetrics import word_error_rate
 
 from .support import service_process, wait_no_sessions
 

@@ -19,10 +19,10 @@ from trio_websocket import open_websocket_url
 
 from rtap_trio.app import Service
 from rtap_trio.audio.file import DemoSource
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.errors import PortInUseError, RestartsExhaustedError, find_error
 from rtap_trio.session import PipelineState, SessionContext
 from rtap_trio.supervisor import Saboteur
-from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage
 
 from .support import ZmqCollector, run_service, service_settings

@@ -17,9 +17,9 @@ import trio
 
 from rtap_trio.audio.base import AudioSource
 from rtap_trio.audio.file import DemoSource, FileSource
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.items import Samples
 from rtap_trio.settings import Settings
-from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventType, TranscriptMessage
 
 from .support import ServiceRun, run_service, service_settings

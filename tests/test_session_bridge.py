@@ -46,9 +46,9 @@ from wyoming.error import Error
 
 from rtap_trio.app import Service
 from rtap_trio.audio.network import AudioFormatError, PushedAudio
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.errors import ConfigError
 from rtap_trio.sessions import EndReason, SessionManager, SessionOptions
-from rtap_trio.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import (
     CatchupReply,
     EventMessage,

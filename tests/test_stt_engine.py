@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from rtap_trio.audio.file import load_audio
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import PreprocessSettings, SttSettings, WhisperCppSettings
 from rtap_trio.stages.preprocess import prepare_for_stt
 from rtap_trio.stt import SttPool, load_backend
@@ -29,7 +30,6 @@ from rtap_trio.stt.whispercpp import (
     audio_ctx_for,
     clean_transcript,
 )
-from rtap_trio.textmetrics import word_error_rate
 
 from .support import REPO
 

@@ -30,7 +30,7 @@ import trio
 import zmq
 
 from rtap_trio.bench.common import ZmqSubscriber
-from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventMessage, parse_message
 
 from .support import RunningService, peak_rss_mb, reset_peak_rss, rss_mb, running_service

@@ -24,7 +24,7 @@ from wyoming.info import Describe, Info
 from wyoming.vad import VoiceStarted, VoiceStopped
 from wyoming.wake import Detect, Detection, NotDetected
 
-from rtap_trio.textmetrics import word_error_rate
+from rtap_trio.devtools.textmetrics import word_error_rate
 
 from .support import free_port, service_process
 

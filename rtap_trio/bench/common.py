@@ -20,10 +20,10 @@ import trio
 import zmq
 from loguru import logger
 
-from .. import speechgen
 from ..audio.base import AudioSource
 from ..audio.file import load_audio
 from ..audio.framing import pace, split_frames
+from ..devtools import speechgen
 from ..items import Samples
 
 __all__ = [
@@ -91,7 +91,7 @@ class Clip:
 def fixture_clips() -> list[Clip]:
     """The project's generated speech (16 kHz mono WAVs only); [] if it cannot be made.
 
-    Made by :mod:`rtap_trio.speechgen` into tests/fixtures/, where the tests'
+    Made by :mod:`rtap_trio.devtools.speechgen` into tests/fixtures/, where the tests'
     ``speech`` fixture finds them too, so the bench and the tests use the very
     same files and whoever runs first pays for generating them.
     """

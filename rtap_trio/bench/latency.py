@@ -22,9 +22,9 @@ import trio
 import zmq
 
 from ..app import Service
+from ..devtools.textmetrics import word_error_rate
 from ..items import Samples
 from ..settings import Settings
-from ..textmetrics import word_error_rate
 from .common import ArraySource, ZmqSubscriber, summarize
 
 __all__ = ["ZmqReceiver", "measure_latency", "measure_latency_ab"]

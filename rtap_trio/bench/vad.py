@@ -29,14 +29,14 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from .. import speechgen
+from ..devtools import speechgen
+from ..devtools.textmetrics import normalize_text
 from ..items import AudioFrame, Samples
 from ..session import SessionContext
 from ..settings import Settings
 from ..stages.frontend import FrontEnd
 from ..stt import SttBackend, load_backend
 from ..telemetry import Metrics
-from ..textmetrics import normalize_text
 from ..transport.outbox import Outbox
 from ..vad import load_vad
 from .common import progress, summarize

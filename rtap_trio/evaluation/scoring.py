@@ -4,7 +4,7 @@ Texts are compared after Whisper's standard normalisers (``EnglishTextNormalizer
 for English, ``BasicTextNormalizer`` otherwise), word by word, with the errors
 split into substitutions, deletions and insertions so a corpus figure is total
 errors / total reference words. This is the project's one edit distance:
-:func:`rtap_trio.textmetrics.word_error_rate` counts with it too.
+:func:`rtap_trio.devtools.textmetrics.word_error_rate` counts with it too.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .evaluation.scoring import align
+from ..evaluation.scoring import align
 
 __all__ = ["normalize_text", "word_error_rate"]
 
