@@ -29,9 +29,9 @@ from ..settings import AudioSettings, Settings, VadSettings
 from ..telemetry import now
 from ..transport.schemas import EventType
 from ..vad.base import VoiceActivity
+from .endpointer import Endpointer, SpeechEnded, SpeechStarted
 from .sentence import SentenceState, sentence_state
 from .speculative import SpeculativeTranscriber
-from .vad import Endpointer, SpeechEnded, SpeechStarted
 from .wakeword import WakeWordDetection, WakeWordDetector
 
 __all__ = ["FrontEnd", "FrontEndStatistics"]
