@@ -17,7 +17,7 @@ import trio
 from .audio.base import AudioSource
 from .buffers import FullPolicy, PolicySendChannel, open_channel
 from .items import AudioFrame, Transcription, TurnEnd, Utterance
-from .session import SessionContext
+from .session_context import SessionContext
 from .settings import Settings
 from .stages.capture import CaptureStage
 from .stages.frontend import FrontEnd

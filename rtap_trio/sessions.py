@@ -42,7 +42,8 @@ from .audio.base import AudioSource
 from .audio.network import PushedAudio, PushSource
 from .errors import ConfigError, RestartsExhaustedError, RTAPError, find_error, only_errors
 from .pipeline import Engines, PipelineStatistics, SessionPipeline
-from .session import PipelineState, SessionContext, SessionStateMachine
+from .session_context import SessionContext, publishing_context
+from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
 from .stages.wakeword import check_keywords
 from .supervisor import RestartPolicy, Saboteur, Supervisor
@@ -144,7 +145,7 @@ class Session:
         self.kind = kind
         self.options = options
         self._manager = manager
-        self.ctx = SessionContext.create(session_id, kind, manager.outbox, manager.metrics)
+        self.ctx = publishing_context(session_id, kind, manager.outbox, manager.metrics)
         self.outbox: SessionOutbox = self.ctx.outbox
         self.state: SessionStateMachine = self.ctx.state
         self.log = self.ctx.log

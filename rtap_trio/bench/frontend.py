@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..items import AudioFrame, Samples
-from ..session import SessionContext
 from ..settings import Settings
-from ..stages.frontend import FrontEnd
 from ..stages.wakeword import WakeWordDetector
 from ..telemetry import Metrics
+from ..testing import detached_context, detached_frontend
 from ..transport.outbox import Outbox
 from ..vad import load_vad
 from .common import summarize
@@ -30,11 +29,11 @@ __all__ = ["measure_frontend"]
 
 class _Harness:
     def __init__(self, settings: Settings) -> None:
-        ctx = SessionContext.create("bench", "bench", Outbox(), Metrics())
+        ctx = detached_context("bench", "bench", Outbox(), Metrics())
         self.session = ctx.state
         self.wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
         voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
-        self.frontend = FrontEnd.detached(ctx, settings, wake=self.wake, voice=voice)
+        self.frontend = detached_frontend(ctx, settings, wake=self.wake, voice=voice)
         self.index = 0
         self.utterances = 0
 

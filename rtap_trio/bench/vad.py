@@ -31,11 +31,10 @@ import trio
 
 from .. import speechgen
 from ..items import AudioFrame, Samples
-from ..session import SessionContext
 from ..settings import Settings
-from ..stages.frontend import FrontEnd
 from ..stt import SttBackend, load_backend
 from ..telemetry import Metrics
+from ..testing import detached_context, detached_frontend
 from ..textmetrics import normalize_text
 from ..transport.outbox import Outbox
 from ..vad import load_vad
@@ -92,10 +91,10 @@ def _frames(pcm: Pcm, frame_samples: int) -> npt.NDArray[np.int16]:
 
 def _segments(settings: Settings, engine: str, pcm: Pcm) -> list[_Segment]:
     """Where the front-end with this engine cuts utterances (pre-roll and tail included)."""
-    ctx = SessionContext.create("bench", "bench", Outbox(), Metrics())
+    ctx = detached_context("bench", "bench", Outbox(), Metrics())
     vad = settings.vad.model_copy(update={"engine": engine})
     voice = load_vad(vad, 16000).stream(vad)
-    frontend = FrontEnd.detached(ctx, settings, wake=None, voice=voice)
+    frontend = detached_frontend(ctx, settings, wake=None, voice=voice)
     found: list[_Segment] = []
     for index, samples in enumerate(_frames(pcm, settings.audio.frame_samples)):
         utterance = frontend.process(AudioFrame(index, samples, 0.0))

@@ -22,10 +22,10 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
+from ..buffers import PolicySendChannel, RingBuffer
 from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
-from ..session import SessionContext
-from ..settings import AudioSettings, Settings, VadSettings
+from ..session_context import SessionContext
+from ..settings import AudioSettings, VadSettings
 from ..telemetry import now
 from ..transport.schemas import EventType
 from ..vad.base import VoiceActivity
@@ -193,35 +193,6 @@ class FrontEnd:
             ("frames", "wake_words", "utterances", "discarded", "budget_exceeded"), 0
         )
         self._reset()
-
-    @classmethod
-    def detached(
-        cls,
-        ctx: SessionContext,
-        settings: Settings,
-        *,
-        wake: WakeWordDetector | None,
-        voice: VoiceActivity,
-        live_from_start: bool = False,
-    ) -> FrontEnd:
-        """A front-end driven frame by frame through :meth:`process`, not :meth:`run`.
-
-        For benchmarks and tests: the channels it is given are never used.
-        """
-        _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
-        utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
-        return cls(
-            ctx,
-            audio=settings.audio,
-            vad=settings.vad,
-            listen_timeout_ms=settings.wakeword.listen_timeout_ms,
-            budget_ms=settings.pipeline.frontend_budget_ms,
-            wake=wake if settings.wakeword.enabled else None,
-            voice=voice,
-            frames=frames,
-            utterances=utterances,
-            live_from_start=live_from_start,
-        )
 
     def _reset(self) -> None:
         self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
