@@ -43,9 +43,9 @@ from loguru import logger
 
 from ..audio.network import AudioFormatError, PushedAudio
 from ..errors import ConfigError, ModelError, PortInUseError
+from ..session_bridge import SessionBridge
 from ..sessions import (
     EndReason,
-    SessionBridge,
     SessionLimitError,
     SessionManager,
     SessionOptions,
