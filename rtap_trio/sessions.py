@@ -36,11 +36,11 @@ from .session_bridge import SessionBridge, connect_bridge, open_bridge
 from .session_context import SessionContext, publishing_context
 from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
-from .stages.wakeword import check_keywords
 from .supervisor import RestartPolicy, Saboteur, Supervisor
 from .telemetry import Metrics
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType, Stream
+from .wakeword import check_keywords
 
 __all__ = [
     "EndReason",

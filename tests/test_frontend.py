@@ -19,6 +19,7 @@ from rtap_trio.testing import detached_context, detached_frontend
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import EventMessage, EventType, Stream
 from rtap_trio.vad import load_vad
+from rtap_trio.wakeword import load_wakeword
 
 from .support import service_settings
 
@@ -34,7 +35,7 @@ def run_frontend(
     events = outbox.subscribe("test", (Stream.EVENTS,), 10_000)
     ctx = detached_context("s", "test", outbox, metrics)
     session = ctx.state
-    wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
+    wake = WakeWordDetector(load_wakeword(settings.wakeword)) if settings.wakeword.enabled else None
     voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
     frontend = detached_frontend(
         ctx, settings, wake=wake, voice=voice, live_from_start=live_from_start

@@ -51,9 +51,9 @@ from ..sessions import (
     SessionOptions,
 )
 from ..settings import Settings
-from ..stages.wakeword import builtin_keywords
 from ..telemetry import Metrics
 from ..transport.schemas import EventMessage, EventType, TranscriptMessage
+from ..wakeword import builtin_keywords
 
 __all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]
 
