@@ -30,6 +30,7 @@ import numpy.typing as npt
 import trio
 
 from .. import speechgen
+from ..audio.pcm import pcm_to_float
 from ..items import AudioFrame, Samples
 from ..settings import Settings
 from ..stt import SttBackend, load_backend
@@ -137,7 +138,7 @@ class _Transcriber:
     async def text(self, start_s: float, end_s: float) -> str:
         key = (max(0, round(start_s * 16000)), round(end_s * 16000))
         if key not in self._cache:
-            audio = self._clean[key[0] : key[1]].astype(np.float32) / 32768.0
+            audio = pcm_to_float(self._clean[key[0] : key[1]])
             result = await self._backend.transcribe(audio, language="en")
             self._cache[key] = result.text
         return self._cache[key]

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import trio
 
 from .. import __version__
 from ..audio.file import load_audio, replay_source
 from ..audio.framing import split_frames
+from ..audio.pcm import pcm_to_float
 from ..errors import AudioSourceError, ConfigError
 from ..items import Samples
 from ..machine import describe_machine, package_version
@@ -329,7 +329,7 @@ async def _evaluate_file(
     started = time.perf_counter()
     run = await _run_pipeline(settings, engines, path)
     pipeline_s = time.perf_counter() - started
-    audio = samples.astype(np.float32) / 32768.0
+    audio = pcm_to_float(samples)
     started = time.perf_counter()
     bare = await engines.stt.transcribe(audio)
     result["elapsed_s"] = {
