@@ -40,7 +40,7 @@ from .console import console_routes
 from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint, WyomingServer, openai_routes
 from .errors import PortInUseError, RestartsExhaustedError, find_error
 from .pipeline import Engines
-from .session import PipelineState
+from .session_state import PipelineState
 from .sessions import EndReason, FaultHook, Session, SessionManager, new_session_id
 from .settings import Settings, is_loopback
 from .stages.language import LanguageAnalyzer

@@ -22,6 +22,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from .audio.framing import pace
+from .audio.pcm import float_to_pcm
 from .items import Float32
 from .transport.schemas import (
     EventMessage,
@@ -41,7 +42,7 @@ def encode_audio(audio: Float32, encoding: str, channels: int) -> bytes:
         audio = np.repeat(audio[:, None], 2, axis=1).reshape(-1)
     if encoding == "pcm_f32le":
         return audio.astype("<f4").tobytes()
-    return (np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    return float_to_pcm(audio).astype("<i2", copy=False).tobytes()
 
 
 @dataclass

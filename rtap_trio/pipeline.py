@@ -17,7 +17,7 @@ import trio
 from .audio.base import AudioSource
 from .buffers import FullPolicy, PolicySendChannel, open_channel
 from .items import AudioFrame, Transcription, TurnEnd, Utterance
-from .session import SessionContext
+from .session_context import SessionContext
 from .settings import Settings
 from .stages.capture import CaptureStage
 from .stages.frontend import FrontEnd
@@ -29,6 +29,7 @@ from .stt import SttBackend
 from .supervisor import Supervisor
 from .transport.schemas import EventType
 from .vad import VadEngine
+from .wakeword import load_wakeword
 
 __all__ = ["Engines", "PipelineStatistics", "SessionPipeline"]
 
@@ -109,7 +110,11 @@ class SessionPipeline:
         self.frames = frames_send
         self.utterances = utterances_send
         wakeword = settings.wakeword
-        self.wake = WakeWordDetector(wakeword) if wakeword.enabled and not client_turns else None
+        self.wake = (
+            WakeWordDetector(load_wakeword(wakeword))
+            if wakeword.enabled and not client_turns
+            else None
+        )
         self.capture = CaptureStage(source, frames_send)
         partial_ms = settings.stt.partial_interval_ms if settings.stt.partials else 0
         self.speculative = (

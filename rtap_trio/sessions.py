@@ -10,51 +10,42 @@ sessions go on. Shared by every session: the STT backend (which serves their
 utterances in the order their speech ended), the language analyzer, the
 outbox and the metrics.
 
-**The session bridge** is the one way a network client (and the evaluation)
-gets a session: ``async with manager.open_bridge(kind, options, audio=...) as
-bridge``, in the spirit of trio-websocket's ``open_websocket``, or
-:meth:`SessionManager.connect_bridge` with the caller's nursery (its
-``connect_websocket``) where the session outlives one block of code. In this
-order it checks the options (language, wake words) and the audio format,
-takes the slot, subscribes to the session's messages, then runs the session
-(or, with ``start=False``, holds the slot until the client has chosen its
-options: a stop meanwhile ends it unrun). The :class:`SessionBridge` it gives
-has the session's messages (``messages``, ending after the session ends) and
-takes the client's audio (``push``, ``end_turn``, ``finish``). Whatever
-happens (the client gone, a bad format, an engine error, a cancellation) the
-slot is given back: by the session's own end, or unrun.
+A client (a network protocol, the evaluation) gets its session through the
+session bridge, :meth:`SessionManager.open_bridge` or ``connect_bridge``
+(:mod:`rtap_trio.session_bridge`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from .audio.base import AudioSource
-from .audio.network import PushedAudio, PushSource
+from .audio.network import PushedAudio
 from .errors import ConfigError, RestartsExhaustedError, RTAPError, find_error, only_errors
 from .pipeline import Engines, PipelineStatistics, SessionPipeline
-from .session import PipelineState, SessionContext, SessionStateMachine
+from .session_bridge import SessionBridge, connect_bridge, open_bridge
+from .session_context import SessionContext, publishing_context
+from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
-from .stages.wakeword import check_keywords
 from .supervisor import RestartPolicy, Saboteur, Supervisor
 from .telemetry import Metrics
-from .transport.outbox import Outbox, Published, SessionOutbox, Subscription
+from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType, Stream
+from .wakeword import check_keywords
 
 __all__ = [
     "EndReason",
     "FaultHook",
     "Session",
-    "SessionBridge",
     "SessionLimitError",
     "SessionManager",
     "SessionOptions",
@@ -144,7 +135,7 @@ class Session:
         self.kind = kind
         self.options = options
         self._manager = manager
-        self.ctx = SessionContext.create(session_id, kind, manager.outbox, manager.metrics)
+        self.ctx = publishing_context(session_id, kind, manager.outbox, manager.metrics)
         self.outbox: SessionOutbox = self.ctx.outbox
         self.state: SessionStateMachine = self.ctx.state
         self.log = self.ctx.log
@@ -300,148 +291,6 @@ def _stage_of(task: str) -> str:
     return task.rsplit("/", 1)[-1].split("-", 1)[0]
 
 
-class SessionBridge:
-    """A client's session: its messages out, the client's audio in.
-
-    Made by :meth:`SessionManager.open_bridge` (or ``connect_bridge``), which
-    runs the session in a task of its nursery and gives the slot back whatever
-    happens.
-    """
-
-    def __init__(
-        self,
-        session: Session,
-        source: AudioSource,
-        subscription: Subscription,
-        manager: SessionManager,
-    ) -> None:
-        self.session = session
-        self.source = source
-        self._subscription = subscription
-        self._manager = manager
-        #: the session may run: at once, or once its client has chosen its options
-        self._go = trio.Event()
-        #: the session's task: cancelled, the session ends at once
-        self._scope = trio.CancelScope()
-        self._until_ended: list[trio.CancelScope] = []
-        self._ended = False
-
-    @property
-    def messages(self) -> trio.MemoryReceiveChannel[Published]:
-        """The session's messages of the streams asked for, from before its
-        ``session_started`` on; the channel ends after the session has ended
-        (run or not) and what is queued has been read."""
-        return self._subscription.receive
-
-    @property
-    def started(self) -> bool:
-        """The session runs, or ran (it was not opened to wait, or was started)."""
-        return self._go.is_set()
-
-    def start(self, options: SessionOptions | None = None) -> None:
-        """Run a session opened with ``start=False``, with ``options`` if given.
-
-        Raises ConfigError for options the engines cannot honour; the session
-        then still waits. Starting a started session does nothing.
-        """
-        if self._go.is_set():
-            return
-        if options is not None:
-            self._manager.check_options(options)
-            self.session.options = options
-        self._go.set()
-
-    def until_ended(self) -> trio.CancelScope:
-        """A cancel scope cancelled when the session ends (or at once, if it has):
-        the client's reading runs in it, so that a session that ends on its own
-        (the service stops, a stage fails) stops the reading."""
-        scope = trio.CancelScope()
-        if self._ended:
-            scope.cancel()
-        else:
-            self._until_ended.append(scope)
-        return scope
-
-    async def push(self, data: bytes) -> None:
-        """Audio in the announced format; waits while the pipeline is behind.
-
-        Raises AudioFormatError for what is not whole samples. Audio for a
-        session that has ended goes nowhere: its end is in ``messages``. A
-        session opened to wait takes audio once started.
-        """
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            await self._pushed().push(data)
-
-    async def end_turn(self, language: str | None = None) -> None:
-        """The client ended its turn: what it pushed since its last one is an
-        utterance of the session (for ``client_turns``), in ``language``
-        (None: detected), through every stage as the VAD's are."""
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            await self._pushed().end_turn(language)
-
-    async def finish(self, reason: EndReason) -> None:
-        """No more audio: what was said goes through, then the session ends
-        (with ``reason``, unless it is stopping for another); returns then.
-
-        A session that has not started ends without running.
-        """
-        session = self.session
-        if not (session.stop_requested or session.finished.is_set()):
-            session.end_reason = reason
-        if not self._go.is_set():
-            session.stop(reason)
-        elif isinstance(self.source, PushSource):
-            # A session ending on its own (the service stops) has closed its source.
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                await self.source.finish()
-        await session.finished.wait()
-
-    def abort(self) -> None:
-        """End the session at once (the client is gone): ``session_ended``
-        with reason ``disconnected`` unless another was set, its work aborted."""
-        self._scope.cancel()
-
-    def _pushed(self) -> PushSource:
-        if not isinstance(self.source, PushSource):
-            raise TypeError(f"{self.source.name} is not a source a client pushes audio into")
-        return self.source
-
-    async def _run(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """The session's task: it waits to start if asked to, runs, and always
-        gives the slot back (by the session's own end, or unrun)."""
-        session = self.session
-        ran = False
-        try:
-            with self._scope:
-                if not self._go.is_set():
-                    task_status.started()
-                    with session.start_wait:  # a stop cancels the wait
-                        await self._go.wait()
-                    if session.stop_requested:  # stopped before it ran: it never will
-                        return
-                    task_status = trio.TASK_STATUS_IGNORED
-                ran = True
-                await session.run(self.source, task_status=task_status)
-        finally:
-            await self._close(ran=ran)
-
-    async def _close(self, *, ran: bool) -> None:
-        """The session's end, run or not (once): the messages end after what is
-        queued, the reading stops, an unrun session gives its slot back."""
-        if self._ended:
-            return
-        self._ended = True
-        self._subscription.end()
-        for scope in self._until_ended:
-            scope.cancel()
-        if not ran:
-            self.session.discard()
-        # Closed whatever happened: a session that ran has closed it already
-        # (closing twice is harmless), one that never ran or failed to start has not.
-        with trio.CancelScope(shield=True):
-            await self.source.aclose()
-
-
 class SessionManager:
     def __init__(
         self,
@@ -506,8 +355,7 @@ class SessionManager:
         self._idle = trio.Event()
         return session
 
-    @contextlib.asynccontextmanager
-    async def open_bridge(
+    def open_bridge(
         self,
         kind: str,
         options: SessionOptions | None = None,
@@ -516,37 +364,19 @@ class SessionManager:
         streams: Iterable[Stream] = (Stream.EVENTS, Stream.TRANSCRIPTS),
         queue_size: int | None = None,
         start: bool = True,
-    ) -> AsyncIterator[SessionBridge]:
-        """A session for a client, for the block: see :meth:`connect_bridge`.
-
-        When the block ends, a session still running ends at once (as when
-        the client is gone): ``await bridge.finish(...)`` first to have the
-        rest of what was said. The block's own exception comes out as it was.
-        """
-        # Raised after the nursery as it was raised, not in an exception group.
-        failure: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            bridge: SessionBridge | None = None
-            try:
-                bridge = await self.connect_bridge(
-                    nursery,
-                    kind,
-                    options,
-                    audio=audio,
-                    streams=streams,
-                    queue_size=queue_size,
-                    start=start,
-                )
-                yield bridge
-            except BaseException as exc:
-                failure = exc
-            finally:
-                if bridge is not None:
-                    bridge.abort()
-        if bridge is not None:
-            bridge._subscription.close()  # nobody reads it after the block
-        if failure is not None:
-            raise failure
+    ) -> AbstractAsyncContextManager[SessionBridge]:
+        """A session for a client, for the ``async with`` block: see
+        :func:`rtap_trio.session_bridge.open_bridge`."""
+        return open_bridge(
+            self,
+            kind,
+            options or SessionOptions(),
+            session_id=new_session_id(),
+            audio=audio,
+            streams=streams,
+            queue_size=queue_size,
+            start=start,
+        )
 
     async def connect_bridge(
         self,
@@ -559,59 +389,19 @@ class SessionManager:
         queue_size: int | None = None,
         start: bool = True,
     ) -> SessionBridge:
-        """A session for a client, running in a task of ``nursery``.
-
-        ``audio``: what the client will push (a :class:`PushSource` is made
-        for it), or a source of the caller's, which the bridge closes.
-        ``streams``: which of the session's messages ``bridge.messages``
-        carries (at most ``queue_size``, by default
-        ``output.websocket_client_queue``, wait to be read; older ones go).
-        ``start=False``: the slot is held, the session waits for
-        :meth:`SessionBridge.start`.
-
-        Before the slot is taken: ConfigError (options), AudioFormatError
-        (``audio``); then SessionLimitError; at the session's start (an
-        engine that cannot be set up) ConfigError or ModelError, the slot
-        already given back. Cancelling the nursery ends the session.
-        """
-        options = options or SessionOptions()
-        session_id = new_session_id()
-        source = audio if isinstance(audio, AudioSource) else None
-        try:
-            self.check_options(options)  # first, as the protocols always have
-            if isinstance(audio, PushedAudio):
-                source = PushSource(
-                    name=f"{kind}:{session_id}",
-                    sample_rate=audio.sample_rate,
-                    encoding=audio.encoding,
-                    channels=audio.channels,
-                    frame_samples=self.settings.audio.frame_samples,
-                    target_rate=self.settings.audio.sample_rate,
-                    interactive=audio.interactive,
-                )
-            assert source is not None
-            session = self.open(kind, options, session_id=session_id)
-        except BaseException:
-            if source is not None:
-                with trio.CancelScope(shield=True):
-                    await source.aclose()
-            raise
-        # Subscribed before the session runs: none of its messages is missed.
-        subscription = self.outbox.subscribe(
-            f"{kind}-{session_id}",
-            streams,
-            queue_size or self.settings.output.websocket_client_queue,
-            session_id=session_id,
+        """A session for a client, running in a task of ``nursery``: see
+        :func:`rtap_trio.session_bridge.connect_bridge`."""
+        return await connect_bridge(
+            self,
+            nursery,
+            kind,
+            options or SessionOptions(),
+            session_id=new_session_id(),
+            audio=audio,
+            streams=streams,
+            queue_size=queue_size,
+            start=start,
         )
-        bridge = SessionBridge(session, source, subscription, self)
-        if start:
-            bridge.start()
-        try:
-            await nursery.start(bridge._run)
-        except BaseException:
-            await bridge._close(ran=False)  # nothing, unless its task never began
-            raise
-        return bridge
 
     def _release(self, session: Session) -> None:
         self._sessions.pop(session.id, None)

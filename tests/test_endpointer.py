@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rtap_trio.items import EndReason
 from rtap_trio.settings import VadSettings
-from rtap_trio.stages.vad import Endpointer, SpeechEnded, SpeechStarted
+from rtap_trio.stages.endpointer import Endpointer, SpeechEnded, SpeechStarted
 
 FRAME_MS = 20
 

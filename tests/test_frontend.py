@@ -11,13 +11,15 @@ import trio
 
 from rtap_trio.audio.file import load_audio
 from rtap_trio.items import AudioFrame, Utterance
-from rtap_trio.session import PipelineState, SessionContext, SessionStateMachine
+from rtap_trio.session_state import PipelineState, SessionStateMachine
 from rtap_trio.stages.frontend import FrontEnd
 from rtap_trio.stages.wakeword import WakeWordDetector
 from rtap_trio.telemetry import Metrics
+from rtap_trio.testing import detached_context, detached_frontend
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import EventMessage, EventType, Stream
 from rtap_trio.vad import load_vad
+from rtap_trio.wakeword import load_wakeword
 
 from .support import service_settings
 
@@ -31,11 +33,11 @@ def run_frontend(
     settings = service_settings("pc2", **{"vad.engine": engine, **overrides})
     outbox, metrics = Outbox(), Metrics()
     events = outbox.subscribe("test", (Stream.EVENTS,), 10_000)
-    ctx = SessionContext.create("s", "test", outbox, metrics)
+    ctx = detached_context("s", "test", outbox, metrics)
     session = ctx.state
-    wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
+    wake = WakeWordDetector(load_wakeword(settings.wakeword)) if settings.wakeword.enabled else None
     voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
-    frontend = FrontEnd.detached(
+    frontend = detached_frontend(
         ctx, settings, wake=wake, voice=voice, live_from_start=live_from_start
     )
     n = settings.audio.frame_samples

@@ -21,7 +21,8 @@ from rtap_trio.app import Service
 from rtap_trio.audio.file import DemoSource
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.errors import PortInUseError, RestartsExhaustedError, find_error
-from rtap_trio.session import PipelineState, SessionContext
+from rtap_trio.session_context import SessionContext
+from rtap_trio.session_state import PipelineState
 from rtap_trio.supervisor import Saboteur
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from rtap_trio.session import (
+from rtap_trio.session_context import publishing_context
+from rtap_trio.session_state import (
     ALLOWED_TRANSITIONS,
     PipelineState,
-    SessionContext,
     SessionStateMachine,
     StateTransitionError,
 )
@@ -26,7 +26,7 @@ async def states_of(outbox: Outbox, subscription) -> list[tuple[str, str]]:  # t
 async def test_one_utterance_walks_the_cycle() -> None:
     outbox, metrics = Outbox(), Metrics()
     subscription = outbox.subscribe("t", (Stream.EVENTS,), 100)
-    machine = SessionContext.create("s1", "test", outbox, metrics).state
+    machine = publishing_context("s1", "test", outbox, metrics).state
     machine.capture_started("wake_word")
     machine.utterance_queued()
     machine.emit_started()
@@ -47,7 +47,7 @@ async def test_one_utterance_walks_the_cycle() -> None:
 async def test_next_utterance_captured_while_processing() -> None:
     outbox = Outbox()
     subscription = outbox.subscribe("t", (Stream.EVENTS,), 100)
-    machine = SessionContext.create("s1", "test", outbox, Metrics()).state
+    machine = publishing_context("s1", "test", outbox, Metrics()).state
     machine.capture_started("speech")
     machine.utterance_queued()
     machine.capture_started("speech")  # the front-end hears the next one
@@ -69,7 +69,7 @@ async def test_next_utterance_captured_while_processing() -> None:
 
 
 def test_fault_shows_error_then_recovers_and_shutdown_is_final() -> None:
-    machine = SessionContext.create("s1", "test", Outbox(), Metrics()).state
+    machine = publishing_context("s1", "test", Outbox(), Metrics()).state
     machine.capture_started("speech")
     machine.fault("frontend crashed")
     assert machine.state is S.LISTENING  # ERROR was shown, then the counters rule again
@@ -89,7 +89,7 @@ def test_illegal_transitions_are_refused_without_a_reset_hook() -> None:
 async def test_a_forbidden_transition_resets_to_idle_counted_and_evented() -> None:
     outbox, metrics = Outbox(), Metrics()
     subscription = outbox.subscribe("t", (Stream.EVENTS,), 100)
-    machine = SessionContext.create("s1", "test", outbox, metrics).state
+    machine = publishing_context("s1", "test", outbox, metrics).state
     machine.emit_started()  # corrupt counters: emitting with nothing in flight
     assert machine.state is S.IDLE
     machine.capture_started("speech")  # and it goes on as before

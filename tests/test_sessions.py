@@ -24,7 +24,7 @@ from rtap_trio.audio.file import DemoSource, load_audio
 from rtap_trio.client import AudioSessionClient, open_audio_session
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.items import Float32
-from rtap_trio.session import SessionContext
+from rtap_trio.session_context import SessionContext
 from rtap_trio.telemetry import count_trio_tasks
 from rtap_trio.transport.schemas import EventType
 

@@ -17,9 +17,9 @@ import pytest
 from rtap_trio.audio.file import FileSource
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import VadSettings
+from rtap_trio.stages.endpointer import Endpointer, SpeechEnded
 from rtap_trio.stages.partials import LocalAgreement
 from rtap_trio.stages.sentence import SentenceState, sentence_state
-from rtap_trio.stages.vad import Endpointer, SpeechEnded
 
 from .support import run_service, service_settings
 

@@ -33,6 +33,7 @@ from ..items import Samples
 from ..settings import AudioSettings, VadSettings
 from .base import AudioSource
 from .framing import pace, split_frames
+from .pcm import float_to_pcm
 
 __all__ = [
     "AudioDecoder",
@@ -213,8 +214,7 @@ def _to_pcm(
 ) -> Samples:
     if resampler is not None:
         mono = resampler.resample_chunk(mono, last=last)
-    pcm: Samples = (np.clip(mono, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    return pcm
+    return float_to_pcm(mono)
 
 
 @contextlib.contextmanager

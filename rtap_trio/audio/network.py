@@ -23,6 +23,7 @@ import trio
 
 from ..items import Float32, Samples, TurnEnd
 from .base import AudioSource
+from .pcm import float_to_pcm, pcm_to_float
 
 __all__ = ["ENCODINGS", "AudioFormatError", "Encoding", "PushSource", "PushedAudio"]
 
@@ -115,7 +116,8 @@ class PushSource(AudioSource):
         self.received_s += samples.shape[0] / self.sample_rate
         audio: Float32
         if self.encoding == "pcm_s16le":
-            audio = samples.astype(np.float32) / 32768.0
+            # Little-endian on the wire; native int16 here (no copy on this machine).
+            audio = pcm_to_float(samples.astype(np.int16, copy=False))
         else:
             # NaN or infinities mean nothing as sound; beyond full scale is clipping
             # anyway, and unbounded values would overflow the resampler into NaN.
@@ -155,7 +157,7 @@ class PushSource(AudioSource):
     async def _emit(self, mono: Float32, *, last: bool = False) -> None:
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono, last=last)
-        pcm = (np.clip(mono, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+        pcm = float_to_pcm(mono)
         pending = np.concatenate((self._carry, pcm)) if self._carry.size else pcm
         whole = pending.size - pending.size % self._frame_samples
         for start in range(0, whole, self._frame_samples):

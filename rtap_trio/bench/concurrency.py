@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 import trio
 
+from ..audio.pcm import pcm_to_float
 from ..client import AudioSessionClient, open_audio_session
 from ..items import Samples
 from ..transport.schemas import EventType
@@ -65,7 +66,7 @@ class _Resources:
 
 
 def _to_float(samples: Samples) -> np.ndarray[Any, np.dtype[np.float32]]:
-    return samples.astype(np.float32) / 32768.0
+    return pcm_to_float(samples)
 
 
 class _Clients:

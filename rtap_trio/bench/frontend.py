@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from ..items import AudioFrame, Samples
-from ..session import SessionContext
 from ..settings import Settings
-from ..stages.frontend import FrontEnd
 from ..stages.wakeword import WakeWordDetector
 from ..telemetry import Metrics
+from ..testing import detached_context, detached_frontend
 from ..transport.outbox import Outbox
 from ..vad import load_vad
+from ..wakeword import load_wakeword
 from .common import summarize
 
 __all__ = ["measure_frontend"]
@@ -30,11 +30,15 @@ __all__ = ["measure_frontend"]
 
 class _Harness:
     def __init__(self, settings: Settings) -> None:
-        ctx = SessionContext.create("bench", "bench", Outbox(), Metrics())
+        ctx = detached_context("bench", "bench", Outbox(), Metrics())
         self.session = ctx.state
-        self.wake = WakeWordDetector(settings.wakeword) if settings.wakeword.enabled else None
+        self.wake = (
+            WakeWordDetector(load_wakeword(settings.wakeword))
+            if settings.wakeword.enabled
+            else None
+        )
         voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
-        self.frontend = FrontEnd.detached(ctx, settings, wake=self.wake, voice=voice)
+        self.frontend = detached_frontend(ctx, settings, wake=self.wake, voice=voice)
         self.index = 0
         self.utterances = 0
 
@@ -119,9 +123,9 @@ def _porcupine_alone(settings: Settings, frames: np.ndarray[Any, Any], seconds: 
     The floor under the wake-word path's per-frame figure: what the engine
     itself costs, without anything of ours around it.
     """
-    detector = WakeWordDetector(settings.wakeword)
+    engine = load_wakeword(settings.wakeword)
     try:
-        block = detector.frame_length
+        block = engine.frame_length
         blocks = frames.reshape(-1)[: frames.size // block * block].reshape(-1, block)
         block_s = block / settings.audio.sample_rate
         count = min(len(blocks), max(1, int(seconds / block_s)))
@@ -132,10 +136,10 @@ def _porcupine_alone(settings: Settings, frames: np.ndarray[Any, Any], seconds: 
             if delay > 0:
                 time.sleep(delay)
             t0 = time.perf_counter()
-            detector.process_block(blocks[index])
+            engine.process_block(blocks[index])
             wall.append(time.perf_counter() - t0)
     finally:
-        detector.close()
+        engine.close()
     return summarize((w * 1000 for w in wall), 4)
 
 

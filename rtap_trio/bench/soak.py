@@ -34,6 +34,7 @@ import numpy as np
 import psutil
 import trio
 
+from ..audio.pcm import pcm_to_float
 from ..client import open_audio_session
 from ..items import Samples
 from ..transport.schemas import EventType
@@ -65,7 +66,7 @@ def _health(port: int) -> dict[str, Any]:
 
 async def _client(port: int, audio: Samples, until: float, accounts: _Accounts) -> None:
     """Sessions one after another, each streaming ``audio`` at real-time pace."""
-    samples = audio.astype(np.float32) / 32768.0
+    samples = pcm_to_float(audio)
     while trio.current_time() < until:
         async with open_audio_session(port, wake_word=False) as session:
             await session.send_audio(samples, chunk_s=0.02, realtime=True)

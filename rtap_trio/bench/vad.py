@@ -29,14 +29,14 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+from ..audio.pcm import pcm_to_float
 from ..devtools import speechgen
 from ..devtools.textmetrics import normalize_text
 from ..items import AudioFrame, Samples
-from ..session import SessionContext
 from ..settings import Settings
-from ..stages.frontend import FrontEnd
 from ..stt import SttBackend, load_backend
 from ..telemetry import Metrics
+from ..testing import detached_context, detached_frontend
 from ..transport.outbox import Outbox
 from ..vad import load_vad
 from .common import progress, summarize
@@ -92,10 +92,10 @@ def _frames(pcm: Pcm, frame_samples: int) -> npt.NDArray[np.int16]:
 
 def _segments(settings: Settings, engine: str, pcm: Pcm) -> list[_Segment]:
     """Where the front-end with this engine cuts utterances (pre-roll and tail included)."""
-    ctx = SessionContext.create("bench", "bench", Outbox(), Metrics())
+    ctx = detached_context("bench", "bench", Outbox(), Metrics())
     vad = settings.vad.model_copy(update={"engine": engine})
     voice = load_vad(vad, 16000).stream(vad)
-    frontend = FrontEnd.detached(ctx, settings, wake=None, voice=voice)
+    frontend = detached_frontend(ctx, settings, wake=None, voice=voice)
     found: list[_Segment] = []
     for index, samples in enumerate(_frames(pcm, settings.audio.frame_samples)):
         utterance = frontend.process(AudioFrame(index, samples, 0.0))
@@ -138,7 +138,7 @@ class _Transcriber:
     async def text(self, start_s: float, end_s: float) -> str:
         key = (max(0, round(start_s * 16000)), round(end_s * 16000))
         if key not in self._cache:
-            audio = self._clean[key[0] : key[1]].astype(np.float32) / 32768.0
+            audio = pcm_to_float(self._clean[key[0] : key[1]])
             result = await self._backend.transcribe(audio, language="en")
             self._cache[key] = result.text
         return self._cache[key]

@@ -31,10 +31,10 @@ from trio_websocket import WebSocketConnection
 
 from ..audio.network import AudioFormatError, Encoding, PushedAudio
 from ..errors import ConfigError, ModelError, find_error, only_errors, validation_problem
+from ..session_bridge import SessionBridge
 from ..sessions import (
     EndReason,
     Session,
-    SessionBridge,
     SessionLimitError,
     SessionManager,
     SessionOptions,

@@ -39,7 +39,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from ..audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
 from ..errors import AudioSourceError, ConfigError
 from ..http import READ_TIMEOUT_S
-from ..sessions import SessionBridge, SessionLimitError, SessionManager, SessionOptions
+from ..session_bridge import SessionBridge
+from ..sessions import SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
 from ..stt.hallucination import compression_ratio as _compression_ratio
 from ..transport.schemas import Stream, TranscriptMessage

@@ -66,9 +66,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..audio.network import PushedAudio
 from ..errors import ConfigError
+from ..session_bridge import SessionBridge
 from ..sessions import (
     EndReason,
-    SessionBridge,
     SessionLimitError,
     SessionManager,
     SessionOptions,

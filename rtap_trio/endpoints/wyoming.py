@@ -43,17 +43,17 @@ from loguru import logger
 
 from ..audio.network import AudioFormatError, PushedAudio
 from ..errors import ConfigError, ModelError, PortInUseError
+from ..session_bridge import SessionBridge
 from ..sessions import (
     EndReason,
-    SessionBridge,
     SessionLimitError,
     SessionManager,
     SessionOptions,
 )
 from ..settings import Settings
-from ..stages.wakeword import builtin_keywords
 from ..telemetry import Metrics
 from ..transport.schemas import EventMessage, EventType, TranscriptMessage
+from ..wakeword import builtin_keywords
 
 __all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]
 

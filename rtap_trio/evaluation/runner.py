@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import trio
 
 from ..audio.file import load_audio, replay_source
 from ..audio.framing import split_frames
+from ..audio.pcm import pcm_to_float
 from ..errors import AudioSourceError, ConfigError
 from ..items import Samples
 from ..machine import describe_machine, package_version
@@ -81,14 +81,17 @@ def _detect_keywords(
 ) -> list[tuple[str, float]]:
     """Porcupine over the whole file, frame by frame as the front-end feeds it."""
     from ..stages.wakeword import WakeWordDetector
+    from ..wakeword import load_wakeword
 
     frame = settings.audio.frame_samples
     frame_s = frame / settings.audio.sample_rate
     detector = WakeWordDetector(
-        WakewordSettings(
-            enabled=True,
-            keywords=list(keywords),
-            sensitivities=list(settings.wakeword.sensitivities),
+        load_wakeword(
+            WakewordSettings(
+                enabled=True,
+                keywords=list(keywords),
+                sensitivities=list(settings.wakeword.sensitivities),
+            )
         )
     )
     found: list[tuple[str, float]] = []
@@ -195,9 +198,9 @@ async def evaluate_async(
     """Run the evaluation; returns the report (see :func:`render_markdown`)."""
     from ..pipeline import Engines
     from ..stages.language import LanguageAnalyzer
-    from ..stages.wakeword import builtin_keywords
     from ..stt import load_backend
     from ..vad import load_vad
+    from ..wakeword import builtin_keywords
 
     started = time.perf_counter()
     user = {**_DEFAULTS, **(overrides or {})}
@@ -326,7 +329,7 @@ async def _evaluate_file(
     started = time.perf_counter()
     run = await _run_pipeline(settings, engines, path)
     pipeline_s = time.perf_counter() - started
-    audio = samples.astype(np.float32) / 32768.0
+    audio = pcm_to_float(samples)
     started = time.perf_counter()
     bare = await engines.stt.transcribe(audio)
     result["elapsed_s"] = {

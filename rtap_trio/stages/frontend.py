@@ -9,7 +9,9 @@ level).
 Porcupine and webrtcvad each take a few microseconds per frame, far less than a
 thread hop, so they run inline on the event loop; the per-frame cost is timed
 and counted against ``pipeline.frontend_budget_ms``. Everything heavier happens
-once per utterance, downstream.
+once per utterance, downstream. The wake word's frame-to-block cutting
+(:mod:`.wakeword`), the endpointer's rules (:mod:`.endpointer`) and the
+console's level meter (:mod:`.level`) are modules of their own.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import trio
 
-from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
+from ..buffers import PolicySendChannel, RingBuffer
 from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
-from ..session import SessionContext
-from ..settings import AudioSettings, Settings, VadSettings
+from ..session_context import SessionContext
+from ..settings import AudioSettings, VadSettings
 from ..telemetry import now
 from ..transport.schemas import EventType
 from ..vad.base import VoiceActivity
+from .endpointer import Endpointer, SpeechEnded, SpeechStarted
+from .level import LevelMeter, dbfs, rms
 from .sentence import SentenceState, sentence_state
 from .speculative import SpeculativeTranscriber
-from .vad import Endpointer, SpeechEnded, SpeechStarted
 from .wakeword import WakeWordDetection, WakeWordDetector
 
 __all__ = ["FrontEnd", "FrontEndStatistics"]
@@ -44,11 +46,6 @@ _TAIL_MS = 200
 #: if those frames are loud: a cold webrtcvad calls ~80 ms of silence speech.
 _CUT_AT_START_FRAMES = 3
 _CUT_AT_START_DBFS = -45.0
-#: A level message per session this often, for the console's meter (10 a second
-#: looks continuous; each is ~200 bytes per watcher).
-_LEVEL_WINDOW_MS = 100
-#: Silence is -inf dBFS; a meter needs a floor (16-bit audio's noise is ~-96).
-_LEVEL_FLOOR_DBFS = -100.0
 #: After an utterance ends, partials stay held back this long: the hand-over
 #: to the STT stage and its preprocessing (~1-2 ms) before the final's request.
 _FINAL_HANDOVER_S = 0.1
@@ -67,39 +64,6 @@ class FrontEndStatistics:
     utterances: int
     discarded: int
     budget_exceeded: int
-
-
-@dataclass(slots=True)
-class _LevelWindow:
-    on: bool = False
-    frames: int = 0
-    samples: int = 0
-    square_sum: float = 0.0
-    peak: float = 0.0
-    voiced: int = 0
-
-    def add(self, samples: Samples, voiced: bool) -> None:
-        scaled = _full_scale(samples)
-        self.samples += len(scaled)
-        self.square_sum += float(np.dot(scaled, scaled))
-        self.peak = max(self.peak, float(np.max(np.abs(scaled))) if len(scaled) else 0.0)
-        self.voiced += voiced
-
-
-def _full_scale(samples: Samples) -> npt.NDArray[np.float32]:
-    """int16 samples with full scale at 1.0."""
-    return samples.astype(np.float32) * (1.0 / 32768.0)
-
-
-def _rms(samples: Samples) -> float:
-    scaled = _full_scale(samples)
-    return float(np.sqrt(np.mean(scaled * scaled))) if scaled.size else 0.0
-
-
-def _dbfs(amplitude: float) -> float:
-    if amplitude <= 0.0:
-        return _LEVEL_FLOOR_DBFS
-    return round(min(0.0, max(_LEVEL_FLOOR_DBFS, 20.0 * float(np.log10(amplitude)))), 1)
 
 
 class FrontEnd:
@@ -180,8 +144,7 @@ class FrontEnd:
         self._first_index: int | None = None
         self._loud_at_start = False
         self._cut_at_start = False
-        self._level_frames = max(1, _LEVEL_WINDOW_MS // audio.frame_ms)
-        self._level = _LevelWindow()
+        self._level = LevelMeter(ctx.outbox, audio.frame_ms)
         # Bound metric children once: a labels() lookup per frame is waste.
         metrics = ctx.metrics
         self._wake_time = metrics.frontend_steps.wakeword
@@ -193,35 +156,6 @@ class FrontEnd:
             ("frames", "wake_words", "utterances", "discarded", "budget_exceeded"), 0
         )
         self._reset()
-
-    @classmethod
-    def detached(
-        cls,
-        ctx: SessionContext,
-        settings: Settings,
-        *,
-        wake: WakeWordDetector | None,
-        voice: VoiceActivity,
-        live_from_start: bool = False,
-    ) -> FrontEnd:
-        """A front-end driven frame by frame through :meth:`process`, not :meth:`run`.
-
-        For benchmarks and tests: the channels it is given are never used.
-        """
-        _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
-        utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
-        return cls(
-            ctx,
-            audio=settings.audio,
-            vad=settings.vad,
-            listen_timeout_ms=settings.wakeword.listen_timeout_ms,
-            budget_ms=settings.pipeline.frontend_budget_ms,
-            wake=wake if settings.wakeword.enabled else None,
-            voice=voice,
-            frames=frames,
-            utterances=utterances,
-            live_from_start=live_from_start,
-        )
 
     def _reset(self) -> None:
         self._mode = _Mode.WAIT_WAKE if self._wake else _Mode.AWAIT_SPEECH
@@ -263,7 +197,7 @@ class FrontEnd:
         if self._first_index is None:
             self._first_index = index
         if self._live_from_start and index - self._first_index <= _CUT_AT_START_FRAMES:
-            self._loud_at_start |= _dbfs(_rms(frame.samples)) > _CUT_AT_START_DBFS
+            self._loud_at_start |= dbfs(rms(frame.samples)) > _CUT_AT_START_DBFS
         utterance = None
         # The detector adapts to the background as it goes (a cold webrtcvad
         # calls the first ~80 ms speech; Silero carries a recurrent state): it
@@ -271,7 +205,7 @@ class FrontEnd:
         voiced = self._vad.is_speech(frame.samples)
         vad_done = now()
         self._vad_time.observe(vad_done - started)
-        self._measure_level(frame.samples, voiced)
+        self._level.add(frame.samples, voiced)
         if self._client_turns:
             if self._mode is not _Mode.IN_SPEECH:
                 self._chunks = []
@@ -320,23 +254,6 @@ class FrontEnd:
         last = self._last_index
         ended = SpeechEnded(self._chunks_start, last, last, reason, too_short=False)
         return self._on_speech_end(ended, language)
-
-    def _measure_level(self, samples: Samples, voiced: bool) -> None:
-        window = self._level
-        if window.on:
-            window.add(samples, voiced)
-        window.frames += 1
-        if window.frames < self._level_frames:
-            return
-        if window.on and window.samples:
-            self._outbox.level(
-                rms_dbfs=_dbfs((window.square_sum / window.samples) ** 0.5),
-                peak_dbfs=_dbfs(window.peak),
-                voiced=window.voiced / window.frames,
-                window_ms=window.frames * self._frame_ms,
-            )
-        # Measured only while someone watches: asked once a window, not per frame.
-        self._level = _LevelWindow(on=self._outbox.wants_levels)
 
     def _count_frame(self, started: float) -> None:
         self._stats["frames"] += 1

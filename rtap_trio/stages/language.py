@@ -8,7 +8,7 @@ import trio
 
 from ..items import Transcription
 from ..models.fasttext_models import LanguageIdentifier, SentimentClassifier
-from ..session import SessionContext
+from ..session_context import SessionContext
 from ..settings import LanguageSettings
 from ..telemetry import now
 from ..transport.schemas import EventType, LatencyBreakdown

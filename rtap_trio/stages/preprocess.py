@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..audio.pcm import pcm_to_float
 from ..items import Float32, Samples
 from ..settings import PreprocessSettings
 
@@ -15,7 +16,7 @@ __all__ = ["prepare_for_stt"]
 
 def prepare_for_stt(samples: Samples, sample_rate: int, settings: PreprocessSettings) -> Float32:
     """int16 PCM to the float32 [-1, 1] whisper.cpp wants, filtered and levelled."""
-    audio = samples.astype(np.float32) / 32768.0
+    audio = pcm_to_float(samples)
     if audio.size == 0:
         return audio
     if settings.highpass_hz > 0:

@@ -26,7 +26,7 @@ import trio
 
 from ..errors import SttSkippedError, SttTimeoutError
 from ..items import EarlyTranscript, Samples, SttResult
-from ..session import SessionContext
+from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
 from ..telemetry import now

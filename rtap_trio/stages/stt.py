@@ -18,7 +18,7 @@ import trio
 
 from ..errors import SttTimeoutError
 from ..items import SttResult, Transcription, Utterance
-from ..session import SessionContext
+from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
 from ..stt.hallucination import compression_ratio, discard_reason

@@ -1,48 +1,22 @@
-"""Wake word detection with Porcupine 1.9.5 (offline, no AccessKey).
+"""The front-end's wake word step: frames in, detections out.
 
-Porcupine consumes 512-sample blocks while the pipeline moves 10-30 ms frames,
-so :class:`WakeWordDetector` carries the remainder between frames.
+A wake word engine (:mod:`rtap_trio.wakeword`) hears fixed blocks (Porcupine:
+512 samples) while the pipeline moves 10-30 ms frames, so
+:class:`WakeWordDetector` carries the remainder between frames and says in
+which frame a keyword ended. Apart from the engines so that any of them fits
+the front-end unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError
 from ..items import Samples
-from ..settings import WakewordSettings
+from ..wakeword import WakeWordEngine
 
-__all__ = ["WakeWordDetection", "WakeWordDetector", "builtin_keywords", "check_keywords"]
-
-
-def _porcupine() -> Any:
-    try:
-        import pvporcupine
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelError(
-            "pvporcupine is not installed: pip install --no-deps pvporcupine==1.9.5 "
-            "(scripts/setup.sh does this)"
-        ) from exc
-    return pvporcupine
-
-
-def builtin_keywords() -> list[str]:
-    return sorted(_porcupine().KEYWORDS)
-
-
-def check_keywords(keywords: Iterable[str], source: str, key_path: str) -> None:
-    """Raises ConfigError (at ``source``, ``key_path``) naming what Porcupine lacks."""
-    known = builtin_keywords()
-    unknown = [keyword for keyword in keywords if keyword not in known]
-    if unknown:
-        raise ConfigError(
-            source, key_path, f"unknown keyword(s) {unknown}; built-in: {', '.join(known)}"
-        )
+__all__ = ["WakeWordDetection", "WakeWordDetector"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,27 +27,14 @@ class WakeWordDetection:
 
 
 class WakeWordDetector:
-    """One Porcupine handle. Not thread-safe; owned by the front-end task."""
+    """One engine, fed frame by frame. Not thread-safe; owned by the front-end task."""
 
-    def __init__(self, settings: WakewordSettings) -> None:
-        porcupine = _porcupine()
-        check_keywords(settings.keywords, "settings", "wakeword.keywords")
-        paths = [Path(p) for p in settings.keyword_paths]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise ModelError(f"wake word keyword file(s) not found: {', '.join(missing)}")
-        self.keywords = [*settings.keywords, *(p.stem for p in paths)]
-        try:
-            self._handle = porcupine.create(
-                keyword_paths=[porcupine.KEYWORD_PATHS[k] for k in settings.keywords]
-                + [str(p) for p in paths],
-                sensitivities=settings.keyword_sensitivities,
-            )
-        except Exception as exc:  # Porcupine raises its own error hierarchy
-            raise ModelError(f"Porcupine failed to load: {exc}") from exc
-        self.frame_length: int = self._handle.frame_length
-        # Samples waiting for a full Porcupine block; preallocated so the
-        # per-frame path does not allocate.
+    def __init__(self, engine: WakeWordEngine) -> None:
+        self._engine = engine
+        self.keywords = list(engine.keywords)
+        self.frame_length = engine.frame_length
+        # Samples waiting for a full block; preallocated so the per-frame path
+        # does not allocate.
         self._pending = np.zeros(self.frame_length, dtype=np.int16)
         self._held = 0
 
@@ -89,18 +50,13 @@ class WakeWordDetector:
             offset += take
             if self._held == n:
                 self._held = 0
-                result = self.process_block(self._pending[:n])
+                result = self._engine.process_block(self._pending[:n])
                 if result >= 0 and detection is None:
                     detection = WakeWordDetection(self.keywords[result], frame_index)
         return detection
-
-    def process_block(self, block: Samples) -> int:
-        """One Porcupine block of exactly ``frame_length`` samples: keyword index or -1."""
-        result: int = self._handle.process(block)
-        return result
 
     def reset(self) -> None:
         self._held = 0
 
     def close(self) -> None:
-        self._handle.delete()
+        self._engine.close()

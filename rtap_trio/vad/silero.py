@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..audio.pcm import pcm_to_float
 from ..errors import ModelError
 from ..items import Samples
 from ..settings import VadSettings
@@ -51,7 +52,7 @@ class _Stream:
         self.probability = 0.0
 
     def is_speech(self, samples: Samples) -> bool:
-        audio = samples.astype(np.float32) / 32768.0
+        audio = pcm_to_float(samples)
         pending = np.concatenate((self._pending, audio)) if self._pending.size else audio
         while pending.size >= _CHUNK:
             chunk, pending = pending[:_CHUNK], pending[_CHUNK:]

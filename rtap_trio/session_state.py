@@ -1,4 +1,4 @@
-"""One audio session: its state machine and the context its stages share.
+"""One session's published state (IDLE, LISTENING, ...) and the machine that keeps it.
 
 The published state follows the session, not a single stage: the front-end can
 already be capturing the next utterance while the last one is transcribed. It
@@ -8,30 +8,19 @@ start (LISTENING), else IDLE. Every change is checked against
 :data:`ALLOWED_TRANSITIONS` and reported to a callback (the session publishes
 it as a ``state_changed`` event and counts it).
 
-Stages get a :class:`SessionContext` and their own settings sections, nothing
-more: this module knows no stage, engine or transport.
+Apart from :mod:`rtap_trio.session_context` (what the stages share, this
+machine among it) because the rules of the states are checked on their own:
+this module knows no stage, engine, transport or outbox.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from loguru import logger
-
-from .telemetry import Metrics
-from .transport.outbox import Outbox, SessionOutbox
-from .transport.schemas import EventType
-
-if TYPE_CHECKING:
-    from loguru import Logger
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "PipelineState",
-    "SessionContext",
     "SessionStateMachine",
     "StateTransitionError",
     "TransitionHook",
@@ -186,55 +175,3 @@ class SessionStateMachine:
         self._resyncing = True
         assert self._on_reset is not None
         self._on_reset(before, attempted, reason)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionContext:
-    """What every stage of one session shares."""
-
-    session_id: str
-    #: what the session is for metrics labels: "local", "websocket", ...
-    kind: str
-    outbox: SessionOutbox
-    metrics: Metrics
-    state: SessionStateMachine
-    #: loguru, bound to the session
-    log: Logger
-
-    @classmethod
-    def create(cls, session_id: str, kind: str, outbox: Outbox, metrics: Metrics) -> SessionContext:
-        """A context whose state machine publishes each transition as a
-        ``state_changed`` event of the session, counts it, and logs it."""
-        session_outbox = outbox.session(session_id)
-        log = logger.bind(session_id=session_id, session_kind=kind)
-
-        def transitioned(before: PipelineState, to: PipelineState, reason: str) -> None:
-            metrics.state_transitions.labels(before.value, to.value).inc()
-            session_outbox.event(
-                EventType.STATE_CHANGED, **{"from": before.value, "to": to.value, "reason": reason}
-            )
-            log.bind(component="pipeline", state=to.value).debug(
-                "state {} -> {} ({})", before.value, to.value, reason
-            )
-
-        def reset(before: PipelineState, attempted: PipelineState, reason: str) -> None:
-            metrics.state_resets.inc()
-            session_outbox.event(
-                EventType.STATE_RESET,
-                **{"from": before.value, "attempted": attempted.value, "reason": reason},
-            )
-            log.bind(component="pipeline").warning(
-                "state {} -> {} is not allowed ({}): reset to IDLE",
-                before.value,
-                attempted.value,
-                reason,
-            )
-
-        return cls(
-            session_id=session_id,
-            kind=kind,
-            outbox=session_outbox,
-            metrics=metrics,
-            state=SessionStateMachine(transitioned, on_reset=reset),
-            log=log,
-        )

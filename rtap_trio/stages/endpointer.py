@@ -1,4 +1,9 @@
-"""The endpointer: voice activity decisions, frame by frame, into utterances."""
+"""The endpointer: voice activity decisions, frame by frame, into utterances.
+
+Pure logic, no audio: the VAD engines (:mod:`rtap_trio.vad`) say whether a
+frame is speech; this says where an utterance starts and ends. Apart from the
+front-end that drives it so that its rules are tested on their own.
+"""
 
 from __future__ import annotations
 
