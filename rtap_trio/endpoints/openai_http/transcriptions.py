@@ -36,14 +36,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from ..audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
-from ..errors import AudioSourceError, ConfigError
-from ..http import READ_TIMEOUT_S
-from ..sessions import SessionBridge, SessionLimitError, SessionManager, SessionOptions
-from ..settings import Settings
-from ..stt.hallucination import compression_ratio as _compression_ratio
-from ..transport.schemas import Stream, TranscriptMessage
-from .openai_realtime import REALTIME_PATH, RealtimeEndpoint
+from ...audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
+from ...errors import AudioSourceError, ConfigError
+from ...http import READ_TIMEOUT_S
+from ...sessions import SessionBridge, SessionLimitError, SessionManager, SessionOptions
+from ...settings import Settings
+from ...stt.hallucination import compression_ratio as _compression_ratio
+from ...transport.schemas import Stream, TranscriptMessage
+from ..openai_realtime import REALTIME_PATH, RealtimeEndpoint
 
 __all__ = ["openai_routes"]
 
