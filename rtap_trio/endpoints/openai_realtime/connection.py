@@ -64,18 +64,18 @@ import trio
 from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..audio.network import PushedAudio
-from ..errors import ConfigError
-from ..sessions import (
+from ...audio.network import PushedAudio
+from ...errors import ConfigError
+from ...sessions import (
     EndReason,
     SessionBridge,
     SessionLimitError,
     SessionManager,
     SessionOptions,
 )
-from ..settings import Settings
-from ..transport.schemas import EventMessage, EventType, TranscriptMessage
-from . import client_json
+from ...settings import Settings
+from ...transport.schemas import EventMessage, EventType, TranscriptMessage
+from .. import client_json
 
 __all__ = ["KIND", "REALTIME_PATH", "RealtimeEndpoint"]
 
