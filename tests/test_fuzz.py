@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 from rtap_trio.audio.file import decode_audio
 from rtap_trio.audio.network import AudioFormatError, PushSource
 from rtap_trio.endpoints.audio_websocket import StartMessage, _Closed, _parse_start
-from rtap_trio.endpoints.wyoming import ProtocolError, _Reader
+from rtap_trio.endpoints.wyoming.codec import EventReader as _Reader
+from rtap_trio.endpoints.wyoming.codec import ProtocolError
 from rtap_trio.errors import AudioSourceError, ConfigError
 from rtap_trio.settings import Settings, WyomingSettings, load_settings
 from rtap_trio.transport.schemas import parse_message

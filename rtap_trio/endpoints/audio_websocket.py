@@ -40,23 +40,21 @@ from ..sessions import (
     SessionOptions,
 )
 from ..settings import Settings
+from ..transport.websocket_close import (
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    NORMAL,
+    POLICY,
+    TRY_AGAIN,
+    UNSUPPORTED_DATA,
+    close_reason,
+)
 from . import client_json
 
 __all__ = ["AUDIO_PATH", "AudioWebSocketEndpoint", "StartMessage"]
 
 AUDIO_PATH = "/v1/audio"
 
-# Close codes (RFC 6455, section 7.4.1).
-NORMAL, GOING_AWAY, UNSUPPORTED_DATA, POLICY, INTERNAL_ERROR, TRY_AGAIN = (
-    1000,
-    1001,
-    1003,
-    1008,
-    1011,
-    1013,
-)
-#: A close frame's reason must fit in 123 bytes of UTF-8.
-_MAX_REASON_BYTES = 123
 #: After its session ends, a client's queued messages get this long to go out.
 _FLUSH_S = 2.0
 
@@ -94,13 +92,6 @@ class _Closed(Exception):
         self.reason = reason
 
 
-def _reason(text: str) -> str:
-    raw = text.encode()
-    if len(raw) <= _MAX_REASON_BYTES:
-        return text
-    return raw[: _MAX_REASON_BYTES - 3].decode(errors="ignore") + "..."
-
-
 def _parse_start(message: str | bytes) -> StartMessage:
     if isinstance(message, bytes):
         raise _Closed(UNSUPPORTED_DATA, "the first message must be a text start message")
@@ -130,7 +121,7 @@ class AudioWebSocketEndpoint:
             if closed is None or not only_errors(exc, _Closed):
                 raise
             with trio.move_on_after(1.0):
-                await ws.aclose(code=closed.code, reason=_reason(closed.reason))
+                await ws.aclose(code=closed.code, reason=close_reason(closed.reason))
 
     async def _serve(self, ws: WebSocketConnection) -> None:
         start = None

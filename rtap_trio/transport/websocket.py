@@ -48,6 +48,7 @@ from ..settings import OutputSettings, SecuritySettings
 from ..telemetry import Metrics
 from .outbox import Outbox, Subscription
 from .schemas import Stream, SubscribeRequest, WatcherNotice
+from .websocket_close import GOING_AWAY, POLICY, TRY_AGAIN, UNSUPPORTED_DATA, close_reason
 
 __all__ = ["ConnectionHandler", "WebSocketServer"]
 
@@ -67,8 +68,6 @@ _DISCONNECTS = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceE
 
 #: What a watcher gets when it does not say.
 DEFAULT_TOPICS = (Stream.EVENTS, Stream.TRANSCRIPTS)
-# Close codes (RFC 6455, section 7.4.1).
-_UNSUPPORTED_DATA, _POLICY, _TRY_AGAIN = 1003, 1008, 1013
 
 
 class _BadRequest(Exception):
@@ -259,7 +258,7 @@ class WebSocketServer:
                     logger.bind(component="websocket").warning(
                         "client lost {} messages: disconnected", dropped
                     )
-                    await self._close(ws, _TRY_AGAIN, f"too slow: {dropped} messages dropped")
+                    await self._close(ws, TRY_AGAIN, f"too slow: {dropped} messages dropped")
                     return
                 notice = WatcherNotice(
                     type="messages_dropped", count=dropped - reported, dropped_total=dropped
@@ -270,7 +269,7 @@ class WebSocketServer:
             if not await self._send(ws, item.payload.decode()):
                 return
         # The outbox closed: the service is stopping.
-        await self._close(ws, 1001, "service stopping")
+        await self._close(ws, GOING_AWAY, "service stopping")
 
     async def _send(self, ws: WebSocketConnection, text: str) -> bool:
         """Send within the budget; False (and the client let go) if it could not."""
@@ -285,14 +284,14 @@ class WebSocketServer:
         logger.bind(component="websocket").warning(
             "client stuck for {:g}s: disconnected", self._send_budget_s
         )
-        await self._close(ws, _TRY_AGAIN, "too slow")
+        await self._close(ws, TRY_AGAIN, "too slow")
         return False
 
     @staticmethod
     async def _close(ws: WebSocketConnection, code: int, reason: str) -> None:
         # A stuck client's closing handshake cannot complete either: bounded.
         with trio.move_on_after(CLOSE_TIMEOUT_S):
-            await ws.aclose(code=code, reason=reason)
+            await ws.aclose(code=code, reason=close_reason(reason))
 
     async def _read_requests(
         self, ws: WebSocketConnection, subscription: Subscription, scope: trio.CancelScope
@@ -302,13 +301,13 @@ class WebSocketServer:
             while True:
                 message = await ws.get_message()
                 if isinstance(message, bytes):
-                    await self._close(ws, _UNSUPPORTED_DATA, "watchers send text: subscribe")
+                    await self._close(ws, UNSUPPORTED_DATA, "watchers send text: subscribe")
                     break
                 try:
                     request = SubscribeRequest.model_validate_json(message)
                 except ValidationError as exc:
                     problem = validation_problem(exc, "message")
-                    await self._close(ws, _POLICY, f"bad subscribe request: {problem}"[:120])
+                    await self._close(ws, POLICY, f"bad subscribe request: {problem}")
                     break
                 subscription.update(request.topics, request.sessions)
                 notice = WatcherNotice(

@@ -1,8 +1,7 @@
-"""The Wyoming protocol (Home Assistant's voice services) over TCP, each audio stream a session.
+"""The Wyoming server: its TCP listener, each connection, each audio stream a session.
 
-A Wyoming event is one JSON header line ``{"type", "data", "data_length",
-"payload_length"}``, then ``data_length`` bytes of JSON merged into ``data``,
-then ``payload_length`` bytes of payload (PCM audio). RTAP serves:
+Wyoming (Home Assistant's voice services) over TCP; the framing of its events
+is :mod:`.codec`. RTAP serves:
 
 * ``describe`` -> ``info``: the ASR model with its languages, and the wake words;
 * speech to text: ``transcribe {name?, language?}``, ``audio-start``,
@@ -33,144 +32,33 @@ utterances wait for transcription and the client waits on TCP (back-pressure).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from loguru import logger
 
-from ..audio.network import AudioFormatError, PushedAudio
-from ..errors import ConfigError, ModelError, PortInUseError
-from ..session_bridge import SessionBridge
-from ..sessions import (
+from ...audio.network import AudioFormatError, PushedAudio
+from ...errors import ConfigError, ModelError, PortInUseError
+from ...session_bridge import SessionBridge
+from ...sessions import (
     EndReason,
     SessionLimitError,
     SessionManager,
     SessionOptions,
 )
-from ..settings import Settings
-from ..telemetry import Metrics
-from ..transport.schemas import EventMessage, EventType, TranscriptMessage
-from ..wakeword import builtin_keywords
+from ...settings import Settings
+from ...telemetry import Metrics
+from ...transport.schemas import EventMessage, EventType, TranscriptMessage
+from ...wakeword import builtin_keywords
+from .codec import EventReader, ProtocolError, WyomingEvent, write_event
 
-__all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]
+__all__ = ["WyomingServer"]
 
 _WHISPER_ATTRIBUTION = {"name": "OpenAI", "url": "https://github.com/openai/whisper"}
 _PORCUPINE_ATTRIBUTION = {"name": "Picovoice", "url": "https://github.com/Picovoice/porcupine"}
 #: at most one "refusing connections" line this often, however many are refused
 _REFUSAL_LOG_INTERVAL_S = 60.0
-
-
-@dataclass
-class WyomingEvent:
-    type: str
-    data: dict[str, Any] = field(default_factory=dict)
-    payload: bytes = b""
-
-
-class ProtocolError(Exception):
-    """Bad input on a connection; ``fatal``: the stream cannot be read on."""
-
-    def __init__(self, text: str, code: str, *, fatal: bool) -> None:
-        super().__init__(text)
-        self.code = code
-        self.fatal = fatal
-
-
-class _Reader:
-    """Wyoming events off a byte stream, within size limits."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream, settings: Any) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-        self._limits = settings
-
-    async def _fill(self) -> bool:
-        chunk = await self._stream.receive_some(65_536)
-        if not chunk:
-            return False
-        self._buffer += chunk
-        return True
-
-    async def _line(self) -> bytes | None:
-        limit = self._limits.max_header_bytes
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                if len(line) > limit:
-                    raise ProtocolError(f"header line over {limit} bytes", "too_large", fatal=True)
-                return line
-            if len(self._buffer) > limit:
-                raise ProtocolError(f"header line over {limit} bytes", "too_large", fatal=True)
-            if not await self._fill():
-                return None
-
-    async def _exactly(self, count: int) -> bytes:
-        while len(self._buffer) < count:
-            if not await self._fill():
-                raise ProtocolError("the connection ended inside an event", "eof", fatal=True)
-        data = bytes(self._buffer[:count])
-        del self._buffer[:count]
-        return data
-
-    async def read(self) -> WyomingEvent | None:
-        """The next event; None at the end of the stream."""
-        line = await self._line()
-        if line is None:
-            return None
-        try:
-            header = json.loads(line)
-            if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-                raise ValueError("a header must be a JSON object with a string 'type'")
-            data = header.get("data") or {}
-            data_length = int(header.get("data_length") or 0)
-            payload_length = int(header.get("payload_length") or 0)
-            if not isinstance(data, dict) or data_length < 0 or payload_length < 0:
-                raise ValueError("'data' must be an object, the lengths not negative")
-        except (ValueError, TypeError, OverflowError) as exc:  # Overflow: a length of Infinity
-            raise ProtocolError(
-                f"malformed header line: {exc}", "bad_header", fatal=False
-            ) from None
-        if data_length > self._limits.max_data_bytes:
-            raise ProtocolError(
-                f"data of {data_length} bytes is over {self._limits.max_data_bytes}",
-                "too_large",
-                fatal=True,
-            )
-        if payload_length > self._limits.max_payload_bytes:
-            raise ProtocolError(
-                f"payload of {payload_length} bytes is over {self._limits.max_payload_bytes}",
-                "too_large",
-                fatal=True,
-            )
-        if data_length:
-            try:
-                extra = json.loads(await self._exactly(data_length))
-            except ValueError as exc:
-                raise ProtocolError(f"malformed data: {exc}", "bad_data", fatal=True) from None
-            if not isinstance(extra, dict):
-                raise ProtocolError("data must be a JSON object", "bad_data", fatal=True)
-            data.update(extra)
-        payload = await self._exactly(payload_length) if payload_length else b""
-        return WyomingEvent(header["type"], data, payload)
-
-
-def encode_event(event: WyomingEvent) -> bytes:
-    header: dict[str, Any] = {"type": event.type}
-    data = json.dumps(event.data, ensure_ascii=False).encode() if event.data else b""
-    if data:
-        header["data_length"] = len(data)
-    if event.payload:
-        header["payload_length"] = len(event.payload)
-    return json.dumps(header).encode() + b"\n" + data + event.payload
-
-
-async def write_event(stream: trio.abc.SendStream, event: WyomingEvent) -> None:
-    await stream.send_all(encode_event(event))
 
 
 class _Stream:
@@ -266,7 +154,7 @@ class WyomingServer:
                 await stream.aclose()
 
     def info(self, manager: SessionManager | None) -> dict[str, Any]:
-        from ..version import __version__
+        from ...version import __version__
 
         asr_models = []
         if manager is not None:
@@ -327,7 +215,7 @@ class _Connection:
         self._server = server
         self._stream = stream
         self._scope = scope
-        self._reader = _Reader(stream, server._wyoming)
+        self._reader = EventReader(stream, server._wyoming)
         self._write_lock = trio.Lock()
         self._settings = server._settings
         self._mode = "asr"
