@@ -39,6 +39,9 @@ from .connections import (
 from .console import console_routes
 from .endpoints import AUDIO_PATH, AudioWebSocketEndpoint, WyomingServer, openai_routes
 from .errors import PortInUseError, RestartsExhaustedError, find_error
+from .health import count_trio_tasks
+from .http_port import http_connections, serve_http_port
+from .metrics import Metrics
 from .pipeline import Engines
 from .session import PipelineState
 from .sessions import EndReason, FaultHook, Session, SessionManager, new_session_id
@@ -47,7 +50,6 @@ from .stages.language import LanguageAnalyzer
 from .standby import StandbyRelay
 from .stt import ABORT_WAIT_S, load_backend
 from .supervisor import RestartPolicy, Supervisor
-from .telemetry import Metrics, count_trio_tasks, http_connections, serve_telemetry
 from .transport.catchup import ZmqCatchup
 from .transport.outbox import Outbox
 from .transport.schemas import EventType, Stream
@@ -151,8 +153,8 @@ class Service:
         self._wyoming: WyomingServer | None = None
         self._http_shutdown = trio.Event()
         self._http_closed = trio.Event()
-        #: the HTTP server's open connections against telemetry.max_connections
-        self._http_connections = http_connections(settings.telemetry)
+        #: the HTTP port's open connections against http.max_connections
+        self._http_connections = http_connections(settings.http)
         #: a service task that crashed past its restart policy: raised after the drain
         self._failure: RestartsExhaustedError | None = None
 
@@ -172,19 +174,20 @@ class Service:
                 self._servers_scope = servers.cancel_scope
                 if self._handle_signals:
                     servers.start_soon(self._watch_signals)
-                if settings.telemetry.enabled:
+                if settings.http.enabled:
                     routes = console_routes(self._console_config, self.outbox, self.service_id)
                     if settings.openai.enabled:
                         routes += openai_routes(settings, self._serving_sessions)
                     self.ports.telemetry = await servers.start(
                         self._critical,
                         "telemetry",
-                        lambda task_status: serve_telemetry(
-                            settings.telemetry,
+                        lambda task_status: serve_http_port(
+                            settings.http,
                             self.metrics,
                             self.health,
                             routes,
-                            policy=AccessPolicy(settings.security, settings.telemetry.bind_address),
+                            resource_interval_s=settings.telemetry.resource_interval_s,
+                            policy=AccessPolicy(settings.security, settings.http.bind_address),
                             connections=self._http_connections,
                             shutdown=self._http_shutdown,
                             task_status=task_status,
@@ -273,7 +276,7 @@ class Service:
                     # WebSockets on the HTTP port (OpenAI Realtime) say goodbye
                     # too: hypercorn stops taking connections and lets these end.
                     self._http_shutdown.set()
-                    if settings.telemetry.enabled:
+                    if settings.http.enabled:
                         with trio.move_on_after(_FLUSH_S * 4):
                             await self._http_closed.wait()
                 servers.cancel_scope.cancel()
@@ -427,8 +430,8 @@ class Service:
         """Each enabled server's connection cap, refusals in flight included."""
         settings = self.settings
         caps: dict[str, int] = {}
-        if settings.telemetry.enabled:
-            caps["http"] = settings.telemetry.max_connections + MAX_REFUSING
+        if settings.http.enabled:
+            caps["http"] = settings.http.max_connections + MAX_REFUSING
         if settings.output.websocket_enabled:
             caps["websocket"] = (
                 settings.output.websocket_max_clients + WEBSOCKET_HANDSHAKE_ROOM + MAX_REFUSING
@@ -649,7 +652,7 @@ class Service:
         """Open connections per server against its cap: ``saturated`` when
         new ones are being refused."""
         caps = []
-        if self.settings.telemetry.enabled:
+        if self.settings.http.enabled:
             caps.append(self._http_connections)
         if self._websocket is not None:
             caps.append(self._websocket.connections)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from .telemetry import Metrics
+from .metrics import Metrics
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType
 

@@ -41,12 +41,12 @@ import trio
 from .audio.base import AudioSource
 from .audio.network import PushedAudio, PushSource
 from .errors import ConfigError, RestartsExhaustedError, RTAPError, find_error, only_errors
+from .metrics import Metrics
 from .pipeline import Engines, PipelineStatistics, SessionPipeline
 from .session import PipelineState, SessionContext, SessionStateMachine
 from .settings import Settings
 from .stages.wakeword import check_keywords
 from .supervisor import RestartPolicy, Saboteur, Supervisor
-from .telemetry import Metrics
 from .transport.outbox import Outbox, Published, SessionOutbox, Subscription
 from .transport.schemas import EventType, Stream
 

@@ -37,6 +37,7 @@ from .errors import ConfigError
 
 __all__ = [
     "AudioSettings",
+    "HttpSettings",
     "LanguageSettings",
     "OpenAISettings",
     "OutputSettings",
@@ -248,10 +249,15 @@ class SttSettings(_Section):
 
 
 #: Keys that moved, old path -> new path. A profile, variable or ``--set`` that
-#: uses an old name still loads, with a one-line warning (issue 17 moved
-#: whisper.cpp's keys from stt into stt.whispercpp, beside the pool's).
+#: uses an old name still loads, with a one-line warning. Issue 17 moved
+#: whisper.cpp's keys from stt into stt.whispercpp, beside the pool's, and the
+#: HTTP port's from telemetry into http (telemetry kept logs and metrics).
 RENAMED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("stt", key): ("stt", "whispercpp", key) for key in WhisperCppSettings.model_fields
+    **{("stt", key): ("stt", "whispercpp", key) for key in WhisperCppSettings.model_fields},
+    **{
+        ("telemetry", key): ("http", key)
+        for key in ("enabled", "bind_address", "port", "max_connections")
+    },
 }
 
 
@@ -368,7 +374,7 @@ class WyomingSettings(_Section):
 
 
 class OpenAISettings(_Section):
-    """OpenAI-compatible transcription on the HTTP port (``telemetry.port``)."""
+    """OpenAI-compatible transcription on the HTTP port (``http.port``)."""
 
     # POST /v1/audio/transcriptions and GET /v1/models: nothing runs until asked.
     enabled: bool = True
@@ -389,7 +395,7 @@ class OpenAISettings(_Section):
     max_channels: int = Field(8, ge=1, le=256, description="an upload's channels")
     # Each upload's body (up to max_file_bytes) is in memory from its first byte
     # to its response, before a session slot is taken: without this, one client
-    # with telemetry.max_connections connections could hold 128 x 25 MiB.
+    # with http.max_connections connections could hold 128 x 25 MiB.
     max_concurrent_uploads: int = Field(
         4, ge=1, le=1000, description="uploads read or transcribed at once; past it: 429"
     )
@@ -415,7 +421,7 @@ class StandbySettings(_Section):
 class SecuritySettings(_Section):
     """Who may connect to the WebSocket server, the console's API and the audio endpoints."""
 
-    # Required when output.bind_address or telemetry.bind_address is not a
+    # Required when output.bind_address or http.bind_address is not a
     # loopback address; when set, every client must present it (loopback ones
     # too): ``Authorization: Bearer <token>`` or ``?token=<token>``.
     token: SecretStr | None = None
@@ -469,18 +475,25 @@ class SecuritySettings(_Section):
         return tuple(hosts)
 
 
-class TelemetrySettings(_Section):
+class HttpSettings(_Section):
+    """The HTTP port: the console, OpenAI, Realtime, ``/health`` and ``/metrics``."""
+
     enabled: bool = True
     bind_address: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
-    log_transcripts: bool = False
-    resource_interval_s: float = Field(5.0, gt=0, le=3600)
     # Each connection is a descriptor (docs/operations.md, "Descriptors").
     max_connections: int = Field(
         128, ge=4, le=10_000, description="HTTP connections at once; more get a 503 at accept"
     )
+
+
+class TelemetrySettings(_Section):
+    """Logs and the process figures of the metrics (served on the HTTP port)."""
+
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    log_transcripts: bool = False
+    resource_interval_s: float = Field(5.0, gt=0, le=3600)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -508,6 +521,7 @@ class Settings(BaseSettings):
     output: OutputSettings = OutputSettings()
     wyoming: WyomingSettings = WyomingSettings()
     openai: OpenAISettings = OpenAISettings()
+    http: HttpSettings = HttpSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     security: SecuritySettings = SecuritySettings()
     standby: StandbySettings = StandbySettings()
@@ -526,7 +540,7 @@ class Settings(BaseSettings):
             return self
         for key, address, enabled in (
             ("output.bind_address", self.output.bind_address, self.output.websocket_enabled),
-            ("telemetry.bind_address", self.telemetry.bind_address, self.telemetry.enabled),
+            ("http.bind_address", self.http.bind_address, self.http.enabled),
         ):
             if enabled and not is_loopback(address):
                 raise ValueError(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from rtap_trio.metrics import Metrics
 from rtap_trio.session import (
     ALLOWED_TRANSITIONS,
     PipelineState,
@@ -9,7 +10,6 @@ from rtap_trio.session import (
     SessionStateMachine,
     StateTransitionError,
 )
-from rtap_trio.telemetry import Metrics
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import Stream
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..items import AudioFrame, Samples
+from ..metrics import Metrics
 from ..session import SessionContext
 from ..settings import Settings
 from ..stages.frontend import FrontEnd
 from ..stages.wakeword import WakeWordDetector
-from ..telemetry import Metrics
 from ..transport.outbox import Outbox
 from ..vad import load_vad
 from .common import summarize

@@ -31,11 +31,11 @@ import trio
 
 from .. import speechgen
 from ..items import AudioFrame, Samples
+from ..metrics import Metrics
 from ..session import SessionContext
 from ..settings import Settings
 from ..stages.frontend import FrontEnd
 from ..stt import SttBackend, load_backend
-from ..telemetry import Metrics
 from ..textmetrics import normalize_text
 from ..transport.outbox import Outbox
 from ..vad import load_vad

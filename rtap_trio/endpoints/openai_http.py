@@ -38,7 +38,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
 from ..errors import AudioSourceError, ConfigError
-from ..http import READ_TIMEOUT_S
+from ..http_server import READ_TIMEOUT_S
 from ..sessions import SessionBridge, SessionLimitError, SessionManager, SessionOptions
 from ..settings import Settings
 from ..stt.hallucination import compression_ratio as _compression_ratio

@@ -43,6 +43,7 @@ from loguru import logger
 
 from ..audio.network import AudioFormatError, PushedAudio
 from ..errors import ConfigError, ModelError, PortInUseError
+from ..metrics import Metrics
 from ..sessions import (
     EndReason,
     SessionBridge,
@@ -52,7 +53,6 @@ from ..sessions import (
 )
 from ..settings import Settings
 from ..stages.wakeword import builtin_keywords
-from ..telemetry import Metrics
 from ..transport.schemas import EventMessage, EventType, TranscriptMessage
 
 __all__ = ["WyomingEvent", "WyomingServer", "encode_event", "write_event"]

@@ -23,10 +23,10 @@ import numpy.typing as npt
 import trio
 
 from ..buffers import FullPolicy, PolicySendChannel, RingBuffer, open_channel
+from ..clock import now
 from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
 from ..session import SessionContext
 from ..settings import AudioSettings, Settings, VadSettings
-from ..telemetry import now
 from ..transport.schemas import EventType
 from ..vad.base import VoiceActivity
 from .sentence import SentenceState, sentence_state
