@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "AudioSettings",
@@ -589,7 +589,7 @@ def settings_dir(explicit: Path | None = None, environ: Mapping[str, str] | None
     candidates = [explicit] if explicit else []
     if env.get("RTAP_SETTINGS_DIR"):
         candidates.append(Path(env["RTAP_SETTINGS_DIR"]))
-    candidates += [Path.cwd() / "settings", Path(__file__).resolve().parents[1] / "settings"]
+    candidates += [Path.cwd() / "settings", Path(__file__).resolve().parents[2] / "settings"]
     for candidate in candidates:
         if candidate is not None and (candidate / f"{DEFAULT_PROFILE}.yaml").is_file():
             return candidate

@@ -1,0 +1,53 @@
+"""Settings: one validated object, loaded from YAML profiles and the environment."""
+
+from __future__ import annotations
+
+from .loader import (
+    AudioSettings,
+    HttpSettings,
+    LanguageSettings,
+    OpenAISettings,
+    OutputSettings,
+    PipelineSettings,
+    PreprocessSettings,
+    SecuritySettings,
+    SessionsSettings,
+    Settings,
+    StandbySettings,
+    SttSettings,
+    SupervisorSettings,
+    TelemetrySettings,
+    VadSettings,
+    WakewordSettings,
+    WhisperCppSettings,
+    WyomingSettings,
+    is_loopback,
+    load_settings,
+    load_yaml_value,
+    settings_dir,
+)
+
+__all__ = [
+    "AudioSettings",
+    "HttpSettings",
+    "LanguageSettings",
+    "OpenAISettings",
+    "OutputSettings",
+    "PipelineSettings",
+    "PreprocessSettings",
+    "SecuritySettings",
+    "SessionsSettings",
+    "Settings",
+    "StandbySettings",
+    "SttSettings",
+    "SupervisorSettings",
+    "TelemetrySettings",
+    "VadSettings",
+    "WakewordSettings",
+    "WhisperCppSettings",
+    "WyomingSettings",
+    "is_loopback",
+    "load_settings",
+    "load_yaml_value",
+    "settings_dir",
+]
