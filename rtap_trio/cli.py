@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .app import Service
-    from .telemetry import configure_logging
+    from .logs import configure_logging
 
     extra: dict[str, Any] = {}
     if args.source:
@@ -297,7 +297,7 @@ async def _run_printing(service: Service, subscription: Subscription) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .app import Service
     from .audio.file import replay_source
-    from .telemetry import configure_logging
+    from .logs import configure_logging
 
     extra: dict[str, Any] = {
         "audio.source": f"file:{args.path}",
@@ -306,7 +306,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         # Replay is a batch job: no listening ports.
         "output.zmq_enabled": False,
         "output.websocket_enabled": False,
-        "telemetry.enabled": False,
+        "http.enabled": False,
     }
     if args.no_wake:
         extra["wakeword.enabled"] = False

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from .metrics import Metrics
 from .session_state import PipelineState, SessionStateMachine
-from .telemetry import Metrics
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType
 

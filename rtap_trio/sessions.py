@@ -31,13 +31,13 @@ import trio
 from .audio.base import AudioSource
 from .audio.network import PushedAudio
 from .errors import ConfigError, RestartsExhaustedError, RTAPError, find_error, only_errors
+from .metrics import Metrics
 from .pipeline import Engines, PipelineStatistics, SessionPipeline
 from .session_bridge import SessionBridge, connect_bridge, open_bridge
 from .session_context import SessionContext, publishing_context
 from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
 from .supervisor import RestartPolicy, Saboteur, Supervisor
-from .telemetry import Metrics
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import EventType, Stream
 from .wakeword import check_keywords

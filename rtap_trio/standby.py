@@ -33,8 +33,8 @@ import trio
 import zmq
 from loguru import logger
 
+from .metrics import Metrics
 from .settings import StandbySettings
-from .telemetry import Metrics
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import (
     EventMessage,

@@ -14,11 +14,11 @@ how a test reaches inside a running service.
 from __future__ import annotations
 
 from .buffers import FullPolicy, open_channel
+from .metrics import Metrics
 from .session_context import SessionContext, publishing_context
 from .settings import Settings
 from .stages.frontend import FrontEnd
 from .stages.wakeword import WakeWordDetector
-from .telemetry import Metrics
 from .transport.outbox import Outbox
 from .vad.base import VoiceActivity
 

@@ -40,7 +40,7 @@ def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
         "output.zmq_pub_port_transcripts": 0,
         "output.websocket_port": 0,
         "output.zmq_catchup_port": 0,
-        "telemetry.port": 0,
+        "http.port": 0,
         "audio.realtime": False,
         "audio.loop_demo": False,
         "telemetry.log_level": "WARNING",

@@ -85,7 +85,7 @@ def test_unknown_audio_device() -> None:
 @pytest.mark.parametrize(
     ("variable", "what"),
     [
-        ("RTAP_TELEMETRY__PORT", "telemetry"),
+        ("RTAP_HTTP__PORT", "telemetry"),
         ("RTAP_OUTPUT__WEBSOCKET_PORT", "websocket"),
         ("RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS", "zmq events"),
     ],
@@ -213,7 +213,7 @@ def test_standard_library_logging_and_warnings_become_json_lines() -> None:
     code = (
         "import logging, warnings\n"
         "from rtap_trio.settings import TelemetrySettings\n"
-        "from rtap_trio.telemetry import configure_logging\n"
+        "from rtap_trio.logs import configure_logging\n"
         "configure_logging(TelemetrySettings(), 'test')\n"
         "logging.getLogger('rtap_trio.models').warning('replacing a corrupt model')\n"
         "warnings.warn('invalid value encountered in cast', RuntimeWarning)\n"

@@ -160,7 +160,7 @@ def test_floods_meet_each_servers_cap_and_running_out_is_waited_out(tmp_path: Pa
     # before, running out of descriptors made it raise, and the HTTP server
     # went down with it.
     env = {
-        "RTAP_TELEMETRY__MAX_CONNECTIONS": "16",
+        "RTAP_HTTP__MAX_CONNECTIONS": "16",
         "RTAP_OUTPUT__WEBSOCKET_MAX_CLIENTS": "8",
         "RTAP_OUTPUT__ZMQ_MAX_CONNECTIONS": "400",
         "RTAP_TELEMETRY__RESOURCE_INTERVAL_S": "0.1",
@@ -241,7 +241,7 @@ def test_caps_that_do_not_fit_under_the_limit_are_reported_at_start() -> None:
     from .support import service_settings
 
     most = {
-        "telemetry.max_connections": 10_000,
+        "http.max_connections": 10_000,
         "output.websocket_max_clients": 10_000,
         "wyoming.enabled": True,
         "wyoming.max_connections": 10_000,

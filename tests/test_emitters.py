@@ -5,9 +5,9 @@ from __future__ import annotations
 import trio
 from trio_websocket import open_websocket_url
 
+from rtap_trio.metrics import Metrics
 from rtap_trio.settings import OutputSettings
 from rtap_trio.supervisor import RestartPolicy, Supervisor
-from rtap_trio.telemetry import Metrics
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import (
     EventMessage,

@@ -11,10 +11,10 @@ import trio
 
 from rtap_trio.audio.file import load_audio
 from rtap_trio.items import AudioFrame, Utterance
+from rtap_trio.metrics import Metrics
 from rtap_trio.session_state import PipelineState, SessionStateMachine
 from rtap_trio.stages.frontend import FrontEnd
 from rtap_trio.stages.wakeword import WakeWordDetector
-from rtap_trio.telemetry import Metrics
 from rtap_trio.testing import detached_context, detached_frontend
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import EventMessage, EventType, Stream

@@ -121,7 +121,7 @@ async def test_bound_to_every_interface_addresses_and_allowed_hosts_pass() -> No
     # the service by an address or by a name the operator lists.
     overrides = {
         "output.bind_address": "0.0.0.0",
-        "telemetry.bind_address": "0.0.0.0",
+        "http.bind_address": "0.0.0.0",
         "security.token": TOKEN,
         "security.allowed_hosts": ["rtap.example", "[fd00::7]"],
     }

@@ -16,9 +16,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from rtap_trio.settings import OutputSettings, TelemetrySettings
+from rtap_trio.http_port import serve_http_port
+from rtap_trio.metrics import Metrics
+from rtap_trio.settings import HttpSettings, OutputSettings
 from rtap_trio.supervisor import RestartPolicy, Supervisor
-from rtap_trio.telemetry import Metrics, serve_telemetry
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import EventType, Stream
 from rtap_trio.transport.websocket import WebSocketServer
@@ -137,7 +138,7 @@ async def test_websocket_client_cap_holds_under_concurrent_connects() -> None:
 @pytest.mark.timeout(30)
 async def test_head_requests_answer_like_get_without_a_body() -> None:
     metrics = Metrics()
-    settings = TelemetrySettings(port=0)
+    settings = HttpSettings(port=0)
     supervisor = Supervisor(RestartPolicy(max_restarts=0))
 
     def health() -> dict[str, object]:
@@ -158,7 +159,7 @@ async def test_head_requests_answer_like_get_without_a_body() -> None:
         port = await nursery.start(
             supervisor.supervise_started,
             "telemetry",
-            lambda task_status: serve_telemetry(settings, metrics, health, task_status=task_status),
+            lambda task_status: serve_http_port(settings, metrics, health, task_status=task_status),
         )
         get = await request(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         body = get.split(b"\r\n\r\n", 1)[1]
@@ -242,7 +243,7 @@ def test_binding_off_loopback_without_a_token_is_a_configuration_error() -> None
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
-    for key in ("output.bind_address", "telemetry.bind_address"):
+    for key in ("output.bind_address", "http.bind_address"):
         with pytest.raises(ConfigError, match=f"{key} is 0.0.0.0.*security.token is not set"):
             service_settings("pc2", **{key: "0.0.0.0"})
     with pytest.raises(ConfigError, match="at least 16 characters"):
@@ -265,7 +266,7 @@ async def test_binding_off_loopback_with_a_token_says_what_has_no_authentication
             **{
                 "audio.source": "none",
                 "output.bind_address": "0.0.0.0",
-                "telemetry.bind_address": "0.0.0.0",
+                "http.bind_address": "0.0.0.0",
                 "security.token": "0123456789abcdef0123",
             },
         )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from rtap_trio.metrics import Metrics
 from rtap_trio.session_context import publishing_context
 from rtap_trio.session_state import (
     ALLOWED_TRANSITIONS,
@@ -9,7 +10,6 @@ from rtap_trio.session_state import (
     SessionStateMachine,
     StateTransitionError,
 )
-from rtap_trio.telemetry import Metrics
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import Stream
 

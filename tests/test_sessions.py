@@ -23,9 +23,9 @@ from rtap_trio.audio.base import AudioSource
 from rtap_trio.audio.file import DemoSource, load_audio
 from rtap_trio.client import AudioSessionClient, open_audio_session
 from rtap_trio.devtools.textmetrics import word_error_rate
+from rtap_trio.health import count_trio_tasks
 from rtap_trio.items import Float32
 from rtap_trio.session_context import SessionContext
-from rtap_trio.telemetry import count_trio_tasks
 from rtap_trio.transport.schemas import EventType
 
 from .support import ZmqCollector, http_get, service_settings

@@ -36,7 +36,7 @@ def test_repo_profiles_load_and_differ() -> None:
     assert default.output.zmq_pub_port_events == 6552
     assert default.output.zmq_pub_port_transcripts == 6553
     assert default.output.websocket_port == 5802
-    assert default.telemetry.port == 8080
+    assert default.http.port == 8080
     assert default.output.bind_address == "127.0.0.1"
     assert default.stt.engine == "whispercpp"
     assert default.stt.whispercpp.model_name == "base"
@@ -67,15 +67,15 @@ def test_substitution_with_default_and_type(profiles: Path) -> None:
     write(
         profiles,
         "sub",
-        "extends: default\ntelemetry:\n  port: ${METRICS_PORT:9100}\n"
+        "extends: default\nhttp:\n  port: ${METRICS_PORT:9100}\n"
         "stt:\n  whispercpp:\n    model_name: ${MODEL}\n  language: 'x-${LANG_SUFFIX:en}'\n",
     )
     settings = load_settings("sub", directory=profiles, environ={"MODEL": "tiny.en"})
-    assert settings.telemetry.port == 9100
+    assert settings.http.port == 9100
     assert settings.stt.whispercpp.model_name == "tiny.en"
     assert settings.stt.language == "x-en"
     settings = load_settings("sub", directory=profiles, environ={"MODEL": "m", "METRICS_PORT": "1"})
-    assert settings.telemetry.port == 1
+    assert settings.http.port == 1
 
 
 def test_substitution_without_default_fails(profiles: Path) -> None:
@@ -164,6 +164,32 @@ def test_a_bad_value_under_an_old_name_names_its_file(profiles: Path) -> None:
         load_settings("old", directory=profiles, environ={})
     assert str(profiles / "old.yaml") in str(info.value)
     assert info.value.key_path == "stt.whispercpp.n_threads"
+
+
+def test_old_telemetry_names_of_the_http_port_still_load_with_one_warning(
+    profiles: Path,
+) -> None:
+    # Before issue 17 the HTTP port's keys sat in telemetry (OpenAI under
+    # telemetry.port): profiles and variables written then keep working.
+    write(
+        profiles,
+        "old",
+        "extends: default\ntelemetry:\n  port: 9100\n  max_connections: 64\n  log_level: DEBUG\n",
+    )
+    settings = load_settings(
+        "old", directory=profiles, environ={"RTAP_TELEMETRY__BIND_ADDRESS": "::1"}
+    )
+    assert (settings.http.port, settings.http.max_connections) == (9100, 64)
+    assert settings.http.bind_address == "::1"
+    assert settings.telemetry.log_level == "DEBUG"  # still telemetry's
+    profile, variable = settings.deprecations
+    assert "telemetry.port, telemetry.max_connections" in profile
+    assert "(now http.port, http.max_connections)" in profile
+    assert variable.startswith("environment variable RTAP_TELEMETRY__BIND_ADDRESS:")
+    assert "\n" not in profile + variable
+    settings = load_settings(directory=profiles, environ={}, overrides={"telemetry.enabled": False})
+    assert not settings.http.enabled
+    assert settings.deprecations[0].startswith("command line: deprecated setting names")
 
 
 def test_shipped_profiles_use_no_old_names() -> None:

@@ -22,8 +22,9 @@ from trio_websocket import (
 from rtap_trio.app import Service
 from rtap_trio.audio.file import load_audio
 from rtap_trio.client import open_audio_session
+from rtap_trio.health import count_trio_tasks
+from rtap_trio.metrics import Metrics
 from rtap_trio.settings import OutputSettings, SecuritySettings
-from rtap_trio.telemetry import Metrics, count_trio_tasks
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import (
     EventMessage,

@@ -241,7 +241,7 @@ class ServicePorts:
             "RTAP_OUTPUT__ZMQ_PUB_PORT_EVENTS": str(self.events),
             "RTAP_OUTPUT__ZMQ_PUB_PORT_TRANSCRIPTS": str(self.transcripts),
             "RTAP_OUTPUT__WEBSOCKET_PORT": str(self.websocket),
-            "RTAP_TELEMETRY__PORT": str(self.telemetry),
+            "RTAP_HTTP__PORT": str(self.telemetry),
             "RTAP_OUTPUT__ZMQ_CATCHUP_PORT": str(self.catchup),
         }
 

@@ -20,8 +20,8 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from ..metrics import Metrics
 from ..settings import OutputSettings
-from ..telemetry import Metrics
 from ..transport.outbox import Outbox
 from ..transport.schemas import LatencyBreakdown
 from ..transport.websocket import WebSocketServer

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..items import AudioFrame, Samples
+from ..metrics import Metrics
 from ..settings import Settings
 from ..stages.wakeword import WakeWordDetector
-from ..telemetry import Metrics
 from ..testing import detached_context, detached_frontend
 from ..transport.outbox import Outbox
 from ..vad import load_vad

@@ -81,7 +81,7 @@ def _settings(settings: Settings) -> Settings:
                     "websocket_port": 0,
                 }
             ),
-            "telemetry": settings.telemetry.model_copy(update={"port": 0}),
+            "http": settings.http.model_copy(update={"port": 0}),
         }
     )
 

@@ -28,7 +28,7 @@ async def measure_throughput(settings: Settings, audio: Samples) -> dict[str, An
             "output": settings.output.model_copy(
                 update={"zmq_enabled": False, "websocket_enabled": False}
             ),
-            "telemetry": settings.telemetry.model_copy(update={"enabled": False}),
+            "http": settings.http.model_copy(update={"enabled": False}),
         }
     )
     source = ArraySource(

@@ -33,9 +33,9 @@ from ..audio.pcm import pcm_to_float
 from ..devtools import speechgen
 from ..devtools.textmetrics import normalize_text
 from ..items import AudioFrame, Samples
+from ..metrics import Metrics
 from ..settings import Settings
 from ..stt import SttBackend, load_backend
-from ..telemetry import Metrics
 from ..testing import detached_context, detached_frontend
 from ..transport.outbox import Outbox
 from ..vad import load_vad

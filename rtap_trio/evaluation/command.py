@@ -29,7 +29,7 @@ def run_eval_command(
     """``python -m rtap_trio eval``: run, write the reports, print the Markdown."""
     # Imported here, as the pipeline's modules are in the runner: importing the
     # package for its scoring (textmetrics, the tests) need not load telemetry.
-    from ..telemetry import configure_logging
+    from ..logs import configure_logging
 
     folder = path if path is not None else DEFAULT_CORPUS
     refs = references_for(folder, references)

@@ -72,7 +72,7 @@ _FORCED: dict[str, Any] = {
     "audio.realtime": False,
     "output.zmq_enabled": False,
     "output.websocket_enabled": False,
-    "telemetry.enabled": False,
+    "http.enabled": False,
 }
 
 
@@ -118,8 +118,8 @@ class _PipelineRun:
 
 async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _PipelineRun:
     """The file through a session (as ``replay`` runs it) on already loaded models."""
+    from ..metrics import Metrics
     from ..sessions import SessionManager
-    from ..telemetry import Metrics
     from ..transport.outbox import Outbox
     from ..transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
 

@@ -9,8 +9,8 @@ import itertools
 
 from ..audio.base import AudioSource
 from ..buffers import PolicySendChannel
+from ..clock import now
 from ..items import AudioFrame, TurnEnd
-from ..telemetry import now
 
 __all__ = ["CaptureStage"]
 

@@ -24,10 +24,10 @@ import numpy as np
 import trio
 
 from ..buffers import PolicySendChannel, RingBuffer
+from ..clock import now
 from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
 from ..session_context import SessionContext
 from ..settings import AudioSettings, VadSettings
-from ..telemetry import now
 from ..transport.schemas import EventType
 from ..vad.base import VoiceActivity
 from .endpointer import Endpointer, SpeechEnded, SpeechStarted

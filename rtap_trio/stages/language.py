@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import trio
 
+from ..clock import now
 from ..items import Transcription
 from ..models.fasttext_models import LanguageIdentifier, SentimentClassifier
 from ..session_context import SessionContext
 from ..settings import LanguageSettings
-from ..telemetry import now
 from ..transport.schemas import EventType, LatencyBreakdown
 
 __all__ = ["LanguageAnalyzer", "LanguageStage", "TextAnalysis", "pipeline_overhead_ms"]

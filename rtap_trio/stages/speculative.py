@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import trio
 
+from ..clock import now
 from ..errors import SttSkippedError, SttTimeoutError
 from ..items import EarlyTranscript, Samples, SttResult
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
-from ..telemetry import now
 from ..transport.schemas import EventType
 from .partials import LocalAgreement
 from .preprocess import prepare_for_stt

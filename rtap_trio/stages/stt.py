@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import trio
 
+from ..clock import now
 from ..errors import SttTimeoutError
 from ..items import SttResult, Transcription, Utterance
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
 from ..stt.hallucination import compression_ratio, discard_reason
-from ..telemetry import now
 from ..transport.schemas import EventType
 from .preprocess import prepare_for_stt
 

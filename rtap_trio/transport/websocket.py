@@ -44,8 +44,8 @@ from ..connections import (
     http_refusal,
 )
 from ..errors import PortInUseError, only_errors, validation_problem
+from ..metrics import Metrics
 from ..settings import OutputSettings, SecuritySettings
-from ..telemetry import Metrics
 from .outbox import Outbox, Subscription
 from .schemas import Stream, SubscribeRequest, WatcherNotice
 from .websocket_close import GOING_AWAY, POLICY, TRY_AGAIN, UNSUPPORTED_DATA, close_reason

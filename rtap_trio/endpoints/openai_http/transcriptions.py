@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from ...audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSource
 from ...errors import AudioSourceError, ConfigError
-from ...http import READ_TIMEOUT_S
+from ...http_server import READ_TIMEOUT_S
 from ...session_bridge import SessionBridge
 from ...sessions import SessionLimitError, SessionManager, SessionOptions
 from ...settings import Settings

@@ -40,6 +40,7 @@ from loguru import logger
 
 from ...audio.network import AudioFormatError, PushedAudio
 from ...errors import ConfigError, ModelError, PortInUseError
+from ...metrics import Metrics
 from ...session_bridge import SessionBridge
 from ...sessions import (
     EndReason,
@@ -48,7 +49,6 @@ from ...sessions import (
     SessionOptions,
 )
 from ...settings import Settings
-from ...telemetry import Metrics
 from ...transport.schemas import EventMessage, EventType, TranscriptMessage
 from ...wakeword import builtin_keywords
 from .codec import EventReader, ProtocolError, WyomingEvent, write_event

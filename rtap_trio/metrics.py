@@ -1,26 +1,23 @@
-"""Telemetry: Prometheus metrics, the /metrics + /health endpoint, JSON logs.
+"""Metrics: every ``rtap_*`` Prometheus metric, in a registry of the service's own.
 
 :class:`Metrics` owns its own registry (no process-global state), so several
-services can live in one process and tests see only their own numbers.
+services can live in one process and tests see only their own numbers. Apart
+from the HTTP port that serves them (``http_port.py``) and from logging
+(``logs.py``): stages, sessions and servers count into it without knowing who
+reads it.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-import json
-import logging
 import os
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import psutil
 import trio
 from loguru import logger
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -28,26 +25,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
-from .access import AccessPolicy
-from .connections import ConnectionCap
-from .http import serve_http
-from .settings import TelemetrySettings
-
-__all__ = [
-    "FrontEndSteps",
-    "HealthReport",
-    "Metrics",
-    "StepTimes",
-    "configure_logging",
-    "count_trio_tasks",
-    "http_connections",
-    "serve_telemetry",
-    "telemetry_routes",
-]
+__all__ = ["FrontEndSteps", "Metrics", "StepTimes", "sample_resources_every"]
 
 # Buckets span a 20 ms frame's front-end cost up to a slow CPU transcription.
 _LATENCY_BUCKETS = (
@@ -306,152 +285,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-HealthReport = Callable[[], dict[str, Any]]
-
-
-def telemetry_routes(metrics: Metrics, health: HealthReport) -> list[BaseRoute]:
-    """``GET /metrics`` (Prometheus) and ``GET /health`` (JSON, 503 unless ok); HEAD too."""
-
-    async def metrics_page(request: Request) -> Response:
-        metrics.sample_resources(cpu=False)
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    async def health_page(request: Request) -> Response:
-        report = health()
-        return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
-
-    return [Route("/metrics", metrics_page), Route("/health", health_page)]
-
-
-async def serve_telemetry(
-    settings: TelemetrySettings,
-    metrics: Metrics,
-    health: HealthReport,
-    routes: Sequence[BaseRoute] = (),
-    *,
-    policy: AccessPolicy | None = None,
-    connections: ConnectionCap | None = None,
-    shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``/metrics``, ``/health`` and ``routes`` over HTTP; reports the bound port.
-
-    Also samples the process's memory and CPU every ``resource_interval_s``.
-    At most ``settings.max_connections`` connections are open (``connections``
-    counts them). Returns once ``shutdown`` is set and open connections have finished.
-    """
-    if connections is None:
-        connections = http_connections(settings)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_sample_resources, metrics, settings.resource_interval_s)
-        await serve_http(
-            "telemetry",
-            settings.bind_address,
-            settings.port,
-            [*telemetry_routes(metrics, health), *routes],
-            policy=policy,
-            connections=connections,
-            shutdown=shutdown,
-            task_status=task_status,
-        )
-        nursery.cancel_scope.cancel()  # the server has finished: so has the sampling
-
-
-def http_connections(settings: TelemetrySettings) -> ConnectionCap:
-    """The HTTP server's connection cap, for :func:`serve_telemetry` and ``/health``."""
-    return ConnectionCap("http", settings.max_connections, "telemetry.max_connections")
-
-
-async def _sample_resources(metrics: Metrics, interval_s: float) -> None:
+async def sample_resources_every(metrics: Metrics, interval_s: float) -> None:
+    """Sample the process's memory and CPU every ``interval_s``, until cancelled."""
     while True:
         metrics.sample_resources()
         await trio.sleep(interval_s)
-
-
-def count_trio_tasks() -> int:
-    """Every task of the running trio run: a leak (a session's task left behind) shows here."""
-
-    def count(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(
-            count(child) for nursery in task.child_nurseries for child in nursery.child_tasks
-        )
-
-    root = trio.lowlevel.current_root_task()
-    return count(root) if root is not None else 0
-
-
-def configure_logging(settings: TelemetrySettings, session_id: str) -> None:
-    """Send loguru's records to stderr as one JSON object per line (or plain text).
-
-    Loguru's logger is process-wide by design; this replaces its sinks.
-    """
-    logger.remove()
-    pid = os.getpid()
-
-    def json_sink(message: Any) -> None:
-        record = message.record
-        extra = record["extra"]
-        entry: dict[str, Any] = {
-            "timestamp": record["time"].isoformat(),
-            "level": record["level"].name,
-            "message": record["message"],
-            "component": extra.get("component", record["name"]),
-            "session_id": extra.get("session_id", session_id),
-            "pid": pid,
-        }
-        for key in ("stage", "latency_ms", "utterance_id", "state"):
-            if key in extra:
-                entry[key] = extra[key]
-        for key, value in extra.items():
-            if key not in entry and key not in ("component",):
-                entry[key] = value
-        if record["exception"] is not None:
-            exc_type, exc_value, _ = record["exception"]
-            entry["error"] = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"
-        sys.stderr.write(json.dumps(entry, default=str) + "\n")
-
-    if settings.log_format == "json":
-        logger.add(json_sink, level=settings.log_level, backtrace=False, diagnose=False)
-    else:
-        logger.add(
-            sys.stderr,
-            level=settings.log_level,
-            format="{time:HH:mm:ss.SSS} {level:<7} {extra[component]:<10} {message}",
-            backtrace=False,
-            diagnose=False,
-        )
-    logger.configure(extra={"component": "rtap", "session_id": session_id})
-    _route_stdlib_logging(settings.log_level)
-
-
-class _ToLoguru(logging.Handler):
-    """Hands records of the standard library's logging (and of ``warnings``) to loguru.
-
-    Libraries and the model converter log through ``logging``, and numpy
-    warns through ``warnings``: without this they print plain text between
-    the JSON lines.
-    """
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level: str | int = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        component = "warnings" if record.name == "py.warnings" else record.name
-        logger.bind(component=component).opt(exception=record.exc_info).log(
-            level, record.getMessage().strip()
-        )
-
-
-def _route_stdlib_logging(level: str) -> None:
-    root = logging.getLogger()
-    root.handlers = [_ToLoguru()]
-    # The same threshold as loguru's, so that nothing is formatted for nothing.
-    levels = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO}
-    root.setLevel(levels.get(level, logging.INFO if level == "SUCCESS" else logging.WARNING))
-    logging.captureWarnings(True)
-
-
-def now() -> float:
-    """The clock every latency figure uses: monotonic, comparable across threads."""
-    return time.perf_counter()

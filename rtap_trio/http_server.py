@@ -1,9 +1,9 @@
-"""The HTTP server on ``telemetry.port``: hypercorn's trio worker running a Starlette app.
+"""The HTTP server: hypercorn's trio worker running a Starlette app, within limits.
 
-Routes come from whoever serves something over HTTP (telemetry's ``/metrics``
-and ``/health``, the OpenAI-compatible ``/v1/audio/transcriptions``); this
-module only runs them, with limits on what a client may send: headers, how
-long a read may take, how long an idle keep-alive connection is kept.
+Routes come from whoever serves something over HTTP (``http_port.py`` gathers
+those of the HTTP port: ``/metrics``, ``/health``, the console, OpenAI and
+Realtime); this module only runs them, with limits on what a client may send:
+headers, how long a read may take, how long an idle keep-alive connection is kept.
 Hypercorn answers HEAD like GET without the body, and its errors go to the
 standard library's logging, which the service routes into its JSON logs.
 
@@ -14,7 +14,7 @@ transcripts) then pass the rest of the :class:`~rtap_trio.access.AccessPolicy`
 
 Connections are accepted here, not by hypercorn's ``serve``: through a
 :class:`~rtap_trio.connections.BoundedListener`, so that at most
-``telemetry.max_connections`` are open (more get a 503 at once) and running out
+``http.max_connections`` are open (more get a 503 at once) and running out
 of descriptors (EMFILE) is waited out; each accepted connection is then served
 by hypercorn's own connection handler, as ``serve`` would.
 """
@@ -137,7 +137,7 @@ async def serve_http(
     app: _App = Starlette(routes=list(routes))
     if policy is not None:
         app = _Guarded(app, policy)
-    cap = connections or ConnectionCap(what, 128, "telemetry.max_connections")
+    cap = connections or ConnectionCap(what, 128, "http.max_connections")
     refusal = http_refusal(
         "503 Service Unavailable", f"too many connections ({cap.setting}): try again"
     )

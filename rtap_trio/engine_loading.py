@@ -1,0 +1,49 @@
+"""Loading the engines every session shares (STT, language, VAD) and opening the
+local audio source, side by side.
+
+Apart from the composition root because it is the one slow step of a start
+(models load for seconds): all of it runs at once, and any failure ends the
+start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from loguru import logger
+
+from .audio import AudioSource
+from .pipeline import Engines
+from .settings import Settings
+from .stages.language import LanguageAnalyzer
+from .stt import load_backend
+from .vad import load_vad
+
+__all__ = ["load_engines"]
+
+
+async def load_engines(settings: Settings, source: AudioSource | None) -> Engines:
+    """The engines the settings name, loaded while ``source`` (if any) opens."""
+    log = logger.bind(component="service")
+    results: dict[str, Any] = {}
+
+    async def load(name: str, fn: Callable[[], Any]) -> None:
+        results[name] = await fn()
+
+    started = time.perf_counter()
+    log.info("loading engines and opening the audio source")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(load, "stt", lambda: load_backend(settings.stt))
+        nursery.start_soon(load, "analyzer", lambda: LanguageAnalyzer.load(settings.language))
+        nursery.start_soon(
+            load,
+            "vad",
+            lambda: trio.to_thread.run_sync(load_vad, settings.vad, settings.audio.sample_rate),
+        )
+        if source is not None:
+            nursery.start_soon(source.open)
+    log.info("engines loaded in {:.2f}s", time.perf_counter() - started)
+    return Engines(stt=results["stt"], analyzer=results["analyzer"], vad=results["vad"])
