@@ -196,7 +196,10 @@ class ZmqCatchup:
         replies_in, replies_out = trio.open_memory_channel[bytes](self._send_hwm)
 
         async def read() -> None:
-            async with replies_in:
+            # Closed synchronously: an ``async with`` would checkpoint on the
+            # way out, and the writer, ending at that moment, would cancel it
+            # and so replace the ZmtpError that says why the peer was cut off.
+            try:
                 while True:
                     message = await connection.receive()
                     if not isinstance(message, list):
@@ -206,11 +209,15 @@ class ZmqCatchup:
                     reply = self.answer(request, peer=peer, now=trio.current_time())
                     await replies_in.send(encode_message([*envelope, reply]))
                     self.answered += 1
+            finally:
+                replies_in.close()
 
         async def write() -> None:
-            async with replies_out:
+            try:
                 async for reply in replies_out:
                     await connection.send(reply)
+            finally:
+                replies_out.close()
 
         broken = await serve_peer(connection, "ROUTER", _REQUESTER_TYPES, read, write)
         if broken:
