@@ -238,8 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .allocator import pin_mmap_threshold
     from .app import Service
     from .logs import configure_logging
+
+    pin_mmap_threshold()
 
     extra: dict[str, Any] = {}
     if args.source:
@@ -295,9 +298,12 @@ async def _run_printing(service: Service, subscription: Subscription) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from .allocator import pin_mmap_threshold
     from .app import Service
     from .audio.file import replay_source
     from .logs import configure_logging
+
+    pin_mmap_threshold()
 
     extra: dict[str, Any] = {
         "audio.source": f"file:{args.path}",

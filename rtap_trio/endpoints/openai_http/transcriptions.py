@@ -120,13 +120,17 @@ class Transcriptions:
             raise ApiError(400, "the request is not a valid form: it has no boundary")
         form = MultipartForm(boundary, self._max_bytes)
         received = 0
-        # Counted as it arrives, whatever Content-Length said: with chunked
-        # transfer encoding the header is not what limits the body.
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > budget:
-                raise too_big
-            form.feed(chunk)
+        try:
+            # Counted as it arrives, whatever Content-Length said: with chunked
+            # transfer encoding the header is not what limits the body.
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > budget:
+                    raise too_big
+                form.feed(chunk)
+        except BaseException:
+            form.close()  # what it took, freed now (see MultipartForm.close)
+            raise
         return form
 
     def _options(self, fields: dict[str, str], manager: SessionManager) -> tuple[str, str | None]:
