@@ -33,9 +33,10 @@ import trio
 import zmq
 from loguru import logger
 
+from .events import StandbyHandback, StandbyTakeover
 from .metrics import Metrics
 from .settings import StandbySettings
-from .transport.outbox import Outbox, SessionOutbox
+from .transport.outbox import Outbox, Published, SessionOutbox
 from .transport.schemas import (
     EventMessage,
     EventType,
@@ -132,7 +133,7 @@ class StandbyRelay:
                     nursery.start_soon(self._watch)
                     task_status.started()
                     async for item in subscription.receive:
-                        self._relay(item.message)
+                        self._relay(item)
                     nursery.cancel_scope.cancel()
         finally:
             close(socket)
@@ -205,12 +206,13 @@ class StandbyRelay:
         self._metrics.standby_switches.labels("takeover").inc()
         self._log.warning("taking over: {}; {} withheld transcripts", reason, len(self._withheld))
         self._events.event(
-            EventType.STANDBY_TAKEOVER,
-            reason=reason,
-            primary_id=self._primary_id,
-            silent_ms=round((now - since) * 1000, 1),
-            last_heartbeat_at=self._last_beat_wall,
-            withheld=len(self._withheld),
+            StandbyTakeover(
+                reason=reason,
+                primary_id=self._primary_id,
+                silent_ms=round((now - since) * 1000, 1),
+                last_heartbeat_at=self._last_beat_wall,
+                withheld=len(self._withheld),
+            )
         )
         while self._withheld:
             self._publish_transcript(self._withheld.popleft().message)
@@ -223,14 +225,15 @@ class StandbyRelay:
         self._metrics.standby_switches.labels("handback").inc()
         self._log.warning("the primary {} is back: following it again", beat.session_id)
         self._events.event(
-            EventType.STANDBY_HANDBACK,
-            primary_id=beat.session_id,
-            primary_started_at=self._primary_started_wall,
+            StandbyHandback(
+                primary_id=beat.session_id, primary_started_at=self._primary_started_wall
+            )
         )
 
     # ------------------------------------------------------------------ relaying
 
-    def _relay(self, message: EventMessage | TranscriptMessage | LevelMessage) -> None:
+    def _relay(self, item: Published) -> None:
+        message = item.message
         if isinstance(message, TranscriptMessage):
             if self.active:
                 self._publish_transcript(message)
@@ -239,13 +242,12 @@ class StandbyRelay:
                 self._withhold(message)
         elif not self.active:
             return  # following: the standby publishes nothing
-        elif isinstance(message, EventMessage):
+        elif item.event is not None:  # as its session made it: the same data
             self._public.event(
-                message.type,
+                item.event,
                 message.session_id,
                 message.utterance_id,
                 session_seq=message.session_seq,
-                **message.data,
             )
         elif isinstance(message, LevelMessage):
             self._public.level(

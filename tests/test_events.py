@@ -44,7 +44,8 @@ from rtap_trio.events import (
     event_class,
     parse_event,
 )
-from rtap_trio.transport.schemas import EventMessage, EventType, parse_message
+from rtap_trio.transport.outbox import Outbox
+from rtap_trio.transport.schemas import EventMessage, EventType, Stream, parse_message
 
 SID = "3f2a9c1b7d40"
 CLASSES: tuple[type[Event], ...] = get_args(Event)
@@ -320,7 +321,9 @@ def _message(type: EventType, data: dict[str, Any]) -> EventMessage:
 
 
 def _wire(case: Case) -> str:
-    return _message(case.event.type, case.event.wire_data()).model_dump_json()
+    """As the outbox publishes it."""
+    outbox = Outbox(clock=lambda: 1700000000.0)
+    return outbox.event(case.event, SID).model_dump_json()
 
 
 def _golden(case: Case) -> str:
@@ -349,6 +352,20 @@ def test_parsed_back_from_the_wire(case: Case) -> None:
     message = parse_message(_wire(case))
     assert isinstance(message, EventMessage)
     assert parse_event(message) == case.event
+
+
+async def test_in_process_subscribers_get_the_event_itself() -> None:
+    outbox = Outbox(clock=lambda: 1700000000.0)
+    subscription = outbox.subscribe("test", (Stream.EVENTS,), 10)
+    outbox.session(SID).event(SpeechEnd(offset_s=3.42, reason="silence"), f"{SID}-0001")
+    outbox.close()
+    [item] = [item async for item in subscription.receive]
+    assert item.event == SpeechEnd(offset_s=3.42, reason="silence")
+    assert item.payload == (
+        b'{"schema_version":1,"seq":0,"session_seq":0,"session_id":"3f2a9c1b7d40",'
+        b'"utterance_id":"3f2a9c1b7d40-0001","emitted_at":1700000000.0,"kind":"event",'
+        b'"type":"speech_end","data":{"offset_s":3.42,"reason":"silence"}}'
+    )
 
 
 def test_keys_it_does_not_know_are_ignored() -> None:
