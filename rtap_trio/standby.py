@@ -33,13 +33,18 @@ import trio
 import zmq
 from loguru import logger
 
-from .events import StandbyHandback, StandbyTakeover
+from .events import (
+    Heartbeat,
+    ServiceStopping,
+    StandbyHandback,
+    StandbyTakeover,
+    parse_event,
+)
 from .metrics import Metrics
 from .settings import StandbySettings
 from .transport.outbox import Outbox, Published, SessionOutbox
 from .transport.schemas import (
     EventMessage,
-    EventType,
     LevelMessage,
     Stream,
     TranscriptMessage,
@@ -152,15 +157,22 @@ class StandbyRelay:
             if isinstance(message, TranscriptMessage):
                 self._primary_transcript(message)
             elif isinstance(message, EventMessage):
-                if message.type is EventType.HEARTBEAT:
-                    self._heartbeat(message)
-                elif message.type is EventType.SERVICE_STOPPING and not self.active:
-                    self._take_over("the primary is stopping")
+                self._primary_event(message)
 
-    def _heartbeat(self, beat: EventMessage) -> None:
+    def _primary_event(self, message: EventMessage) -> None:
+        try:
+            event = parse_event(message)
+        except ValueError:
+            return  # not as RTAP writes it: nothing to follow
+        match event:
+            case Heartbeat(uptime_s=uptime):
+                self._heartbeat(message, uptime)
+            case ServiceStopping() if not self.active:
+                self._take_over("the primary is stopping")
+
+    def _heartbeat(self, beat: EventMessage, uptime: float) -> None:
         self._last_beat = trio.current_time()
         self._last_beat_wall = beat.emitted_at
-        uptime = float(beat.data.get("uptime_s", 0.0))
         if self._primary_id != beat.session_id:  # first heard, or restarted
             self._primary_id = beat.session_id
             self._primary_started_wall = beat.emitted_at - uptime
