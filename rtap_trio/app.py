@@ -31,6 +31,7 @@ from .critical_tasks import CriticalTasks
 from .endpoints import AUDIO_PATH, WyomingServer, openai_routes
 from .engine_loading import load_engines
 from .errors import RestartsExhaustedError
+from .events import ServiceFailing, ServiceStopping, StageError
 from .health import (
     connections_report,
     descriptors_report,
@@ -54,7 +55,7 @@ from .stt import ABORT_WAIT_S
 from .supervisor import RestartPolicy, Supervisor
 from .transport.catchup import ZmqCatchup
 from .transport.outbox import Outbox
-from .transport.schemas import EventType, Stream
+from .transport.schemas import Stream
 from .transport.websocket import WebSocketServer
 from .transport.zmq import ZmqPublisher
 from .websocket_port import websocket_port
@@ -315,7 +316,7 @@ class Service:
     async def _flush(self, emitters: trio.Nursery) -> None:
         """Drained, or cut off at the deadline: tell subscribers, then give the
         emitters and the WebSockets a moment to send what is queued."""
-        self._events.event(EventType.SERVICE_STOPPING)
+        self._events.event(ServiceStopping())
         if self.standby is not None:  # what it relays, then the end
             self._internal.close()
             with trio.move_on_after(_FLUSH_S):
@@ -352,7 +353,7 @@ class Service:
         if self._failure is None:
             self._failure = exc
         logger.bind(component="service").critical("{}: stopping gracefully, to be restarted", exc)
-        self._events.event(EventType.SERVICE_FAILING, task=name, error=str(exc)[:500])
+        self._events.event(ServiceFailing(task=name, error=str(exc)[:500]))
         self.stop()
 
     @staticmethod
@@ -438,7 +439,7 @@ class Service:
         self.metrics.errors.labels(task, type(exc).__name__).inc()
         self.metrics.task_restarts.labels(task).inc()
         self._events.event(
-            EventType.STAGE_ERROR, stage=task, error_type=type(exc).__name__, error=str(exc)[:500]
+            StageError(stage=task, error_type=type(exc).__name__, error=str(exc)[:500])
         )
 
     # ------------------------------------------------------------------ health

@@ -16,6 +16,7 @@ import trio
 
 from .audio.base import AudioSource
 from .buffers import FullPolicy, PolicySendChannel, open_channel
+from .events import FramesDropped, UtteranceDropped
 from .items import AudioFrame, Transcription, TurnEnd, Utterance
 from .session_context import SessionContext
 from .settings import Settings
@@ -27,7 +28,6 @@ from .stages.stt import SttStage
 from .stages.wakeword import WakeWordDetector
 from .stt import SttBackend
 from .supervisor import Supervisor
-from .transport.schemas import EventType
 from .vad import VadEngine
 from .wakeword import load_wakeword
 
@@ -179,14 +179,12 @@ class SessionPipeline:
         if now - self._last_drop_event >= _DROP_EVENT_INTERVAL_S:
             self._last_drop_event = now
             self.ctx.outbox.event(
-                EventType.FRAMES_DROPPED,
-                dropped_total=self.frames.statistics().dropped,
-                reason="queue_full",
+                FramesDropped(dropped_total=self.frames.statistics().dropped, reason="queue_full")
             )
 
     def _utterance_dropped(self, utterance: Utterance) -> None:
         self.ctx.metrics.utterances.labels(self.ctx.kind, "dropped").inc()
-        self.ctx.outbox.event(EventType.UTTERANCE_DROPPED, utterance.id, reason="queue_full")
+        self.ctx.outbox.event(UtteranceDropped(reason="queue_full"), utterance.id)
         self.ctx.state.utterance_done("dropped")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

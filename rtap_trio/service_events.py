@@ -15,10 +15,10 @@ import trio
 from loguru import logger
 
 from .audio import AudioSource
+from .events import Heartbeat, ServiceStarted
 from .sessions import Session
 from .stt import SttBackend
 from .transport.outbox import Outbox, SessionOutbox
-from .transport.schemas import EventType
 
 __all__ = ["announce_start", "send_heartbeats"]
 
@@ -34,14 +34,15 @@ def announce_start(
     """``service_started`` (the bound ports, the model, the local session), and its log line."""
     name = source.name if source is not None else "none"
     events.event(
-        EventType.SERVICE_STARTED,
-        source=name,
-        model=stt.name,
-        stt_device=stt.device,
-        stt_device_fallback=stt.device_fallback,
-        ports=ports,
-        profile=profile,
-        local_session_id=local_session.id if local_session else None,
+        ServiceStarted(
+            source=name,
+            model=stt.name,
+            stt_device=stt.device,
+            stt_device_fallback=stt.device_fallback,
+            ports=ports,
+            profile=profile,
+            local_session_id=local_session.id if local_session else None,
+        )
     )
     logger.bind(component="service").info(
         "RTAP running: profile {} source {} model {} ports {}", profile, name, stt.name, ports
@@ -62,11 +63,12 @@ async def send_heartbeats(
     started = trio.current_time()
     while not stopped.is_set():
         events.event(
-            EventType.HEARTBEAT,
-            uptime_s=round(trio.current_time() - started, 1),
-            sessions=sessions(),
-            next_seq=outbox.statistics().published,
-            role=role,
+            Heartbeat(
+                uptime_s=round(trio.current_time() - started, 1),
+                sessions=sessions(),
+                next_seq=outbox.statistics().published,
+                role=role,
+            )
         )
         with trio.move_on_after(interval_s):
             await stopped.wait()

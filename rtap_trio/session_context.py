@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from .events import StateChanged, StateReset
 from .metrics import Metrics
 from .session_state import PipelineState, SessionStateMachine
 from .transport.outbox import Outbox, SessionOutbox
-from .transport.schemas import EventType
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -50,9 +50,7 @@ def publishing_context(
 
     def transitioned(before: PipelineState, to: PipelineState, reason: str) -> None:
         metrics.state_transitions.labels(before.value, to.value).inc()
-        session_outbox.event(
-            EventType.STATE_CHANGED, **{"from": before.value, "to": to.value, "reason": reason}
-        )
+        session_outbox.event(StateChanged(from_state=before.value, to=to.value, reason=reason))
         log.bind(component="pipeline", state=to.value).debug(
             "state {} -> {} ({})", before.value, to.value, reason
         )
@@ -60,8 +58,7 @@ def publishing_context(
     def reset(before: PipelineState, attempted: PipelineState, reason: str) -> None:
         metrics.state_resets.inc()
         session_outbox.event(
-            EventType.STATE_RESET,
-            **{"from": before.value, "attempted": attempted.value, "reason": reason},
+            StateReset(from_state=before.value, attempted=attempted.value, reason=reason)
         )
         log.bind(component="pipeline").warning(
             "state {} -> {} is not allowed ({}): reset to IDLE",

@@ -31,6 +31,7 @@ import trio
 from .audio.base import AudioSource
 from .audio.network import PushedAudio
 from .errors import ConfigError, RestartsExhaustedError, RTAPError, find_error, only_errors
+from .events import SessionEnded, SessionFailed, SessionStarted, StageError
 from .metrics import Metrics
 from .pipeline import Engines, PipelineStatistics, SessionPipeline
 from .session_bridge import SessionBridge, connect_bridge, open_bridge
@@ -39,7 +40,7 @@ from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
 from .supervisor import RestartPolicy, Saboteur, Supervisor
 from .transport.outbox import Outbox, SessionOutbox
-from .transport.schemas import EventType, Stream
+from .transport.schemas import Stream
 from .wakeword import check_keywords
 
 __all__ = [
@@ -162,11 +163,7 @@ class Session:
         metrics.errors.labels(stage, type(exc).__name__).inc()
         metrics.task_restarts.labels(stage).inc()
         self.outbox.event(
-            EventType.STAGE_ERROR,
-            stage=stage,
-            task=task,
-            error_type=type(exc).__name__,
-            error=str(exc)[:500],
+            StageError(stage=stage, task=task, error_type=type(exc).__name__, error=str(exc)[:500])
         )
         self.state.fault(f"{task} crashed")
 
@@ -199,13 +196,14 @@ class Session:
             if self._stop_requested:
                 self.pipeline.stop()
             self.outbox.event(
-                EventType.SESSION_STARTED,
-                kind=self.kind,
-                source=source.name,
-                model=manager.engines.stt.name,
-                wake_word=settings.wakeword.enabled,
-                keywords=list(settings.wakeword.keywords) if settings.wakeword.enabled else [],
-                language=self.options.language,
+                SessionStarted(
+                    kind=self.kind,
+                    source=source.name,
+                    model=manager.engines.stt.name,
+                    wake_word=settings.wakeword.enabled,
+                    keywords=tuple(settings.wakeword.keywords) if settings.wakeword.enabled else (),
+                    language=self.options.language,
+                )
             )
             started = True
             manager.metrics.sessions_active.labels(self.kind).inc()
@@ -225,10 +223,11 @@ class Session:
             outcome = "failed"
             self.failed = True
             self.outbox.event(
-                EventType.SESSION_FAILED,
-                task=exhausted.task,
-                error_type=type(exhausted.last).__name__,
-                error=str(exhausted)[:500],
+                SessionFailed(
+                    task=exhausted.task,
+                    error_type=type(exhausted.last).__name__,
+                    error=str(exhausted)[:500],
+                )
             )
             self.log.bind(component="sessions").error("session {} failed: {}", self.id, exhausted)
         finally:
@@ -238,10 +237,11 @@ class Session:
                     self.state.shutdown(self.end_reason.value)
                     lost = self.pipeline.statistics() if self.pipeline else None
                     self.outbox.event(
-                        EventType.SESSION_ENDED,
-                        reason=self.end_reason.value,
-                        frames_dropped=lost.frames_dropped if lost else 0,
-                        utterances_dropped=lost.utterances_dropped if lost else 0,
+                        SessionEnded(
+                            reason=self.end_reason.value,
+                            frames_dropped=lost.frames_dropped if lost else 0,
+                            utterances_dropped=lost.utterances_dropped if lost else 0,
+                        )
                     )
                     self.log.bind(component="sessions").info(
                         "session {} ended ({})", self.id, self.end_reason.value

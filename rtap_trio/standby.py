@@ -33,12 +33,18 @@ import trio
 import zmq
 from loguru import logger
 
+from .events import (
+    Heartbeat,
+    ServiceStopping,
+    StandbyHandback,
+    StandbyTakeover,
+    parse_event,
+)
 from .metrics import Metrics
 from .settings import StandbySettings
-from .transport.outbox import Outbox, SessionOutbox
+from .transport.outbox import Outbox, Published, SessionOutbox
 from .transport.schemas import (
     EventMessage,
-    EventType,
     LevelMessage,
     Stream,
     TranscriptMessage,
@@ -132,7 +138,7 @@ class StandbyRelay:
                     nursery.start_soon(self._watch)
                     task_status.started()
                     async for item in subscription.receive:
-                        self._relay(item.message)
+                        self._relay(item)
                     nursery.cancel_scope.cancel()
         finally:
             close(socket)
@@ -151,15 +157,22 @@ class StandbyRelay:
             if isinstance(message, TranscriptMessage):
                 self._primary_transcript(message)
             elif isinstance(message, EventMessage):
-                if message.type is EventType.HEARTBEAT:
-                    self._heartbeat(message)
-                elif message.type is EventType.SERVICE_STOPPING and not self.active:
-                    self._take_over("the primary is stopping")
+                self._primary_event(message)
 
-    def _heartbeat(self, beat: EventMessage) -> None:
+    def _primary_event(self, message: EventMessage) -> None:
+        try:
+            event = parse_event(message)
+        except ValueError:
+            return  # not as RTAP writes it: nothing to follow
+        match event:
+            case Heartbeat(uptime_s=uptime):
+                self._heartbeat(message, uptime)
+            case ServiceStopping() if not self.active:
+                self._take_over("the primary is stopping")
+
+    def _heartbeat(self, beat: EventMessage, uptime: float) -> None:
         self._last_beat = trio.current_time()
         self._last_beat_wall = beat.emitted_at
-        uptime = float(beat.data.get("uptime_s", 0.0))
         if self._primary_id != beat.session_id:  # first heard, or restarted
             self._primary_id = beat.session_id
             self._primary_started_wall = beat.emitted_at - uptime
@@ -205,12 +218,13 @@ class StandbyRelay:
         self._metrics.standby_switches.labels("takeover").inc()
         self._log.warning("taking over: {}; {} withheld transcripts", reason, len(self._withheld))
         self._events.event(
-            EventType.STANDBY_TAKEOVER,
-            reason=reason,
-            primary_id=self._primary_id,
-            silent_ms=round((now - since) * 1000, 1),
-            last_heartbeat_at=self._last_beat_wall,
-            withheld=len(self._withheld),
+            StandbyTakeover(
+                reason=reason,
+                primary_id=self._primary_id,
+                silent_ms=round((now - since) * 1000, 1),
+                last_heartbeat_at=self._last_beat_wall,
+                withheld=len(self._withheld),
+            )
         )
         while self._withheld:
             self._publish_transcript(self._withheld.popleft().message)
@@ -223,14 +237,15 @@ class StandbyRelay:
         self._metrics.standby_switches.labels("handback").inc()
         self._log.warning("the primary {} is back: following it again", beat.session_id)
         self._events.event(
-            EventType.STANDBY_HANDBACK,
-            primary_id=beat.session_id,
-            primary_started_at=self._primary_started_wall,
+            StandbyHandback(
+                primary_id=beat.session_id, primary_started_at=self._primary_started_wall
+            )
         )
 
     # ------------------------------------------------------------------ relaying
 
-    def _relay(self, message: EventMessage | TranscriptMessage | LevelMessage) -> None:
+    def _relay(self, item: Published) -> None:
+        message = item.message
         if isinstance(message, TranscriptMessage):
             if self.active:
                 self._publish_transcript(message)
@@ -239,13 +254,12 @@ class StandbyRelay:
                 self._withhold(message)
         elif not self.active:
             return  # following: the standby publishes nothing
-        elif isinstance(message, EventMessage):
+        elif item.event is not None:  # as its session made it: the same data
             self._public.event(
-                message.type,
+                item.event,
                 message.session_id,
                 message.utterance_id,
                 session_seq=message.session_seq,
-                **message.data,
             )
         elif isinstance(message, LevelMessage):
             self._public.level(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import trio
 from trio_websocket import open_websocket_url
 
+from rtap_trio.events import StateChanged, WakeWord
 from rtap_trio.metrics import Metrics
 from rtap_trio.settings import OutputSettings
 from rtap_trio.supervisor import RestartPolicy, Supervisor
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import (
     EventMessage,
-    EventType,
     Stream,
     WatcherNotice,
     parse_message,
@@ -27,7 +27,7 @@ async def publish_until_received(outbox: Outbox, collector: ZmqCollector, keywor
     publisher, which happens some time after the handshake: publish until one arrives."""
     with trio.fail_after(10):
         while True:
-            outbox.event(EventType.WAKE_WORD, "s1", keyword=keyword)
+            outbox.event(WakeWord(keyword=keyword, offset_s=0.0), "s1")
             with trio.move_on_after(0.2):
                 await collector.collect_until(lambda m: m.data.get("keyword") == keyword, 1)
                 return
@@ -49,12 +49,12 @@ async def test_zmq_emitter_restarts_on_a_fresh_socket_and_loses_nothing() -> Non
             await publish_until_received(outbox, collector, "computer")
 
             publisher.close()  # the fault: the socket is gone under the running emitter
-            outbox.event(EventType.WAKE_WORD, "s1", keyword="in-flight")  # its send fails
+            outbox.event(WakeWord(keyword="in-flight", offset_s=0.0), "s1")  # its send fails
             with trio.fail_after(10):
                 while supervisor.statistics()["zmq-events"].crashes < 1:
                     await trio.sleep(0.01)
             for keyword in after:  # published while the emitter backs off and rebinds
-                outbox.event(EventType.WAKE_WORD, "s1", keyword=keyword)
+                outbox.event(WakeWord(keyword=keyword, offset_s=0.0), "s1")
             await collector.collect_until(lambda m: m.data.get("keyword") == after[-1], 10)
             outbox.close()
     finally:
@@ -98,7 +98,7 @@ async def test_slow_websocket_client_loses_oldest_without_stalling_others() -> N
             # the fast one still gets every message.
             with trio.fail_after(30):
                 for _ in range(500):
-                    outbox.event(EventType.STATE_CHANGED, "s1", blob=blob)
+                    outbox.event(StateChanged(from_state="IDLE", to="IDLE", reason=blob), "s1")
                     message = parse_message(await fast_ws.get_message())
                     assert isinstance(message, EventMessage)
                     fast.append(message.seq)
@@ -144,7 +144,7 @@ async def test_websocket_client_that_stops_reading_is_disconnected_after_the_emi
             # budget passes, the server lets the client go.
             with trio.fail_after(30):
                 while emitter.clients:
-                    outbox.event(EventType.STATE_CHANGED, "s1", blob=payload)
+                    outbox.event(StateChanged(from_state="IDLE", to="IDLE", reason=payload), "s1")
                     await trio.sleep(0.001)
         emitter.close()
     exceeded = metrics.registry.get_sample_value(

@@ -6,6 +6,7 @@ import pydantic
 import pytest
 import trio
 
+from rtap_trio.events import SpeechEnd, SpeechStart, StateChanged, SttTimeout, WakeWord
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import (
     SCHEMA_VERSION,
@@ -35,9 +36,9 @@ TRANSCRIPT = dict(
 
 def test_sequence_numbers_count_per_stream() -> None:
     outbox = Outbox(clock=lambda: 1700000000.0)
-    events = [outbox.event(EventType.WAKE_WORD, "s1", keyword="computer") for _ in range(3)]
+    events = [outbox.event(WakeWord(keyword="computer", offset_s=1.0), "s1") for _ in range(3)]
     transcript = outbox.transcript(**TRANSCRIPT)
-    more = outbox.event(EventType.SPEECH_END, "s1", "s1-0001")
+    more = outbox.event(SpeechEnd(offset_s=2.0, reason="silence"), "s1", "s1-0001")
     assert [e.seq for e in events] + [more.seq] == [0, 1, 2, 3]
     assert transcript.seq == 0
     assert transcript.schema_version == SCHEMA_VERSION
@@ -48,7 +49,7 @@ async def test_subscribers_get_their_streams_serialised_once() -> None:
     outbox = Outbox()
     events_only = outbox.subscribe("events", (Stream.EVENTS,), 10)
     everything = outbox.subscribe("all", (Stream.EVENTS, Stream.TRANSCRIPTS), 10)
-    outbox.event(EventType.WAKE_WORD, "s1", keyword="jarvis")
+    outbox.event(WakeWord(keyword="jarvis", offset_s=1.0), "s1")
     outbox.transcript(**TRANSCRIPT)
     outbox.close()
     got_events = [item async for item in events_only.receive]
@@ -66,7 +67,7 @@ async def test_slow_subscriber_loses_oldest_and_is_counted() -> None:
     outbox = Outbox(on_drop=dropped.append)
     slow = outbox.subscribe("slow", (Stream.EVENTS,), 2)
     for _ in range(5):
-        outbox.event(EventType.STATE_CHANGED, "s1")
+        outbox.event(StateChanged(from_state="IDLE", to="LISTENING", reason="speech"), "s1")
     outbox.close()
     assert [item.message.seq async for item in slow.receive] == [3, 4]
     assert dropped == ["slow"] * 3 and outbox.statistics().dropped == 3
@@ -77,7 +78,8 @@ async def test_closed_subscription_unsubscribes() -> None:
     with outbox.subscribe("gone", (Stream.EVENTS,), 2) as subscription:
         assert outbox.statistics().subscribers == 1
     assert outbox.statistics().subscribers == 0
-    outbox.event(EventType.WAKE_WORD, "s1")  # must not raise for the gone subscriber
+    # must not raise for the gone subscriber
+    outbox.event(WakeWord(keyword="computer", offset_s=1.0), "s1")
     with pytest.raises(trio.ClosedResourceError):
         subscription.receive.receive_nowait()
 
@@ -85,7 +87,9 @@ async def test_closed_subscription_unsubscribes() -> None:
 def test_round_trip_and_validation() -> None:
     outbox = Outbox()
     transcript = outbox.transcript(**TRANSCRIPT)
-    event = outbox.event(EventType.STT_TIMEOUT, "s1", "s1-0002", budget_ms=100)
+    event = outbox.event(
+        SttTimeout(budget_ms=100, elapsed_ms=100.5, queue_ms=0.0, audio_s=1.0), "s1", "s1-0002"
+    )
     assert parse_message(transcript.model_dump_json()) == transcript
     parsed = parse_message(event.model_dump_json())
     assert isinstance(parsed, EventMessage) and parsed.type is EventType.STT_TIMEOUT
@@ -105,12 +109,12 @@ async def test_sessions_count_their_own_messages_and_can_be_followed_alone() -> 
     outbox = Outbox()
     only_b = outbox.subscribe("b", (Stream.EVENTS, Stream.TRANSCRIPTS), 10, session_id="b")
     a, b = outbox.session("a"), outbox.session("b")
-    a.event(EventType.SPEECH_START)
-    b.event(EventType.SPEECH_START)
-    a.event(EventType.SPEECH_END)
+    a.event(SpeechStart(offset_s=0.5))
+    b.event(SpeechStart(offset_s=0.5))
+    a.event(SpeechEnd(offset_s=1.0, reason="silence"))
     fields = {k: v for k, v in TRANSCRIPT.items() if k != "session_id"}
     b.transcript(**fields)
-    b.event(EventType.SPEECH_END)
+    b.event(SpeechEnd(offset_s=1.0, reason="silence"))
     outbox.close()
     got = [item.message async for item in only_b.receive]
     assert [m.session_id for m in got] == ["b", "b", "b"]

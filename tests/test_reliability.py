@@ -16,12 +16,13 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from rtap_trio.events import StateChanged, WakeWord
 from rtap_trio.http_port import serve_http_port
 from rtap_trio.metrics import Metrics
 from rtap_trio.settings import HttpSettings, OutputSettings
 from rtap_trio.supervisor import RestartPolicy, Supervisor
 from rtap_trio.transport.outbox import Outbox
-from rtap_trio.transport.schemas import EventType, Stream
+from rtap_trio.transport.schemas import Stream
 from rtap_trio.transport.websocket import WebSocketServer
 from rtap_trio.transport.zmq import ZmqPublisher
 
@@ -78,7 +79,7 @@ async def test_websocket_clients_that_reset_or_leave_early_cost_only_themselves(
     async def body(server: WebSocketServer, port: int, supervisor: Supervisor) -> None:
         async def chatter() -> None:
             while True:  # messages on the way while clients come and go
-                outbox.event(EventType.STATE_CHANGED, "s1", blob="x" * 2000)
+                outbox.event(StateChanged(from_state="IDLE", to="IDLE", reason="x" * 2000), "s1")
                 await trio.sleep(0.001)
 
         async with trio.open_nursery() as nursery:
@@ -225,7 +226,7 @@ async def test_zmq_peer_announcing_a_huge_frame_is_cut_off_without_memory_growth
                 await collector.wait_connected()
                 with trio.fail_after(10):
                     while not collector.messages:
-                        outbox.event(EventType.WAKE_WORD, "s1", keyword="computer")
+                        outbox.event(WakeWord(keyword="computer", offset_s=0.0), "s1")
                         with trio.move_on_after(0.2):
                             await collector.collect_until(lambda m: True, 1)
                 outbox.close()

@@ -22,13 +22,13 @@ from trio_websocket import (
 from rtap_trio.app import Service
 from rtap_trio.audio.file import load_audio
 from rtap_trio.client import open_audio_session
+from rtap_trio.events import StateChanged, WakeWord
 from rtap_trio.health import count_trio_tasks
 from rtap_trio.metrics import Metrics
 from rtap_trio.settings import OutputSettings, SecuritySettings
 from rtap_trio.transport.outbox import Outbox
 from rtap_trio.transport.schemas import (
     EventMessage,
-    EventType,
     LevelMessage,
     TranscriptMessage,
     WatcherNotice,
@@ -83,7 +83,7 @@ async def test_a_watcher_chooses_its_topics_and_sessions_and_may_change_them() -
             hello = await _next(ws)
             assert isinstance(hello, WatcherNotice) and hello.type == "hello"
             assert hello.service_id == "feedfacecafe" and hello.sessions == ["bbbbbbbbbbbb"]
-            outbox.event(EventType.WAKE_WORD, "bbbbbbbbbbbb", keyword="computer")
+            outbox.event(WakeWord(keyword="computer", offset_s=0.0), "bbbbbbbbbbbb")
             outbox.transcript(session_id="aaaaaaaaaaaa", **TRANSCRIPT)
             outbox.transcript(session_id="bbbbbbbbbbbb", **TRANSCRIPT)
             only = await _next(ws)
@@ -93,7 +93,7 @@ async def test_a_watcher_chooses_its_topics_and_sessions_and_may_change_them() -
             subscribed = await _next(ws)
             assert isinstance(subscribed, WatcherNotice) and subscribed.type == "subscribed"
             outbox.transcript(session_id="bbbbbbbbbbbb", **TRANSCRIPT)
-            outbox.event(EventType.WAKE_WORD, "aaaaaaaaaaaa", keyword="jarvis")
+            outbox.event(WakeWord(keyword="jarvis", offset_s=0.0), "aaaaaaaaaaaa")
             event = await _next(ws)
             assert isinstance(event, EventMessage) and event.data["keyword"] == "jarvis"
         server.close()
@@ -124,7 +124,7 @@ async def test_bad_frames_close_with_a_code_and_the_server_keeps_serving(
             assert closed.value.reason.code == code, closed.value.reason
         async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
             await _next(ws)
-            outbox.event(EventType.WAKE_WORD, "s1", keyword="computer")
+            outbox.event(WakeWord(keyword="computer", offset_s=0.0), "s1")
             assert isinstance(await _next(ws), EventMessage)
         server.close()
 
@@ -150,7 +150,7 @@ async def test_a_watcher_that_keeps_losing_messages_is_let_go() -> None:
         async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
             await _next(ws)
             for _ in range(400):  # the client reads nothing meanwhile
-                outbox.event(EventType.STATE_CHANGED, "s1", blob=blob)
+                outbox.event(StateChanged(from_state="IDLE", to="IDLE", reason=blob), "s1")
                 await trio.lowlevel.checkpoint()
             with trio.fail_after(30), pytest.raises(ConnectionClosed) as closed:
                 while True:

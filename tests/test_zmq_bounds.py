@@ -22,10 +22,11 @@ import trio
 import trio.lowlevel
 import zmq
 
+from rtap_trio.events import WakeWord
 from rtap_trio.settings import OutputSettings
 from rtap_trio.transport.catchup import ZmqCatchup
 from rtap_trio.transport.outbox import Outbox
-from rtap_trio.transport.schemas import CatchupReply, EventType, Stream
+from rtap_trio.transport.schemas import CatchupReply, Stream
 from rtap_trio.transport.zmq import MAX_SUBSCRIPTIONS, ZmqPublisher
 
 from .support import ZmqCollector
@@ -81,7 +82,7 @@ async def published_and_received(outbox: Outbox, port: int) -> None:
         await collector.wait_connected()
         with trio.fail_after(10):
             while not collector.messages:
-                outbox.event(EventType.WAKE_WORD, "s1", keyword="computer")
+                outbox.event(WakeWord(keyword="computer", offset_s=0.0), "s1")
                 with trio.move_on_after(0.2):
                     await collector.collect_until(lambda m: True, 1)
     finally:
@@ -197,7 +198,7 @@ async def test_a_subscriber_that_never_reads_holds_its_queue_and_no_more() -> No
         before = rss_mb()
         text = "x" * 10_000
         for n in range(3_000):  # 30 MB published, none of it read
-            outbox.event(EventType.WAKE_WORD, "s1", keyword=f"{n}{text}")
+            outbox.event(WakeWord(keyword=f"{n}{text}", offset_s=0.0), "s1")
             if n % 10 == 0:
                 await trio.lowlevel.checkpoint()
         await trio.sleep(0.2)

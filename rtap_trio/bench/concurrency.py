@@ -27,6 +27,7 @@ import trio
 
 from ..audio.pcm import pcm_to_float
 from ..client import AudioSessionClient, open_audio_session
+from ..events import SpeechEnd, parse_event
 from ..items import Samples
 from ..transport.schemas import EventType
 from .common import (
@@ -97,11 +98,11 @@ async def _stream(
 
 def _latencies(client: AudioSessionClient) -> tuple[list[float], list[float], int, int]:
     """(latency ms, queue ms) of each transcript, utterances ended, utterances dropped."""
-    ends = {
-        e.utterance_id: float(e.data["offset_s"])
-        for e in client.events
-        if e.type is EventType.SPEECH_END and e.utterance_id
-    }
+    ends: dict[str, float] = {}
+    for message in client.events:
+        event = parse_event(message)
+        if isinstance(event, SpeechEnd) and message.utterance_id:
+            ends[message.utterance_id] = event.offset_s
     latency, queue = [], []
     for transcript in client.transcripts:
         uid = transcript.utterance_id

@@ -36,6 +36,7 @@ import trio
 
 from ..audio.pcm import pcm_to_float
 from ..client import open_audio_session
+from ..events import SessionEnded, parse_event
 from ..items import Samples
 from ..transport.schemas import EventType
 from .common import SAMPLE_RATE, Clip, concatenate, progress, service_child, service_command
@@ -84,9 +85,9 @@ async def _client(port: int, audio: Samples, until: float, accounts: _Accounts) 
         accounts.transcripts += len(ended & transcribed)
         accounts.explained += len(ended & explained - transcribed)
         accounts.unaccounted += sorted(str(u) for u in ended - transcribed - explained)
-        final = session.events[-1] if session.events else None
-        if final is not None and final.type is EventType.SESSION_ENDED:
-            accounts.frames_dropped += int(final.data.get("frames_dropped", 0))
+        final = parse_event(session.events[-1]) if session.events else None
+        if isinstance(final, SessionEnded):
+            accounts.frames_dropped += final.frames_dropped
 
 
 async def _sample(pid: int, port: int, into: list[dict[str, float]], started: float) -> None:

@@ -118,10 +118,11 @@ class _PipelineRun:
 
 async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _PipelineRun:
     """The file through a session (as ``replay`` runs it) on already loaded models."""
+    from ..events import SessionFailed, StageError, SttTimeout, WakeWord
     from ..metrics import Metrics
     from ..sessions import SessionManager
     from ..transport.outbox import Outbox
-    from ..transport.schemas import EventMessage, EventType, Stream, TranscriptMessage
+    from ..transport.schemas import Stream, TranscriptMessage
 
     run = _PipelineRun()
     outbox = Outbox()
@@ -145,16 +146,12 @@ async def _run_pipeline(settings: Settings, engines: Engines, path: Path) -> _Pi
                         "end_s": message.audio_end_s,
                     }
                 )
-            elif isinstance(message, EventMessage) and message.type is EventType.WAKE_WORD:
+            elif isinstance(item.event, WakeWord):
                 run.wake_events.append(
-                    {"keyword": message.data["keyword"], "time_s": message.data["offset_s"]}
+                    {"keyword": item.event.keyword, "time_s": item.event.offset_s}
                 )
-            elif isinstance(message, EventMessage) and message.type in (
-                EventType.STT_TIMEOUT,
-                EventType.STAGE_ERROR,
-                EventType.SESSION_FAILED,
-            ):
-                run.errors.append(f"{message.type.value}: {message.data}")
+            elif isinstance(item.event, SttTimeout | StageError | SessionFailed):
+                run.errors.append(f"{item.event.type.value}: {item.event.wire_data()}")
     outbox.close()
     return run
 

@@ -25,10 +25,10 @@ import trio
 
 from ..buffers import PolicySendChannel, RingBuffer
 from ..clock import now
+from ..events import ListenTimeout, SpeechEnd, SpeechStart, UtteranceDiscarded, WakeWord
 from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
 from ..session_context import SessionContext
 from ..settings import AudioSettings, VadSettings
-from ..transport.schemas import EventType
 from ..vad.base import VoiceActivity
 from .endpointer import Endpointer, SpeechEnded, SpeechStarted
 from .level import LevelMeter, dbfs, rms
@@ -268,9 +268,10 @@ class FrontEnd:
     def _on_wake(self, detection: WakeWordDetection) -> None:
         self._stats["wake_words"] += 1
         self._outbox.event(
-            EventType.WAKE_WORD,
-            keyword=detection.keyword,
-            offset_s=round((detection.frame_index + 1) * self._frame_s, 3),
+            WakeWord(
+                keyword=detection.keyword,
+                offset_s=round((detection.frame_index + 1) * self._frame_s, 3),
+            )
         )
         if self._wake_only:  # a wake word service: listen for the next one
             assert self._wake is not None
@@ -315,9 +316,7 @@ class FrontEnd:
             self._state.capture_started(capture)
         self._utterance_id = f"{self._ctx.session_id}-{next(self._ids):04d}"
         self._outbox.event(
-            EventType.SPEECH_START,
-            self._utterance_id,
-            offset_s=round(speech_from * self._frame_s, 3),
+            SpeechStart(offset_s=round(speech_from * self._frame_s, 3)), self._utterance_id
         )
 
     def _samples_until(self, stop: int) -> Samples:
@@ -402,17 +401,18 @@ class FrontEnd:
             # Until the final has asked for an engine (preprocessing takes ~1 ms).
             self._early_transcriber.pause_ended(after_s=_FINAL_HANDOVER_S)
         self._outbox.event(
-            EventType.SPEECH_END,
+            SpeechEnd(
+                offset_s=round((decision.last_voiced_frame + 1) * self._frame_s, 3),
+                reason=decision.reason.value,
+            ),
             utterance_id,
-            offset_s=round((decision.last_voiced_frame + 1) * self._frame_s, 3),
-            reason=decision.reason.value,
         )
         cut, self._cut_at_start = self._cut_at_start, False
         if decision.too_short or cut:
             reason = "too_short" if decision.too_short else "began_before_capture"
             self._stats["discarded"] += 1
             self._metrics.utterances.labels(self._ctx.kind, reason).inc()
-            self._outbox.event(EventType.UTTERANCE_DISCARDED, utterance_id, reason=reason)
+            self._outbox.event(UtteranceDiscarded(reason=reason), utterance_id)
             self._state.capture_ended(reason)
             return None
         self._stats["utterances"] += 1
@@ -437,7 +437,7 @@ class FrontEnd:
         self._endpointer.reset()
         if self._wake is not None:
             self._wake.reset()
-        self._outbox.event(EventType.LISTEN_TIMEOUT)
+        self._outbox.event(ListenTimeout())
         self._state.capture_ended("listen_timeout")
 
     def statistics(self) -> FrontEndStatistics:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import trio
 
 from ..clock import now
+from ..events import UtteranceDiscarded
 from ..items import Transcription
 from ..models.fasttext_models import LanguageIdentifier, SentimentClassifier
 from ..session_context import SessionContext
 from ..settings import LanguageSettings
-from ..transport.schemas import EventType, LatencyBreakdown
+from ..transport.schemas import LatencyBreakdown
 
 __all__ = ["LanguageAnalyzer", "LanguageStage", "TextAnalysis", "pipeline_overhead_ms"]
 
@@ -166,12 +167,13 @@ class LanguageStage:
         ctx = self._ctx
         ctx.metrics.utterances.labels(ctx.kind, "low_confidence").inc()
         ctx.outbox.event(
-            EventType.UTTERANCE_DISCARDED,
+            UtteranceDiscarded(
+                reason="low_confidence",
+                text=item.text,
+                language=analysis.language,
+                language_confidence=round(analysis.language_confidence, 4),
+            ),
             item.utterance.id,
-            reason="low_confidence",
-            text=item.text,
-            language=analysis.language,
-            language_confidence=round(analysis.language_confidence, 4),
         )
         ctx.state.utterance_done("low_confidence")
 

@@ -26,11 +26,11 @@ import trio
 
 from ..clock import now
 from ..errors import SttSkippedError, SttTimeoutError
+from ..events import TranscriptPartial
 from ..items import EarlyTranscript, Samples, SttResult
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
-from ..transport.schemas import EventType
 from .partials import LocalAgreement
 from .preprocess import prepare_for_stt
 
@@ -200,12 +200,13 @@ class SpeculativeTranscriber:
         partial = self._open[1].update(result.text)
         self._partials_made.inc()
         self._ctx.outbox.event(
-            EventType.TRANSCRIPT_PARTIAL,
+            TranscriptPartial(
+                text=partial.text,
+                stable=partial.stable,
+                unstable=partial.unstable,
+                stable_words=partial.stable_words,
+                newly_stable=partial.newly_stable,
+                audio_end_s=job.audio_end_s,
+            ),
             job.utterance_id,
-            text=partial.text,
-            stable=partial.stable,
-            unstable=partial.unstable,
-            stable_words=partial.stable_words,
-            newly_stable=partial.newly_stable,
-            audio_end_s=job.audio_end_s,
         )

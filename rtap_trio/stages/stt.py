@@ -18,12 +18,12 @@ import trio
 
 from ..clock import now
 from ..errors import SttTimeoutError
+from ..events import SttTimeout, UtteranceDiscarded
 from ..items import SttResult, Transcription, Utterance
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import SttBackend
 from ..stt.hallucination import compression_ratio, discard_reason
-from ..transport.schemas import EventType
 from .preprocess import prepare_for_stt
 
 __all__ = ["SttStage"]
@@ -130,14 +130,15 @@ class SttStage:
         self, utterance: Utterance, reason: str, text: str, no_speech: float | None
     ) -> None:
         self._ctx.metrics.utterances.labels(self._ctx.kind, reason).inc()
-        data: dict[str, object] = {"reason": reason}
+        event = UtteranceDiscarded(reason=reason)
         if text:  # what was not published, for whoever tunes the thresholds
-            data |= {
-                "text": text,
-                "no_speech_probability": round(no_speech or 0.0, 4),
-                "compression_ratio": compression_ratio(text),
-            }
-        self._ctx.outbox.event(EventType.UTTERANCE_DISCARDED, utterance.id, **data)
+            event = UtteranceDiscarded(
+                reason=reason,
+                text=text,
+                no_speech_probability=round(no_speech or 0.0, 4),
+                compression_ratio=compression_ratio(text),
+            )
+        self._ctx.outbox.event(event, utterance.id)
         self._ctx.state.utterance_done(reason)
 
     def _timed_out(self, utterance: Utterance, exc: SttTimeoutError) -> None:
@@ -146,12 +147,13 @@ class SttStage:
         metrics.errors.labels("stt", "timeout").inc()
         metrics.utterances.labels(self._ctx.kind, "stt_timeout").inc()
         self._ctx.outbox.event(
-            EventType.STT_TIMEOUT,
+            SttTimeout(
+                budget_ms=self._stt.budget_ms,
+                elapsed_ms=round(exc.elapsed_ms, 1),
+                queue_ms=round(exc.queue_ms, 1),
+                audio_s=round(utterance.samples.size / self._sample_rate, 3),
+            ),
             utterance.id,
-            budget_ms=self._stt.budget_ms,
-            elapsed_ms=round(exc.elapsed_ms, 1),
-            queue_ms=round(exc.queue_ms, 1),
-            audio_s=round(utterance.samples.size / self._sample_rate, 3),
         )
         self._ctx.log.bind(component="stt", stage="stt", utterance_id=utterance.id).warning(
             "transcription over budget ({} ms): aborted", self._stt.budget_ms

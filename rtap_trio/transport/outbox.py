@@ -1,7 +1,8 @@
 """The outbox: the one place messages are numbered, serialised and fanned out.
 
-Stages hand events and transcripts to :class:`Outbox`; it stamps each with the
-next sequence number of its stream, serialises it once, and queues it to every
+Stages hand events (:mod:`rtap_trio.events`) and transcripts to :class:`Outbox`;
+it stamps each with the next sequence number of its stream, serialises it once
+(an event's typed fields become its message's ``data``), and queues it to every
 subscriber of that stream (the ZeroMQ and WebSocket emitters, a replay printer,
 a test). Each subscriber has its own bounded channel that drops its oldest
 message when full, so one slow consumer never stalls the pipeline or the others.
@@ -23,11 +24,11 @@ from typing import Any
 import trio
 
 from ..buffers import FullPolicy, PolicySendChannel, open_channel
+from ..events import Event
 from .schemas import (
     CatchupReply,
     CatchupRequest,
     EventMessage,
-    EventType,
     LevelMessage,
     Stream,
     TranscriptMessage,
@@ -38,12 +39,15 @@ __all__ = ["Outbox", "OutboxStatistics", "Published", "SessionOutbox", "Subscrip
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One message as it goes on the wire: topic frame and JSON frame."""
+    """One message as it goes on the wire: topic frame and JSON frame; for an
+    in-process subscriber, an event's message also as the typed event it was
+    made from (None for transcripts and levels)."""
 
     stream: Stream
     topic: str
     payload: bytes
     message: EventMessage | TranscriptMessage | LevelMessage
+    event: Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,12 +203,11 @@ class Outbox:
 
     def event(
         self,
-        type: EventType,
+        event: Event,
         session_id: str,
         utterance_id: str | None = None,
         *,
         session_seq: int = 0,
-        **data: Any,
     ) -> EventMessage:
         message = EventMessage(
             seq=next(self._seq[Stream.EVENTS]),
@@ -212,10 +215,10 @@ class Outbox:
             session_id=session_id,
             utterance_id=utterance_id,
             emitted_at=self._clock(),
-            type=type,
-            data=data,
+            type=event.type,
+            data=event.wire_data(),
         )
-        self._fan_out(Stream.EVENTS, message.topic, message)
+        self._fan_out(Stream.EVENTS, message.topic, message, event)
         return message
 
     def transcript(self, *, session_seq: int = 0, **fields: Any) -> TranscriptMessage:
@@ -245,6 +248,7 @@ class Outbox:
         stream: Stream,
         topic: str,
         message: EventMessage | TranscriptMessage | LevelMessage,
+        event: Event | None = None,
     ) -> None:
         self._published[stream] += 1
         if self._closed:
@@ -255,7 +259,8 @@ class Outbox:
                 subscriber.sessions is None or message.session_id in subscriber.sessions
             ):
                 if item is None:  # serialised once, and only if someone takes it
-                    item = Published(stream, topic, message.model_dump_json().encode(), message)
+                    payload = message.model_dump_json().encode()
+                    item = Published(stream, topic, payload, message, event)
                 subscriber.channel.send_nowait(item)
 
     def close(self) -> None:
@@ -283,13 +288,9 @@ class SessionOutbox:
         self._outbox = outbox
         self._seq = {stream: itertools.count() for stream in Stream}
 
-    def event(self, type: EventType, utterance_id: str | None = None, **data: Any) -> EventMessage:
+    def event(self, event: Event, utterance_id: str | None = None) -> EventMessage:
         return self._outbox.event(
-            type,
-            self.session_id,
-            utterance_id,
-            session_seq=next(self._seq[Stream.EVENTS]),
-            **data,
+            event, self.session_id, utterance_id, session_seq=next(self._seq[Stream.EVENTS])
         )
 
     def transcript(self, **fields: Any) -> TranscriptMessage:

@@ -1,6 +1,6 @@
 """The session's messages as Realtime server events: items committed, transcribed or failed.
 
-RTAP's sessions speak in :class:`~rtap_trio.transport.schemas.EventMessage`\\ s
+RTAP's sessions speak in typed events (:mod:`rtap_trio.events`)
 and :class:`~rtap_trio.transport.schemas.TranscriptMessage`\\ s;
 :class:`RealtimeEvents` turns them into the API's events and keeps the
 bookkeeping that takes: which item each utterance is (a speech the VAD heard,
@@ -20,8 +20,18 @@ from typing import Any
 
 import trio
 
+from ...events import (
+    Event,
+    SessionFailed,
+    SpeechEnd,
+    SpeechStart,
+    SttTimeout,
+    TranscriptPartial,
+    UtteranceDiscarded,
+    UtteranceDropped,
+)
 from ...transport.outbox import Published
-from ...transport.schemas import EventMessage, EventType, TranscriptMessage
+from ...transport.schemas import TranscriptMessage
 from .client_error import ClientError
 from .client_socket import ClientSocket, new_id
 from .config import SessionConfig
@@ -38,6 +48,11 @@ class _Item:
     end_ms: int = 0
     #: a manual commit's length, exactly; None: the speech's, from the session
     seconds: float | None = None
+
+
+def _ms(offset_s: float) -> int:
+    """An offset in the session's stream, as the API gives it: whole milliseconds."""
+    return round(1000 * offset_s)
 
 
 class RealtimeEvents:
@@ -66,8 +81,8 @@ class RealtimeEvents:
                 if seconds is None:
                     seconds = max(0.0, message.audio_end_s - message.audio_start_s)
                 await self._completed(answered.item_id, message.text, seconds, language)
-            elif isinstance(message, EventMessage):
-                await self._forward_event(message)
+            elif item.event is not None:
+                await self._forward_event(item.event, message.utterance_id)
         self.forwarded.set()
 
     async def manual_commit(self, seconds: float) -> None:
@@ -93,66 +108,64 @@ class RealtimeEvents:
         found = self._items.pop(utterance_id or "", None)
         return found or _Item(new_id("item"))
 
-    async def _forward_event(self, message: EventMessage) -> None:
-        offset_ms = round(1000 * float(message.data.get("offset_s", 0.0)))
-        kind = message.type
+    async def _forward_event(self, event: Event, utterance_id: str | None) -> None:
         td = self._config().turn_detection
         manual = td is None  # fixed once the session runs
-        if kind is EventType.SPEECH_END and manual:
-            # The client's commit ended this utterance: it was committed then.
-            turn = self._turns.popleft() if self._turns else _Item(new_id("item"))
-            self._items[message.utterance_id or ""] = turn
-        elif kind is EventType.SPEECH_START and not manual:
-            # The API's start includes the prefix padding, as RTAP's utterance does.
-            start_ms = max(0, offset_ms - (td.prefix_padding_ms if td else 0))
-            self._speech = _Item(new_id("item"), start_ms)
-            await self._socket.send(
-                "input_audio_buffer.speech_started",
-                audio_start_ms=start_ms,
-                item_id=self._speech.item_id,
-            )
-        elif kind is EventType.TRANSCRIPT_PARTIAL:
-            # Words as they become stable (never retracted): the API's deltas add up.
-            newly = str(message.data.get("newly_stable", ""))
-            if newly and self._speech is not None:
+        match event:
+            case SpeechEnd() if manual:
+                # The client's commit ended this utterance: it was committed then.
+                turn = self._turns.popleft() if self._turns else _Item(new_id("item"))
+                self._items[utterance_id or ""] = turn
+            case SpeechStart(offset_s=offset_s) if not manual:
+                # The API's start includes the prefix padding, as RTAP's utterance does.
+                start_ms = max(0, _ms(offset_s) - (td.prefix_padding_ms if td else 0))
+                self._speech = _Item(new_id("item"), start_ms)
                 await self._socket.send(
-                    "conversation.item.input_audio_transcription.delta",
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=start_ms,
                     item_id=self._speech.item_id,
-                    content_index=0,
-                    delta=newly + " ",
                 )
-        elif kind is EventType.SPEECH_END:
-            speech, self._speech = self._speech or _Item(new_id("item"), offset_ms), None
-            speech.end_ms = offset_ms
-            self._items[message.utterance_id or ""] = speech
-            await self._socket.send(
-                "input_audio_buffer.speech_stopped", audio_end_ms=offset_ms, item_id=speech.item_id
-            )
-            await self._committed(speech.item_id)
-        elif kind is EventType.UTTERANCE_DISCARDED:
-            # Too short, no words, no speech: committed, so answered, with nothing.
-            answered = self._answered(message.utterance_id)
-            seconds = answered.seconds
-            if seconds is None:
-                seconds = max(0, answered.end_ms - answered.start_ms) / 1000
-            await self._completed(answered.item_id, "", seconds, None)
-        elif kind is EventType.UTTERANCE_DROPPED:
-            await self._failed(
-                self._answered(message.utterance_id).item_id,
-                "queue_full",
-                "transcription fell behind the speech: this utterance was dropped",
-            )
-        elif kind is EventType.STT_TIMEOUT:
-            budget = message.data.get("budget_ms")
-            await self._failed(
-                self._answered(message.utterance_id).item_id,
-                "stt_timeout",
-                f"the transcription took over {budget} ms and was aborted",
-            )
-        elif kind is EventType.SESSION_FAILED:
-            await self._socket.error(
-                ClientError("the session failed", code="session_failed", kind="server_error")
-            )
+            case TranscriptPartial(newly_stable=newly):
+                # Words as they become stable (never retracted): the API's deltas add up.
+                if newly and self._speech is not None:
+                    await self._socket.send(
+                        "conversation.item.input_audio_transcription.delta",
+                        item_id=self._speech.item_id,
+                        content_index=0,
+                        delta=newly + " ",
+                    )
+            case SpeechEnd(offset_s=offset_s):
+                end_ms = _ms(offset_s)
+                speech, self._speech = self._speech or _Item(new_id("item"), end_ms), None
+                speech.end_ms = end_ms
+                self._items[utterance_id or ""] = speech
+                await self._socket.send(
+                    "input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=speech.item_id
+                )
+                await self._committed(speech.item_id)
+            case UtteranceDiscarded():
+                # Too short, no words, no speech: committed, so answered, with nothing.
+                answered = self._answered(utterance_id)
+                seconds = answered.seconds
+                if seconds is None:
+                    seconds = max(0, answered.end_ms - answered.start_ms) / 1000
+                await self._completed(answered.item_id, "", seconds, None)
+            case UtteranceDropped():
+                await self._failed(
+                    self._answered(utterance_id).item_id,
+                    "queue_full",
+                    "transcription fell behind the speech: this utterance was dropped",
+                )
+            case SttTimeout(budget_ms=budget_ms):
+                await self._failed(
+                    self._answered(utterance_id).item_id,
+                    "stt_timeout",
+                    f"the transcription took over {budget_ms} ms and was aborted",
+                )
+            case SessionFailed():
+                await self._socket.error(
+                    ClientError("the session failed", code="session_failed", kind="server_error")
+                )
 
     async def _committed(self, item_id: str) -> None:
         previous, self._last_item = self._last_item, item_id

@@ -40,6 +40,7 @@ from loguru import logger
 
 from ...audio.network import AudioFormatError, PushedAudio
 from ...errors import ConfigError, ModelError, PortInUseError
+from ...events import Event, SessionFailed, SpeechEnd, SpeechStart, TranscriptPartial, WakeWord
 from ...metrics import Metrics
 from ...session_bridge import SessionBridge
 from ...sessions import (
@@ -49,7 +50,7 @@ from ...sessions import (
     SessionOptions,
 )
 from ...settings import Settings
-from ...transport.schemas import EventMessage, EventType, TranscriptMessage
+from ...transport.schemas import TranscriptMessage
 from ...wakeword import builtin_keywords
 from .codec import EventReader, ProtocolError, WyomingEvent, write_event
 
@@ -59,6 +60,11 @@ _WHISPER_ATTRIBUTION = {"name": "OpenAI", "url": "https://github.com/openai/whis
 _PORCUPINE_ATTRIBUTION = {"name": "Picovoice", "url": "https://github.com/Picovoice/porcupine"}
 #: at most one "refusing connections" line this often, however many are refused
 _REFUSAL_LOG_INTERVAL_S = 60.0
+
+
+def _ms(offset_s: float) -> int:
+    """An offset in the session's stream as Wyoming's timestamps give it: milliseconds."""
+    return round(1000 * offset_s)
 
 
 class _Stream:
@@ -378,29 +384,28 @@ class _Connection:
             if isinstance(message, TranscriptMessage):
                 current.texts.append(message.text)
                 current.languages.append(message.stt_language or message.language)
-            elif isinstance(message, EventMessage):
-                await self._forward_event(current, message)
+            elif item.event is not None:
+                await self._forward_event(current, item.event)
         current.done.set()
 
-    async def _forward_event(self, current: _Stream, message: EventMessage) -> None:
-        milliseconds = round(1000 * float(message.data.get("offset_s", 0.0)))
-        if message.type is EventType.WAKE_WORD and current.mode == "wake":
-            current.detected = True
-            await self.send("detection", name=message.data["keyword"], timestamp=milliseconds)
-        elif message.type is EventType.SPEECH_START and current.mode == "asr":
-            await self.send("voice-started", timestamp=milliseconds)
-        elif message.type is EventType.SPEECH_END and current.mode == "asr":
-            await self.send("voice-stopped", timestamp=milliseconds)
-        elif message.type is EventType.TRANSCRIPT_PARTIAL and current.mode == "asr":
-            # Wyoming 1.7 streaming: words as they become stable, after a start.
-            newly = str(message.data.get("newly_stable", ""))
-            if newly:
+    async def _forward_event(self, current: _Stream, event: Event) -> None:
+        asr = current.mode == "asr"
+        match event:
+            case WakeWord(keyword=keyword, offset_s=offset_s) if current.mode == "wake":
+                current.detected = True
+                await self.send("detection", name=keyword, timestamp=_ms(offset_s))
+            case SpeechStart(offset_s=offset_s) if asr:
+                await self.send("voice-started", timestamp=_ms(offset_s))
+            case SpeechEnd(offset_s=offset_s) if asr:
+                await self.send("voice-stopped", timestamp=_ms(offset_s))
+            case TranscriptPartial(newly_stable=newly) if asr and newly:
+                # Wyoming 1.7 streaming: words as they become stable, after a start.
                 if not current.streaming:
                     current.streaming = True
                     await self.send("transcript-start", **self._language_data())
                 await self.send("transcript-chunk", text=newly + " ")
-        elif message.type is EventType.SESSION_FAILED:
-            await self.send("error", text="the session failed", code="session_failed")
+            case SessionFailed():
+                await self.send("error", text="the session failed", code="session_failed")
 
     def _language_data(self) -> dict[str, Any]:
         return {"language": self._language} if self._language else {}
