@@ -39,3 +39,31 @@ def speech() -> dict[str, Any]:
     manifest["dir"] = out
     manifest["by_file"] = {entry["file"]: entry for entry in manifest["fixtures"]}
     return manifest
+
+
+#: The files that take longest (seconds on this 2-core machine, serial, 2026-12-02), run
+#: first: with two workers the run ends when the last file does, so the long ones
+#: must not come last. Every other file keeps its place after them.
+_LONGEST_FIRST = (
+    "test_bench.py",  # 105: the quick bench, every section
+    "test_soak.py",  # 67: 40 s of hostile soak at real-time pace
+    "test_failover.py",  # 44: two services, a kill and a restart at real-time pace
+    "test_evaluation.py",  # 40
+    "test_service_e2e.py",  # 60
+    "test_openai.py",  # 45
+    "test_stt_engine.py",  # 45
+    "test_console.py",  # 45
+    "test_catchup_bounds.py",  # 30
+    "test_upload_bounds.py",  # 30
+    "test_cli_errors.py",  # 30
+    "test_fuzz.py",  # 30
+    "test_session_bridge.py",  # 30
+    "test_sessions.py",  # 30
+    "test_wyoming_bounds.py",  # 25
+    "test_speculative.py",  # 25
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
