@@ -35,7 +35,9 @@ def test_a_short_hostile_soak_stays_flat_and_accounts_for_every_utterance() -> N
     assert set(hostile["rounds"]) == set(ATTACKS) and min(hostile["rounds"].values()) >= 1
     # The service alone peaks near 200 MB on pc2; 300 MB is issue 16's bound for one client.
     assert report["peak_rss_mb"] < 200 + 300
-    # Between the first and the last third: no thread, descriptor or task left behind.
-    assert growth["threads"]["last_third"] <= growth["threads"]["first_third"] + 2
-    assert growth["fds"]["last_third"] <= growth["fds"]["first_third"] + 4
-    assert growth["trio_tasks"]["last_third"] <= 1.25 * growth["trio_tasks"]["first_third"] + 5
+    # Between the first and the last third: no thread, descriptor or task left
+    # behind (a leaked one is there at every sample: the least of each third).
+    floor = {key: (g["first_third_min"], g["last_third_min"]) for key, g in growth.items()}
+    assert floor["threads"][1] <= floor["threads"][0] + 2, floor
+    assert floor["fds"][1] <= floor["fds"][0] + 4, floor
+    assert floor["trio_tasks"][1] <= 1.25 * floor["trio_tasks"][0] + 5, floor

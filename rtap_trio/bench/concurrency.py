@@ -248,7 +248,7 @@ def measure_concurrency(
     quick: bool,
 ) -> dict[str, Any]:
     levels = (1, 2) if quick else (1, 2, 4, 8)
-    seconds = 8.0 if quick else 30.0
+    seconds = 5.0 if quick else 30.0
     command = service_command(
         "none", profile=profile, settings_dir=settings_dir, overrides=overrides
     )
