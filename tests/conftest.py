@@ -13,7 +13,12 @@ from hypothesis import settings as hypothesis_settings
 
 from rtap_trio.devtools import speechgen
 
+from .support import WHISPER_THREADS
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The services the tests start as child processes read it from the environment.
+os.environ.setdefault("RTAP_STT__WHISPERCPP__N_THREADS", str(WHISPER_THREADS))
 
 # CI runs the same property examples every time; `just fuzz` runs many more, at random.
 _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

@@ -32,6 +32,13 @@ from rtap_trio.transport.schemas import (
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: whisper.cpp threads per engine in the tests: one when test workers share the
+#: cores. ggml's threads spin while they wait for each other, so with two workers
+#: on two cores two threads each burn CPU for nothing: the same replay (base,
+#: 22 s of speech, two at once) took 35 s of CPU and 36 s with two threads, 24 s
+#: and 25 s with one. conftest.py passes it to the child services too.
+WHISPER_THREADS = 1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2
+
 
 def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
     """Settings for an in-process service: ephemeral ports, file sources unpaced."""
@@ -44,6 +51,7 @@ def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
         "audio.realtime": False,
         "audio.loop_demo": False,
         "telemetry.log_level": "WARNING",
+        "stt.whispercpp.n_threads": WHISPER_THREADS,
     }
     values.update(overrides)
     return load_settings(profile, environ={}, overrides=values)

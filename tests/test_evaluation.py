@@ -28,6 +28,8 @@ from rtap_trio.evaluation import (
     write_report,
 )
 
+from .support import WHISPER_THREADS
+
 NON_ENGLISH = ("de_kino.wav", "es_restaurante.wav")
 
 
@@ -38,7 +40,7 @@ def _evaluate(speech: dict[str, Any], profile: str, only: tuple[str, ...] | None
         references_for(folder),
         profile=profile,
         environ={},  # the developer's RTAP_* variables must not change the result
-        overrides={"telemetry.log_level": "WARNING"},
+        overrides={"telemetry.log_level": "WARNING", "stt.whispercpp.n_threads": WHISPER_THREADS},
         only=only,
         command="pytest",
     )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,11 @@ def test_bad_yaml_missing_profile_and_loop(profiles: Path) -> None:
         load_settings("listy", directory=profiles, environ={})
 
 
+#: What the profile says, not what the test run's environment adds (conftest.py
+#: sets whisper.cpp's threads for the child services).
+_PROFILE_ONLY = {k: v for k, v in os.environ.items() if not k.startswith("RTAP_")}
+
+
 def test_cli_reports_one_line_and_exit_code_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -262,6 +268,7 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         cwd=REPO,
+        env=_PROFILE_ONLY,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -279,6 +286,7 @@ def test_cli_loads_an_old_profile_with_a_one_line_warning(tmp_path: Path) -> Non
         text=True,
         timeout=60,
         cwd=REPO,
+        env=_PROFILE_ONLY,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -31,7 +31,7 @@ from rtap_trio.stt.whispercpp import (
     clean_transcript,
 )
 
-from .support import REPO
+from .support import REPO, WHISPER_THREADS
 
 FIXTURES = REPO / "tests" / "fixtures"
 RATE = 16_000
@@ -66,7 +66,7 @@ def _fixtures_generated(speech: dict[str, Any]) -> None:
 def engine() -> WhisperContext:
     # pc2's STT settings: tiny.en with the window sized to the utterance.
     whisper = WhisperCppSettings(
-        model_name="tiny.en", compute_dtype="f16", n_threads=2, audio_ctx="auto"
+        model_name="tiny.en", compute_dtype="f16", n_threads=WHISPER_THREADS, audio_ctx="auto"
     )
     assert whisper.audio_ctx_floor < FULL_AUDIO_CTX
     return WhisperContext(SttSettings(language="en", whispercpp=whisper))
@@ -75,8 +75,8 @@ def engine() -> WhisperContext:
 @pytest.fixture(scope="module")
 def base_engines() -> tuple[WhisperContext, WhisperContext]:
     """The default profile's engine (one pass) and the same model through whisper_full."""
-    one_pass = WhisperContext(_stt(n_threads=2))
-    whisper_full = WhisperContext(_stt(n_threads=2, one_pass_language=False))
+    one_pass = WhisperContext(_stt(n_threads=WHISPER_THREADS))
+    whisper_full = WhisperContext(_stt(n_threads=WHISPER_THREADS, one_pass_language=False))
     assert one_pass.one_pass and not whisper_full.one_pass
     return one_pass, whisper_full
 
@@ -116,10 +116,12 @@ def test_one_pass_on_noise_is_no_text_and_abort_stops_it(
 
 
 def test_one_pass_is_only_for_multilingual_models_detecting_over_the_full_window() -> None:
-    assert not WhisperContext(_stt(model_name="tiny.en", n_threads=2)).one_pass
-    fixed = WhisperContext(SttSettings(language="de", whispercpp=WhisperCppSettings(n_threads=2)))
+    assert not WhisperContext(_stt(model_name="tiny.en", n_threads=WHISPER_THREADS)).one_pass
+    fixed = WhisperContext(
+        SttSettings(language="de", whispercpp=WhisperCppSettings(n_threads=WHISPER_THREADS))
+    )
     assert not fixed.one_pass  # a fixed language already costs one encoder pass
-    assert not WhisperContext(_stt(audio_ctx="auto", n_threads=2)).one_pass
+    assert not WhisperContext(_stt(audio_ctx="auto", n_threads=WHISPER_THREADS)).one_pass
 
 
 # --------------------------------------------------------------------------- policy

@@ -42,6 +42,8 @@ from rtap_trio.stt.whispercpp.models import (
 from rtap_trio.stt.whispercpp.models import convert as whisper_convert
 from rtap_trio.stt.whispercpp.models import registry as whisper_registry
 
+from .support import WHISPER_THREADS
+
 TINY_EN_F16_SIZE = 77_704_715  # official ggml-tiny.en.bin
 BASE_F16_SIZE = 147_951_465  # official ggml-base.bin
 TINY_EN_Q8_0_SIZE = 43_550_795  # whisper.cpp's quantize tool on ggml-tiny.en.bin, q8_0
@@ -88,7 +90,7 @@ def _transcribe(model_path: Path, language: str) -> str:
     audio = _jfk_audio()
     model = pywhispercpp_model.Model(
         str(model_path),
-        n_threads=2,
+        n_threads=WHISPER_THREADS,
         print_progress=False,
         print_realtime=False,
         no_timestamps=True,
