@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute
 from .access import AccessPolicy, Refusal
 from .connections import BoundedListener, ConnectionCap, http_refusal
 from .errors import PortInUseError
+from .transport.websocket_close import POLICY
 from .websocket_limits import limit_websockets
 
 __all__ = ["MAX_HEADER_BYTES", "PROTECTED_PREFIXES", "READ_TIMEOUT_S", "serve_http"]
@@ -94,7 +95,7 @@ async def _refuse(scope: _Scope, send: _Send, refusal: Refusal) -> None:
     if scope["type"] == "websocket":
         if refusal.status != 421:
             # Closing before accepting is refused by the server with 403.
-            await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "websocket.close", "code": POLICY})
             return
         # A wrong Host gets its own status (ASGI's WebSocket denial response).
         await send({"type": "websocket.http.response.start", "status": 421, "headers": headers})

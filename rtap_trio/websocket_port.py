@@ -20,6 +20,7 @@ from .sessions import SessionManager
 from .settings import Settings
 from .transport.outbox import Outbox
 from .transport.websocket import WebSocketServer
+from .transport.websocket_close import TRY_AGAIN
 
 __all__ = ["websocket_port"]
 
@@ -51,7 +52,7 @@ def websocket_port(
         if sessions is None:
             state = "stopping" if stopping() else "starting"
             with trio.move_on_after(1.0):
-                await ws.aclose(code=1013, reason=f"the service is {state}")
+                await ws.aclose(code=TRY_AGAIN, reason=f"the service is {state}")
             return
         await AudioWebSocketEndpoint(settings, sessions)(ws, client)
 
