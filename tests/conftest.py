@@ -13,12 +13,13 @@ from hypothesis import settings as hypothesis_settings
 
 from rtap_trio.devtools import speechgen
 
-from .support import WHISPER_THREADS
+from .support import STT_BUDGET_MS, WHISPER_THREADS
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The services the tests start as child processes read it from the environment.
+# The services the tests start as child processes read these from the environment.
 os.environ.setdefault("RTAP_STT__WHISPERCPP__N_THREADS", str(WHISPER_THREADS))
+os.environ.setdefault("RTAP_STT__BUDGET_MS", str(STT_BUDGET_MS))
 
 # CI runs the same property examples every time; `just fuzz` runs many more, at random.
 _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
