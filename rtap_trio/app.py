@@ -29,7 +29,7 @@ from .connections import ConnectionCap, DescriptorBudget
 from .console import console_routes
 from .critical_tasks import CriticalTasks
 from .endpoints import AUDIO_PATH, WyomingServer, openai_routes
-from .engine_loading import load_engines
+from .engine_loading import SttOpener, load_engines
 from .errors import RestartsExhaustedError
 from .events import ServiceFailing, ServiceStopping, StageError
 from .health import (
@@ -51,7 +51,7 @@ from .settings import Settings, is_loopback
 from .signals import watch_signals
 from .standby import StandbyRelay
 from .startup_checks import check_descriptors, connection_caps, warn_if_unauthenticated
-from .stt import ABORT_WAIT_S
+from .stt import ABORT_WAIT_S, open_engines
 from .supervisor import RestartPolicy, Supervisor
 from .transport.catchup import ZmqCatchup
 from .transport.outbox import Outbox
@@ -107,8 +107,14 @@ class Service:
         service_id: str | None = None,
         handle_signals: bool = True,
         fault_hook: FaultHook | None = None,
+        open_stt: SttOpener = open_engines,
     ) -> None:
         """``source`` replaces the local source the settings name (tests, replay).
+
+        ``open_stt`` replaces how the STT engines are opened: tests and benches
+        that start many services in one process lend them engines loaded once
+        (:class:`rtap_trio.testing.EngineLender`; a base model's load and
+        warm-up is 3.3 s of CPU).
 
         ``fault_hook`` is awaited as each supervised task (re)starts, the
         service's own and every session's: tests use it to prove recovery
@@ -144,6 +150,7 @@ class Service:
         self.local_session: Session | None = None
         self._source = source
         self._fault_hook = fault_hook
+        self._open_stt = open_stt
         self._handle_signals = handle_signals
         self._runtime = _Runtime()
         self._drain_scope = trio.CancelScope()
@@ -427,7 +434,7 @@ class Service:
     async def _load(self) -> tuple[Engines, AudioSource | None]:
         """Models and the audio source, loaded side by side; any failure ends the start."""
         source = self._source or source_from_settings(self.settings.audio)
-        engines = await load_engines(self.settings, source)
+        engines = await load_engines(self.settings, source, self._open_stt)
         self.metrics.stt_device_fallback.set(1 if engines.stt.device_fallback else 0)
         return engines, source
 

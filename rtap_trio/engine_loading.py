@@ -9,7 +9,7 @@ start.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -17,15 +17,21 @@ from loguru import logger
 
 from .audio import AudioSource
 from .pipeline import Engines
-from .settings import Settings
+from .settings import Settings, SttSettings
 from .stages.language import LanguageAnalyzer
-from .stt import load_backend
+from .stt import SttEngine, SttPool, open_engines
 from .vad import load_vad
 
-__all__ = ["load_engines"]
+__all__ = ["SttOpener", "load_engines"]
+
+#: Opens the STT engines for a section: :func:`rtap_trio.stt.open_engines`, or
+#: a lender of engines already loaded (:class:`rtap_trio.testing.EngineLender`).
+SttOpener = Callable[[SttSettings], Awaitable[Sequence[SttEngine]]]
 
 
-async def load_engines(settings: Settings, source: AudioSource | None) -> Engines:
+async def load_engines(
+    settings: Settings, source: AudioSource | None, open_stt: SttOpener = open_engines
+) -> Engines:
     """The engines the settings name, loaded while ``source`` (if any) opens."""
     log = logger.bind(component="service")
     results: dict[str, Any] = {}
@@ -36,7 +42,7 @@ async def load_engines(settings: Settings, source: AudioSource | None) -> Engine
     started = time.perf_counter()
     log.info("loading engines and opening the audio source")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(load, "stt", lambda: load_backend(settings.stt))
+        nursery.start_soon(load, "stt", lambda: open_stt(settings.stt))
         nursery.start_soon(load, "analyzer", lambda: LanguageAnalyzer.load(settings.language))
         nursery.start_soon(
             load,
@@ -46,4 +52,4 @@ async def load_engines(settings: Settings, source: AudioSource | None) -> Engine
         if source is not None:
             nursery.start_soon(source.open)
     log.info("engines loaded in {:.2f}s", time.perf_counter() - started)
-    return Engines(stt=results["stt"], analyzer=results["analyzer"], vad=results["vad"])
+    return Engines(stt=SttPool(results["stt"]), analyzer=results["analyzer"], vad=results["vad"])

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from rtap_trio.devtools import speechgen
 
-from .support import STT_BUDGET_MS, WHISPER_THREADS
+from .support import ENGINES, STT_BUDGET_MS, WHISPER_THREADS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +69,11 @@ _LONGEST_FIRST = (
     "test_wyoming_bounds.py",  # 25
     "test_speculative.py",  # 25
 )
+
+
+def pytest_sessionfinish() -> None:
+    """Free the engines lent to the tests' in-process services (support.ENGINES)."""
+    trio.run(ENGINES.aclose)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

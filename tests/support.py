@@ -24,6 +24,7 @@ from rtap_trio.audio.base import AudioSource
 from rtap_trio.bench.common import ServicePorts, ZmqSubscriber
 from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
+from rtap_trio.testing import EngineLender
 from rtap_trio.transport.schemas import (
     EventMessage,
     TranscriptMessage,
@@ -46,6 +47,20 @@ WHISPER_THREADS = 1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
 #: empty, as one whose utterance timed out does (the log was not kept, so that
 #: is the likely cause, not a seen one). The tests of the budget set their own.
 STT_BUDGET_MS = 120_000
+
+#: The STT engines of every service a test runs in this process, loaded once
+#: per STT section and lent to one service at a time: the services' starts are
+#: not what those tests are about, and the loads were about 100 s of the
+#: suite's CPU (base: 3.3 s to load and warm up, tiny.en 1.1 s). conftest.py
+#: frees them when the session ends. Tests of loading itself use their own.
+ENGINES = EngineLender()
+
+
+def in_process_service(settings: Settings, **options: Any) -> Any:
+    """A :class:`rtap_trio.app.Service` for a test: no signal handlers, lent engines."""
+    from rtap_trio.app import Service
+
+    return Service(settings, handle_signals=False, open_stt=ENGINES, **options)
 
 
 def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
@@ -194,11 +209,9 @@ async def run_service(
     """
     import time
 
-    from rtap_trio.app import Service
-
     gate, hold = trio.Event(), trio.Event()
     gated = GatedSource(source, gate, hold)
-    service = Service(settings, source=gated, handle_signals=False, fault_hook=fault_hook)
+    service = in_process_service(settings, source=gated, fault_hook=fault_hook)
     ws_messages: list[EventMessage | TranscriptMessage] = []
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)

@@ -15,13 +15,12 @@ import pytest
 import trio
 import zmq
 
-from rtap_trio.app import Service
 from rtap_trio.audio.file import FileSource, load_audio
 from rtap_trio.client import open_audio_session
 from rtap_trio.protocol import json_schemas
 from rtap_trio.transport.schemas import CatchupReply, EventMessage
 
-from .support import REPO, GatedSource, ZmqCollector, service_settings
+from .support import REPO, GatedSource, ZmqCollector, in_process_service, service_settings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,7 +53,7 @@ async def test_an_agent_fills_its_gap_by_sequence_number_and_hears_the_heartbeat
         trailing_silence_ms=1000,
     )
     source = GatedSource(file, gate, hold)
-    service = Service(settings, source=source, handle_signals=False)
+    service = in_process_service(settings, source=source)
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)
         assert ports.zmq_catchup and ports.zmq_transcripts and ports.zmq_events

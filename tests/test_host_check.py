@@ -19,10 +19,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from rtap_trio.app import BoundPorts, Service
+from rtap_trio.app import BoundPorts
 from rtap_trio.errors import ConfigError
 
-from .support import service_settings
+from .support import in_process_service, service_settings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,7 +33,7 @@ WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 @asynccontextmanager
 async def running(**overrides: Any) -> AsyncIterator[BoundPorts]:
     settings = service_settings("pc2", **{"audio.source": "none", **overrides})
-    service = Service(settings, handle_signals=False)
+    service = in_process_service(settings)
     async with trio.open_nursery() as nursery:
         ports: BoundPorts = await nursery.start(service.run)
         try:

@@ -19,9 +19,7 @@ import pytest
 import trio
 import yaml
 
-from rtap_trio.app import Service
-
-from .support import REPO, free_port, service_settings
+from .support import REPO, free_port, in_process_service, service_settings
 
 MONITORING = REPO / "ops" / "monitoring"
 needs_promtool = pytest.mark.skipif(
@@ -79,7 +77,7 @@ async def test_a_real_prometheus_scrapes_the_service_and_evaluates_rules_and_das
     settings = service_settings(
         "pc2", **{"audio.source": "demo", "audio.realtime": True, "audio.loop_demo": True}
     )
-    service = Service(settings, handle_signals=False)
+    service = in_process_service(settings)
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)
         prometheus_port = free_port()

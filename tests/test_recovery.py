@@ -17,7 +17,6 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from rtap_trio.app import Service
 from rtap_trio.audio.file import DemoSource
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.errors import PortInUseError, RestartsExhaustedError, find_error
@@ -26,7 +25,7 @@ from rtap_trio.session_state import PipelineState
 from rtap_trio.supervisor import Saboteur
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage
 
-from .support import ZmqCollector, run_service, service_settings
+from .support import ZmqCollector, in_process_service, run_service, service_settings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -71,7 +70,7 @@ async def test_a_port_taken_for_a_while_is_retried_until_it_is_free() -> None:
             "supervisor.bind_retry_s": 10,
         },
     )
-    service = Service(settings, handle_signals=False)
+    service = in_process_service(settings)
     async with trio.open_nursery() as nursery:
 
         async def release_later() -> None:
@@ -96,7 +95,7 @@ async def test_a_port_taken_for_a_while_is_retried_until_it_is_free() -> None:
         )
         with pytest.raises(BaseException) as refused:
             async with trio.open_nursery() as nursery:
-                await nursery.start(Service(impatient, handle_signals=False).run)
+                await nursery.start(in_process_service(impatient).run)
         assert str(port) in str(find_error(refused.value, PortInUseError))
     finally:
         holder.close()
@@ -176,9 +175,7 @@ async def test_a_server_that_keeps_crashing_stops_the_service_gracefully_for_a_r
 
     # A microphone-like source that goes on: the service stops because of the fault alone.
     source = demo(settings, realtime=True, loop=True)
-    service = Service(
-        settings, source=source, handle_signals=False, fault_hook=crash_the_websocket_server
-    )
+    service = in_process_service(settings, source=source, fault_hook=crash_the_websocket_server)
     ended: list[BaseException] = []
 
     async def run_service_to_its_end(*, task_status: trio.TaskStatus[Any]) -> None:

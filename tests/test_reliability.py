@@ -255,9 +255,7 @@ def test_binding_off_loopback_without_a_token_is_a_configuration_error() -> None
 async def test_binding_off_loopback_with_a_token_says_what_has_no_authentication() -> None:
     from loguru import logger
 
-    from rtap_trio.app import Service
-
-    from .support import service_settings
+    from .support import in_process_service, service_settings
 
     warnings: list[str] = []
     sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING", format="{message}")
@@ -271,7 +269,7 @@ async def test_binding_off_loopback_with_a_token_says_what_has_no_authentication
                 "security.token": "0123456789abcdef0123",
             },
         )
-        service = Service(settings, handle_signals=False)
+        service = in_process_service(settings)
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             service.stop()

@@ -44,7 +44,6 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 
-from rtap_trio.app import Service
 from rtap_trio.audio.network import AudioFormatError, PushedAudio
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.errors import ConfigError
@@ -63,6 +62,7 @@ from .support import (
     client_frame,
     free_port,
     health,
+    in_process_service,
     running_service,
     service_settings,
     wait_no_sessions,
@@ -101,7 +101,7 @@ async def session_manager(**overrides: Any) -> AsyncIterator[SessionManager]:
     settings = service_settings(
         "pc2", **{"audio.source": "none", "sessions.max": SESSIONS_MAX, **overrides}
     )
-    service = Service(settings, source=None, handle_signals=False)
+    service = in_process_service(settings, source=None)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         assert service.sessions is not None

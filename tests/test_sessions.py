@@ -28,7 +28,7 @@ from rtap_trio.items import Float32
 from rtap_trio.session_context import SessionContext
 from rtap_trio.transport.schemas import EventType
 
-from .support import ZmqCollector, http_get, service_settings
+from .support import ZmqCollector, http_get, in_process_service, service_settings
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -53,7 +53,7 @@ async def running(
 ) -> AsyncIterator[tuple[Service, BoundPorts]]:
     overrides = {"audio.source": "none", **(settings_overrides or {})}
     settings = service_settings("pc2", **overrides)
-    service = Service(settings, source=source, handle_signals=False, **service_args)
+    service = in_process_service(settings, source=source, **service_args)
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)
         yield service, ports

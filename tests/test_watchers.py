@@ -19,7 +19,6 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from rtap_trio.app import Service
 from rtap_trio.audio.file import load_audio
 from rtap_trio.client import open_audio_session
 from rtap_trio.events import StateChanged, WakeWord
@@ -36,7 +35,7 @@ from rtap_trio.transport.schemas import (
 )
 from rtap_trio.transport.websocket import WebSocketServer
 
-from .support import http_get, service_settings
+from .support import http_get, in_process_service, service_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -223,7 +222,7 @@ async def test_a_token_and_an_origin_allow_list_guard_the_websocket_server() -> 
 
 async def test_the_token_guards_the_http_api_but_not_health_metrics_or_the_page() -> None:
     settings = service_settings("pc2", **{"audio.source": "none", "security.token": TOKEN})
-    service = Service(settings, handle_signals=False)
+    service = in_process_service(settings)
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)
         assert ports.telemetry is not None and ports.websocket is not None
@@ -265,7 +264,7 @@ async def test_levels_reach_only_watchers_that_ask_and_follow_the_speech(
 ) -> None:
     audio = load_audio(Path(speech["dir"]) / "en_no_wake.wav", 16_000).astype(np.float32) / 32768
     settings = service_settings("pc2", **{"audio.source": "none"})
-    service = Service(settings, handle_signals=False)
+    service = in_process_service(settings)
     levels: list[LevelMessage] = []
     plain: list[Any] = []
     async with trio.open_nursery() as nursery:
