@@ -71,6 +71,10 @@ def _start(ports: ServicePorts, wav: Path, start_at: float, **env: str) -> subpr
             **ports.env(),
             "RTAP_AUDIO__START_AT": str(start_at),
             "RTAP_LOG_LEVEL": "WARNING",
+            # No partial transcripts: they are events the failover subscriber skips,
+            # and pc2's, every 500 ms of speech in both services, were a third of
+            # the drill's CPU (its three services: 31 s with them, 20 s without).
+            "RTAP_STT__PARTIALS": "false",
             **env,
         },
         stdout=subprocess.DEVNULL,

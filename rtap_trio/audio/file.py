@@ -42,6 +42,7 @@ __all__ = [
     "DecodingSource",
     "DemoSource",
     "FileSource",
+    "check_audio_file",
     "decode_audio",
     "demo_recording",
     "load_audio",
@@ -226,6 +227,14 @@ def _decode_errors(label: str) -> Iterator[None]:
         raise AudioSourceError(f"{label}: cannot decode audio: {exc.error_string}") from None
     except (RuntimeError, ValueError, TypeError) as exc:
         raise AudioSourceError(f"{label}: cannot decode audio: {exc}") from None
+
+
+def check_audio_file(path: Path, sample_rate: int) -> None:
+    """Raise AudioSourceError now, as :func:`load_audio` would, for a path that is
+    not an audio file it can decode: its header only is read."""
+    _check_regular_file(path)
+    with AudioDecoder(str(path), sample_rate, label=str(path)):
+        pass
 
 
 def load_audio(path: Path, sample_rate: int) -> Samples:
