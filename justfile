@@ -46,9 +46,10 @@ speech:
 train-sentiment:
     {{py}} scripts/train_sentiment.py
 
-# convert the packaged Whisper models to ggml (cached)
+# convert the packaged Whisper models to ggml, fetch the Smart Turn model (cached)
 models:
     {{py}} -m rtap_trio models convert --dtype q8_0 --dtype f16 tiny.en base
+    {{py}} -m rtap_trio models fetch smart-turn
 
 # benchmarks: JSON + Markdown report in bench-results/ (`just bench --quick` for a smoke run)
 bench *ARGS:

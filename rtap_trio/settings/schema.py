@@ -18,6 +18,7 @@ from .processing import (
     SessionsSettings,
     SttSettings,
     SupervisorSettings,
+    TurnSettings,
     VadSettings,
     WakewordSettings,
 )
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     audio: AudioSettings = AudioSettings()
     wakeword: WakewordSettings = WakewordSettings()
     vad: VadSettings = VadSettings()
+    turn: TurnSettings = TurnSettings()
     preprocess: PreprocessSettings = PreprocessSettings()
     stt: SttSettings = SttSettings()
     language: LanguageSettings = LanguageSettings()
