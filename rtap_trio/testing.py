@@ -25,7 +25,7 @@ from .session_context import SessionContext, publishing_context
 from .settings import Settings, SttSettings
 from .stages.frontend import FrontEnd
 from .stages.wakeword import WakeWordDetector
-from .stt import EngineResult, SttEngine, open_engines
+from .stt import EngineRequest, EngineResult, SttEngine, open_engines
 from .transport.outbox import Outbox
 from .vad.base import VoiceActivity
 
@@ -144,9 +144,9 @@ class _LentEngine(SttEngine):
         self._engine: SttEngine | None = engine
         self._give_back = give_back
 
-    async def transcribe(self, audio: Float32, language: str | None) -> EngineResult:
+    async def transcribe(self, audio: Float32, request: EngineRequest) -> EngineResult:
         assert self._engine is not None, "transcribing on an engine given back"
-        return await self._engine.transcribe(audio, language)
+        return await self._engine.transcribe(audio, request)
 
     def language_name(self, code: str) -> str:
         assert self._engine is not None, "an engine given back"

@@ -22,7 +22,7 @@ from rtap_trio.audio.file import load_audio
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import PreprocessSettings, SttSettings, WhisperCppSettings
 from rtap_trio.stages.preprocess import prepare_for_stt
-from rtap_trio.stt import SttPool, load_backend
+from rtap_trio.stt import EngineRequest, SttPool, load_backend
 from rtap_trio.stt.whispercpp import (
     FULL_AUDIO_CTX,
     WhisperContext,
@@ -210,11 +210,11 @@ async def test_stt_engine_whispercpp_is_a_pool_of_engines_that_abort_promptly() 
         # ~39 s of audio, two 30 s windows: seconds of work, the yardstick.
         long, short = _demo(10), _demo()
         started = trio.current_time()
-        await engine.transcribe(long, None)
+        await engine.transcribe(long, EngineRequest())
         undisturbed_s = trio.current_time() - started
         started = trio.current_time()
         with trio.move_on_after(0.2):
-            await engine.transcribe(long, None)
+            await engine.transcribe(long, EngineRequest())
         stopped_s = trio.current_time() - started
         assert stopped_s < 0.6 * undisturbed_s, (stopped_s, undisturbed_s)
         # ... and the engine takes the next utterance as if nothing happened.

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from rtap_trio.stt import EngineCapabilities, EngineResult, SttEngine
+from rtap_trio.stt import EngineCapabilities, EngineRequest, EngineResult, SttEngine
 
 __all__ = ["Call", "TimedEngine", "utterance"]
 
@@ -54,8 +54,9 @@ class TimedEngine(SttEngine):
     _busy: bool = field(default=False, init=False, repr=False)
 
     async def transcribe(
-        self, audio: npt.NDArray[np.float32], language: str | None
+        self, audio: npt.NDArray[np.float32], request: EngineRequest
     ) -> EngineResult:
+        language = request.language
         assert not self.closed, "transcribe on a closed engine"
         assert not self._busy, "the pool lent one engine twice at once"
         text = f"utterance {int(audio[0])}"

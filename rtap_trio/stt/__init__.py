@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..settings import SttSettings
 from .base import FinalsForeseen, SttBackend, SttStatistics
-from .engine import ABORT_WAIT_S, EngineCapabilities, EngineResult, SttEngine
+from .engine import ABORT_WAIT_S, EngineCapabilities, EngineRequest, EngineResult, SttEngine
 from .pool import SttPool
 from .scheduling import PriorityLimiter, PriorityLimiterStatistics
 from .selection import open_engines
@@ -18,6 +18,7 @@ from .selection import open_engines
 __all__ = [
     "ABORT_WAIT_S",
     "EngineCapabilities",
+    "EngineRequest",
     "EngineResult",
     "FinalsForeseen",
     "PriorityLimiter",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ..items import Float32
 
-__all__ = ["ABORT_WAIT_S", "EngineCapabilities", "EngineResult", "SttEngine"]
+__all__ = ["ABORT_WAIT_S", "EngineCapabilities", "EngineRequest", "EngineResult", "SttEngine"]
 
 #: How long an engine may take, once its transcription is cancelled, to stop.
 #: The service's shutdown keeps this much of its grace for it.
@@ -62,6 +62,19 @@ class EngineCapabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineRequest:
+    """What is asked of an engine for one utterance, beside its audio."""
+
+    #: the language to transcribe (None: as configured, maybe detected);
+    #: the pool's callers check it against :attr:`EngineCapabilities.languages`
+    language: str | None = None
+    #: a partial transcript of speech still going on: a guess that the next one
+    #: replaces, so an engine may spend less on it (a shorter window, fewer
+    #: tokens) than on a final, whose words must not change
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class EngineResult:
     """What an engine made of one utterance (the pool adds the times)."""
 
@@ -81,11 +94,9 @@ class SttEngine(abc.ABC):
     capabilities: EngineCapabilities
 
     @abc.abstractmethod
-    async def transcribe(self, audio: Float32, language: str | None) -> EngineResult:
-        """Transcribe 16 kHz mono float32 audio.
+    async def transcribe(self, audio: Float32, request: EngineRequest) -> EngineResult:
+        """Transcribe 16 kHz mono float32 audio as ``request`` asks.
 
-        ``language`` fixes the language (None: as configured, maybe detected);
-        callers check it against :attr:`EngineCapabilities.languages` first.
         The pool never calls it twice at once on one engine.
 
         Cancelling the call aborts the transcription: it must then raise

@@ -24,7 +24,7 @@ import trio
 from ..errors import SttSkippedError, SttTimeoutError
 from ..items import Float32, SttResult
 from .base import FinalsForeseen, SttBackend, SttStatistics
-from .engine import EngineCapabilities, SttEngine
+from .engine import EngineCapabilities, EngineRequest, SttEngine
 from .scheduling import PriorityLimiter
 
 __all__ = ["SttPool"]
@@ -88,7 +88,7 @@ class SttPool(SttBackend):
             # A final waits only for finals: speculative work gives its engine up.
             self._preempt_one(partials_only=False)
         async with self._limiter.borrow(priority):
-            return await self._run(audio, budget_s, language, asked)
+            return await self._run(audio, budget_s, EngineRequest(language), asked)
 
     async def _speculate(
         self, audio: Float32, budget_s: float | None, language: str | None, partial: bool
@@ -125,7 +125,9 @@ class SttPool(SttBackend):
         self._speculative.append(speculation)
         try:
             with speculation.scope:
-                return await self._run(audio, budget_s, language, asked)
+                return await self._run(
+                    audio, budget_s, EngineRequest(language, partial=partial), asked
+                )
         finally:
             self._speculative.remove(speculation)
         # Only a preemption ends the scope without a result.
@@ -146,14 +148,14 @@ class SttPool(SttBackend):
         return False
 
     async def _run(
-        self, audio: Float32, budget_s: float | None, language: str | None, asked: float
+        self, audio: Float32, budget_s: float | None, request: EngineRequest, asked: float
     ) -> SttResult:
         # Called holding a limiter token, so an engine is free.
         engine = self._free.pop()
         acquired = _now()
         try:
             with trio.move_on_after(budget_s if budget_s is not None else math.inf) as scope:
-                result = await engine.transcribe(audio, language)
+                result = await engine.transcribe(audio, request)
         finally:
             self._free.append(engine)
         finished = _now()

@@ -137,10 +137,13 @@ class WhisperContext:
         audio: Float32,
         should_abort: Callable[[], bool] | None = None,
         language: str | None = None,
+        *,
+        partial: bool = False,
     ) -> EngineResult:
         """Blocking. ``should_abort`` is polled by whisper.cpp between steps.
 
-        ``language`` fixes the language for this call (None: the settings').
+        ``language`` fixes the language for this call (None: the settings');
+        ``partial``: a partial transcript (:class:`~rtap_trio.stt.engine.EngineRequest`).
         """
         if self.english_only:
             language = None  # it knows one language; the caller has been told

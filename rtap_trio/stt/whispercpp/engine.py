@@ -19,7 +19,7 @@ from loguru import logger
 
 from ...items import Float32
 from ...settings import SttSettings
-from ..engine import ABORT_WAIT_S, EngineCapabilities, EngineResult, SttEngine
+from ..engine import ABORT_WAIT_S, EngineCapabilities, EngineRequest, EngineResult, SttEngine
 from .context import WhisperContext
 from .direct import whisper_language_name
 
@@ -45,10 +45,13 @@ class WhisperCppEngine(SttEngine):
             device_fallback=requested_device != context.device,
         )
 
-    async def transcribe(self, audio: Float32, language: str | None) -> EngineResult:
+    async def transcribe(self, audio: Float32, request: EngineRequest) -> EngineResult:
         context = self.context
         return await _run_abortably(
-            context, lambda should_abort: context.transcribe(audio, should_abort, language)
+            context,
+            lambda should_abort: context.transcribe(
+                audio, should_abort, request.language, partial=request.partial
+            ),
         )
 
     def language_name(self, code: str) -> str:
