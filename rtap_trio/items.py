@@ -124,6 +124,8 @@ class SttResult:
     queue_ms: float
     #: transcribing on the engine
     stt_ms: float
+    #: the engine's CPU time on this machine, where it can tell
+    cpu_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -302,7 +302,8 @@ class FrontEnd:
             and decision.first_frame <= first + _CUT_AT_START_FRAMES
         )
         self._chunks = [self._ring.since(start, index + 1)]
-        self._next_partial = index + self._partial_frames
+        # the interval counts from the first voiced frame, not the decision
+        self._next_partial = decision.first_frame + self._partial_frames
         capture = "speech" if self._detection is None else None  # else the wake word's
         self._open_utterance(start, decision.first_frame, capture)
 

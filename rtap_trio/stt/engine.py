@@ -86,6 +86,9 @@ class EngineResult:
     language_probability: float | None
     #: the model's probability that nothing was said; None when it cannot tell
     no_speech_probability: float | None
+    #: CPU time spent on this machine, where the engine can tell (None: it
+    #: cannot; a remote engine spends next to none here)
+    cpu_ms: float | None = None
 
 
 class SttEngine(abc.ABC):
