@@ -79,6 +79,7 @@ def _settings(settings: Settings) -> Settings:
                     "zmq_pub_port_events": 0,
                     "zmq_pub_port_transcripts": 0,
                     "websocket_port": 0,
+                    "zmq_catchup_port": 0,
                 }
             ),
             "http": settings.http.model_copy(update={"port": 0}),

@@ -261,8 +261,32 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"against without: WER {latency.get('same_words_wer')}.",
             ]
     lines += _vad_table(report.get("vad"))
+    lines += _turns_table(report.get("turns"))
     lines += _concurrency_table(report.get("concurrency"))
     return "\n".join(lines) + "\n"
+
+
+def _turns_table(turns: Any) -> list[str]:
+    if not isinstance(turns, dict) or not turns.get("sets"):
+        return []
+    lines = [
+        "",
+        f"End-of-turn policies (hangover {turns['hangover_ms']} ms; speech end -> transcript "
+        "and the endpoint's wait after the speech, ms):",
+        "",
+        "| set | turn.engine | turns | cut | lost | WER | endpoint p50 | p95 "
+        "| transcript p50 | p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, policies in turns["sets"].items():
+        for engine, row in policies.items():
+            endpoint, total = row["endpoint_ms"], row["speech_end_to_transcript_ms"]
+            lines.append(
+                f"| {name} | {engine} | {row['turns']} | {row['cut']} | {row['lost']} "
+                f"| {row['wer']} | {endpoint.get('p50', '-')} | {endpoint.get('p95', '-')} "
+                f"| {total.get('p50', '-')} | {total.get('p95', '-')} |"
+            )
+    return lines
 
 
 def _vad_table(vad: Any) -> list[str]:

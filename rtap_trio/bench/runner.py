@@ -37,6 +37,7 @@ from .memory import measure_service_rss
 from .sections import SECTIONS
 from .stt_ab import measure_stt_ab
 from .throughput import measure_throughput
+from .turns import measure_turns
 from .vad import measure_vad
 
 __all__ = ["SECTIONS", "BenchOptions", "run_bench"]
@@ -126,6 +127,7 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
             concatenate(short[:1] if quick else speech[:6], 1.5),
             60 if quick else 240,
         ),
+        "turns": lambda: measure_turns(settings, quick=quick),
         "vad": lambda: measure_vad(settings, quick=quick),
         "memory": memory,
         "fanout": lambda: trio.run(measure_fanout, 100, 10 if quick else 50, 0.02),

@@ -407,16 +407,18 @@ class FrontEnd:
         question = self._turn_question
         if question is None or self._turn_decided or not question.done.is_set():
             return
+        if not question.complete:
+            # Held at once: the words can only hold it longer, never end it.
+            self._turn_decided = True
+            self._endpointer.set_pause_hangover(self._max_hangover)
+            return
         if early is not None and not early.done.is_set():
             return  # its words may yet say the sentence goes on
         self._turn_decided = True
         words = early.result.text if early is not None and early.result is not None else ""
         if self._sentence_endpointing and sentence_state(words) is SentenceState.GOES_ON:
             return  # held open by the words (set above)
-        if question.complete:
-            self._endpointer.set_pause_hangover(silence)  # ends on the next frame
-        else:
-            self._endpointer.set_pause_hangover(self._max_hangover)
+        self._endpointer.set_pause_hangover(silence)  # ends on the next frame
 
     def _forget_turn_question(self) -> None:
         if self._turn_judge is not None and self._turn_question is not None:
