@@ -132,9 +132,12 @@ class SessionPipeline:
             if (settings.vad.early_ms or partial_ms) and not (wake_only or client_turns)
             else None
         )
+        # Only where someone waits for each answer: a file replayed or
+        # uploaded gains nothing from ending turns sooner, and its utterances
+        # would hang on how soon a busy machine answers.
         self.turn = (
             TurnJudge(engines.turn, sample_rate=settings.audio.sample_rate, metrics=ctx.metrics)
-            if engines.turn.active and not (wake_only or client_turns)
+            if engines.turn.active and source.interactive and not (wake_only or client_turns)
             else None
         )
         self.frontend = FrontEnd(
