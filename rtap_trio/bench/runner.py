@@ -7,6 +7,7 @@ message and the others still run; faster-whisper missing is a skip, not an error
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import traceback
@@ -122,10 +123,13 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         "throughput": throughput,
         # Quick: one command (each variant streams it at real-time pace).
         "latency": lambda: trio.run(
-            measure_latency_ab,
-            settings,
-            concatenate(short[:1] if quick else speech[:6], 1.5),
-            60 if quick else 240,
+            functools.partial(
+                measure_latency_ab,
+                settings,
+                concatenate(short[:1] if quick else speech[:6], 1.5),
+                60 if quick else 240,
+                compare_turn=not quick,
+            )
         ),
         "turns": lambda: measure_turns(settings, quick=quick),
         "vad": lambda: measure_vad(settings, quick=quick),
