@@ -172,7 +172,7 @@ class WhisperContext:
             )
             max_tokens = 0
         with self._lock:
-            started = time.perf_counter()
+            started = time.thread_time()
             self.last_audio_ctx = audio_ctx
             if self._direct is not None:
                 decoded = self._direct.transcribe(audio, should_abort, language)
@@ -213,11 +213,13 @@ class WhisperContext:
         return EngineResult(text, detected, None, no_speech, cpu_ms)
 
     def _cpu_ms(self, started: float) -> float:
-        """The CPU a call that began at ``started`` took: whisper.cpp keeps its
-        ``n_threads`` busy from start to end (measured: 13.96 s of process CPU
-        for 7.14 s of two-thread calls), so wall time times threads."""
+        """The CPU a call took, from this thread's CPU time at its start: the
+        calling thread is one of whisper.cpp's ``n_threads`` and they are
+        busy alike from start to end (13.96 s of process CPU for 7.14 s of
+        two-thread calls, measured), so its CPU time times the threads. Not
+        wall time: on a busy machine that would count the waits for a core."""
         threads: int = self._params["n_threads"]
-        return (time.perf_counter() - started) * 1000 * threads
+        return (time.thread_time() - started) * 1000 * threads
 
     def close(self) -> None:
         """Free the whisper context now, while Python can still take its log lines."""
