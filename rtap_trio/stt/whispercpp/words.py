@@ -113,16 +113,18 @@ def _pauses(voiced: npt.NDArray[np.bool_]) -> list[tuple[float, float]]:
     return runs
 
 
-def _into_pause(boundary: float, pauses: list[tuple[float, float]]) -> tuple[float, float]:
-    """Where the word before a boundary ends and the next begins."""
+def _into_pause(
+    boundary: float, pauses: list[tuple[float, float]], after: float
+) -> tuple[float, float] | None:
+    """The pause a boundary moves into: the one ending nearest to it within
+    the window, and after ``after`` (the previous boundary's), so that no two
+    boundaries share a pause and none moves back past another."""
     near = [
         (start, end)
         for start, end in pauses
-        if boundary - _PAUSE_BEFORE_S <= end <= boundary + _PAUSE_AFTER_S
+        if boundary - _PAUSE_BEFORE_S <= end <= boundary + _PAUSE_AFTER_S and start >= after
     ]
-    if not near:
-        return boundary, boundary
-    return min(near, key=lambda pause: abs(pause[1] - boundary))
+    return min(near, key=lambda pause: abs(pause[1] - boundary)) if near else None
 
 
 def _word(pieces: list[bytes]) -> str:
@@ -152,12 +154,17 @@ def join_words(tokens: Sequence[TimedToken], audio: Float32) -> tuple[Word, ...]
         groups[-1] = (pieces, start, max(token.time, start))
         previous_time = token.time
     pauses = _pauses(voiced)
+    used = 0.0
     for index in range(1, len(groups)):
-        before, after = _into_pause(groups[index][1], pauses)
+        pause = _into_pause(groups[index][1], pauses, used)
+        if pause is None:
+            continue
+        before, after = pause
+        used = after
         pieces, start, _ = groups[index - 1]
         groups[index - 1] = (pieces, start, max(start, before))
         pieces, _, end = groups[index]
-        groups[index] = (pieces, min(after, end), end)
+        groups[index] = (pieces, after, max(after, end))
     words = []
     for pieces, start, end in groups:
         text = _word(pieces)
