@@ -12,6 +12,7 @@ where each word starts and ends.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
+import soundfile
+import soxr
 
 from rtap_trio.bench.common import ServicePorts
 from rtap_trio.client import open_audio_session
@@ -35,7 +38,11 @@ from rtap_trio.devtools.speechgen.rendering import (
 
 from .support import service_process
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.timeout(240),
+    # The SDK marks client.audio.translations deprecated; it is what users call.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 #: Commands with invented names (none is a word whisper's vocabulary spells).
 COMMANDS = (
@@ -58,6 +65,7 @@ LEAD_S = 0.5
 #: early; where DTW itself is lost (tiny.en's "table at": 0.6 s) no pause helps.
 TOLERANCE_S = 0.2
 SHARE_WITHIN = 0.7
+COMPLETED = "conversation.item.input_audio_transcription.completed"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
@@ -220,3 +228,37 @@ def test_translations_through_the_sdk(base: ServicePorts, speech: dict[str, Any]
         assert result.language == "english", result
         assert set(re.findall(r"[a-z]+", result.text.lower())) & keys, result.text
         print(f"{path.name}: {result.text}")
+
+
+def test_realtime_takes_the_prompt_from_the_transcription_config(
+    tiny: ServicePorts, commands: list[Spoken]
+) -> None:
+    command = commands[0]
+    audio, rate = soundfile.read(command.path, dtype="float32")
+    pcm = (soxr.resample(audio, rate, 24_000) * 32767).astype("<i2").tobytes()
+    client = _client(tiny)
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        assert connection.recv().type == "session.created"
+        transcription = {"model": "whisper-1", "prompt": "Zyntharion " * 120}
+        connection.session.update(
+            session={"type": "transcription", "audio": {"input": {"transcription": transcription}}}
+        )
+        error = connection.recv()
+        assert error.type == "error" and "224" in error.error.message, error
+        transcription["prompt"] = PROMPT
+        connection.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"transcription": transcription, "turn_detection": None}},
+            }
+        )
+        updated = connection.recv()
+        assert updated.session.audio.input.transcription.prompt == PROMPT
+        step = 4800  # 100 ms of pcm16 at 24 kHz
+        for start in range(0, len(pcm), step):
+            chunk = base64.b64encode(pcm[start : start + step]).decode()
+            connection.input_audio_buffer.append(audio=chunk)
+        connection.input_audio_buffer.commit()
+        while (event := connection.recv()).type != COMPLETED:
+            pass
+    assert names_heard(event.transcript) == {"Zyntharion", "Quelbrook"}, event.transcript
