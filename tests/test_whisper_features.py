@@ -12,6 +12,7 @@ where each word starts and ends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ import openai
 import pytest
 import soundfile
 import soxr
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
 
 from rtap_trio.bench.common import ServicePorts
 from rtap_trio.client import open_audio_session
@@ -36,7 +40,7 @@ from rtap_trio.devtools.speechgen.rendering import (
     write_wav,
 )
 
-from .support import service_process
+from .support import free_port, service_process
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -104,9 +108,17 @@ def _client(ports: ServicePorts) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Iterator[ServicePorts]:
-    with service_process("--source", "none", "--profile", "pc2") as ports:
-        yield ports
+def tiny_service() -> Iterator[tuple[ServicePorts, int]]:
+    """pc2's tiny.en, with its Wyoming server: (ports, Wyoming's port)."""
+    wyoming = free_port()
+    env = {"RTAP_WYOMING__ENABLED": "true", "RTAP_WYOMING__PORT": str(wyoming)}
+    with service_process("--source", "none", "--profile", "pc2", env=env) as ports:
+        yield ports, wyoming
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_service: tuple[ServicePorts, int]) -> ServicePorts:
+    return tiny_service[0]
 
 
 def names_heard(text: str, names: tuple[str, ...] = NAMES) -> set[str]:
@@ -262,3 +274,28 @@ def test_realtime_takes_the_prompt_from_the_transcription_config(
         while (event := connection.recv()).type != COMPLETED:
             pass
     assert names_heard(event.transcript) == {"Zyntharion", "Quelbrook"}, event.transcript
+
+
+def test_wyoming_transcript_names_become_the_prompt(
+    tiny_service: tuple[ServicePorts, int], commands: list[Spoken]
+) -> None:
+    command = commands[0]
+    audio, rate = soundfile.read(command.path, dtype="int16")
+    pcm = audio.tobytes()
+
+    async def main() -> str:
+        async with AsyncTcpClient("127.0.0.1", tiny_service[1]) as client:
+            names = ["Zyntharion", "Quelbrook", "Vorlakin", "Brixelton", "Ostravel", "Quillimar"]
+            await client.write_event(Transcribe(language="en", transcript_names=names).event())
+            await client.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            for start in range(0, len(pcm), 2048):
+                chunk = AudioChunk(rate=rate, width=2, channels=1, audio=pcm[start : start + 2048])
+                await client.write_event(chunk.event())
+            await client.write_event(AudioStop().event())
+            while (event := await client.read_event()) is not None:
+                if Transcript.is_type(event.type):
+                    return Transcript.from_event(event).text
+        raise AssertionError("closed before the transcript")
+
+    text = asyncio.run(asyncio.wait_for(main(), 60))
+    assert names_heard(text) == {"Zyntharion", "Quelbrook"}, text
