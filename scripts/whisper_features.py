@@ -7,7 +7,8 @@ For each model, on the rare-name commands of tests/test_whisper_features.py
 heard right without a prompt, with a bare list and with a sentence that lists
 them; and the CPU time (user + system, every thread of the process) and wall
 time per utterance with and without word times, median of the commands after
-a warm-up. Each model with the settings of the profile that uses it (tiny.en:
+a warm-up; for a multilingual model, transcribing and translating a German
+sentence. Each model with the settings of the profile that uses it (tiny.en:
 pc2, base: default).
 """
 
@@ -24,10 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rtap_trio.settings import load_settings  # noqa: E402
-from rtap_trio.stages.preprocess import prepare_for_stt  # noqa: E402
-from rtap_trio.stt.whispercpp.context import WhisperContext  # noqa: E402
-from tests.test_whisper_features import (  # noqa: E402
+from rtap_trio.devtools.speechgen.catalogue import DE
+from rtap_trio.devtools.speechgen.rendering import synthesize
+from rtap_trio.settings import load_settings
+from rtap_trio.stages.preprocess import prepare_for_stt
+from rtap_trio.stt.whispercpp.context import WhisperContext
+from tests.test_whisper_features import (
     COMMANDS,
     NAMES,
     PROMPT,
@@ -74,6 +77,13 @@ def main(models: list[str]) -> None:
                 cpu.append((cpu_s() - c) * 1000)
                 wall.append((time.perf_counter() - w) * 1000)
             costs[words] = (statistics.median(cpu), statistics.median(wall))
+        if not context.english_only:
+            german = synthesize("Ich möchte heute Abend ins Kino gehen.", DE) / 32768
+            clip = np.concatenate([np.zeros(8000), german, np.zeros(8000)]).astype(np.float32)
+            for task in ("transcribe", "translate", "transcribe", "translate"):
+                c = cpu_s()
+                result = context.transcribe(clip, task=task)  # type: ignore[arg-type]
+                print(f"{model} {task}: {(cpu_s() - c) * 1000:.0f} ms CPU: {result.text}")
         context.close()
         seconds = statistics.median(a.size / 16_000 for a in audio)
         print(
