@@ -39,6 +39,7 @@ from rtap_trio.devtools.speechgen.rendering import (
     to_pcm,
     write_wav,
 )
+from rtap_trio.stt.whispercpp.words import TimedToken, join_words
 
 from .support import free_port, service_process
 
@@ -299,3 +300,25 @@ def test_wyoming_transcript_names_become_the_prompt(
 
     text = asyncio.run(asyncio.wait_for(main(), 60))
     assert names_heard(text) == {"Zyntharion", "Quelbrook"}, text
+
+
+def test_words_are_joined_from_tokens_and_snapped_to_the_pauses() -> None:
+    """Pure: DTW token times (each where the next token begins) and the audio's pauses."""
+    rate = SAMPLE_RATE
+    audio = np.zeros(3 * rate, dtype=np.float32)
+    audio[int(0.5 * rate) : int(1.0 * rate)] = 0.5  # "Ask" 0.5-1.0 s
+    audio[int(1.3 * rate) : int(2.2 * rate)] = 0.5  # "Quelbrook." 1.3-2.2 s
+    tokens = [
+        TimedToken(b" Ask", 1.35),  # 0.05 s into the next word, as DTW puts it
+        TimedToken(b",", 1.36),
+        TimedToken(b" Quel", 1.8),
+        TimedToken(b"brook", 2.3),
+        TimedToken(b".", 2.35),
+        TimedToken(b" [BLANK_AUDIO]", 2.9),
+    ]
+    words = join_words(tokens, audio)
+    assert [(w.word, w.start, w.end) for w in words] == [
+        ("Ask", 0.5, 1.0),
+        ("Quelbrook", 1.3, 2.2),
+    ]
+    assert join_words([TimedToken(b" Ask", -0.01)], audio) == ()  # untimed: no DTW

@@ -30,7 +30,7 @@ Punctuation is stripped from a word's edges, as OpenAI's
 ``TranscriptionWord`` gives words; a word that is only punctuation, or a sound
 annotation ("[BLANK_AUDIO]", left out of the text too), is dropped.
 
-Checked against the generator's own alignment in tests/test_whisper_words.py;
+Checked against the generator's own alignment in tests/test_whisper_features.py;
 docs/performance.md has the figures and the cost.
 """
 
