@@ -139,6 +139,8 @@ class SttResult:
     queue_ms: float
     #: transcribing on the engine
     stt_ms: float
+    #: the engine's CPU time on this machine, where it can tell
+    cpu_ms: float | None = None
     #: each word's times in the audio transcribed, when they were asked for
     words: tuple[Word, ...] = ()
 

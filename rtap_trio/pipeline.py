@@ -10,7 +10,7 @@ session; everything else here is the session's own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -25,9 +25,11 @@ from .stages.frontend import FrontEnd
 from .stages.language import LanguageAnalyzer, LanguageStage
 from .stages.speculative import SpeculativeTranscriber
 from .stages.stt import SttStage
+from .stages.turn import TurnJudge
 from .stages.wakeword import WakeWordDetector
 from .stt import Decoding, SttBackend
 from .supervisor import Supervisor
+from .turn import NoTurnDetector, TurnDetector
 from .vad import VadEngine
 from .wakeword import load_wakeword
 
@@ -43,6 +45,8 @@ class Engines:
     stt: SttBackend
     analyzer: LanguageAnalyzer
     vad: VadEngine
+    #: the end-of-turn detector (``turn.engine``; none: the silence timer alone)
+    turn: TurnDetector = field(default_factory=NoTurnDetector)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,11 @@ class SessionPipeline:
             if (settings.vad.early_ms or partial_ms) and not (wake_only or client_turns)
             else None
         )
+        self.turn = (
+            TurnJudge(engines.turn, sample_rate=settings.audio.sample_rate, metrics=ctx.metrics)
+            if engines.turn.active and not (wake_only or client_turns)
+            else None
+        )
         self.frontend = FrontEnd(
             ctx,
             audio=settings.audio,
@@ -150,6 +159,8 @@ class SessionPipeline:
             # client starts with its own beginning.
             live_from_start=source.joins_mid_stream,
             client_turns=client_turns,
+            turn_judge=self.turn,
+            turn=settings.turn,
         )
         self.stt = [
             SttStage(
@@ -205,6 +216,8 @@ class SessionPipeline:
             async with trio.open_nursery() as helpers:
                 if self.speculative is not None:
                     await helpers.start(supervise, f"{name}/speculative", self.speculative.run)
+                if self.turn is not None:
+                    await helpers.start(supervise, f"{name}/turn", self.turn.run)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._run_capture)
                     await nursery.start(supervise, f"{name}/frontend", self.frontend.run)

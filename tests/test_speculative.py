@@ -19,7 +19,7 @@ from rtap_trio.devtools import speechgen
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import VadSettings
 from rtap_trio.stages.endpointer import Endpointer, SpeechEnded
-from rtap_trio.stages.partials import LocalAgreement
+from rtap_trio.stages.partials import LocalAgreement, collapse_repeats
 from rtap_trio.stages.sentence import SentenceState, sentence_state
 
 from .support import run_service, service_settings
@@ -60,6 +60,31 @@ def test_stable_words_need_two_partials_and_are_never_retracted() -> None:
     assert third.text.startswith("Turn on")
     fourth = agreement.update("turn off, the light in the kitchen.")  # case, punctuation: agreed
     assert fourth.stable == "Turn on the light in the kitchen."  # as the latest partial spells it
+
+
+@pytest.mark.parametrize(
+    ("looped", "said"),
+    [
+        # what tiny.en made of short windows of the fixtures and jfk.wav
+        (
+            "computer open the garage door open the garage door open the garage door open the",
+            "computer open the garage door",
+        ),
+        ("F... F... F... F... F... F", "F..."),
+        (
+            "And so my fellow Americans. And so my fellow Americans. And so my",
+            "And so my fellow Americans.",
+        ),
+        ("remind me to call my my my", "remind me to call my"),
+        ("What is the weather? What is the weather?", "What is the weather?"),
+        # speech that does not repeat itself, and a word said twice, stay as they are
+        ("turn on the lights in the kitchen and in the hallway", None),
+        ("very very good", None),
+        ("", None),
+    ],
+)
+def test_a_looping_partial_is_said_once(looped: str, said: str | None) -> None:
+    assert collapse_repeats(looped) == (looped if said is None else said)
 
 
 def test_a_pause_hangover_holds_for_that_pause_only() -> None:
@@ -122,8 +147,16 @@ async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows
     wav = tmp_path / "long_sentence.wav"
     pcm, _ = speechgen.render([speechgen.Utterance(text, speechgen.EN_M)], "partials-sentence")
     speechgen.write_wav(wav, pcm)
+    # About the stable prefix, not the CPU share: partials as often as the
+    # engine is free (the share is tests/test_stt_scheduling.py's).
     settings = service_settings(
-        "pc2", **{"wakeword.enabled": False, "audio.realtime": True, "stt.partials": True}
+        "pc2",
+        **{
+            "wakeword.enabled": False,
+            "audio.realtime": True,
+            "stt.partials": True,
+            "stt.partial_core_share": 8.0,
+        },
     )
     source = FileSource(
         wav, frame_samples=settings.audio.frame_samples, realtime=True, trailing_silence_ms=1000

@@ -21,6 +21,7 @@ import trio
 from rtap_trio.audio.file import load_audio
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import PreprocessSettings, SttSettings, WhisperCppSettings
+from rtap_trio.stages.partials import collapse_repeats
 from rtap_trio.stages.preprocess import prepare_for_stt
 from rtap_trio.stt import EngineRequest, SttPool, load_backend
 from rtap_trio.stt.whispercpp import (
@@ -181,6 +182,42 @@ def test_long_utterance_after_short_one_is_transcribed_whole(engine: WhisperCont
 
     assert engine.last_audio_ctx == 0 or engine.last_audio_ctx > short_ctx
     assert word_error_rate(f"{first_text} {second_text}", result.text) <= WER_BOUND, result.text
+
+
+@pytest.mark.slow
+def test_a_partial_gets_a_smaller_window_and_a_token_cap(engine: WhisperContext) -> None:
+    audio, text = _command("computer_garage.wav")
+    final = engine.transcribe(audio)
+    final_ctx = engine.last_audio_ctx
+    partial = engine.transcribe(audio, partial=True)
+    assert engine.last_audio_ctx == WhisperCppSettings().partial_audio_ctx_floor < final_ctx
+    assert word_error_rate(text, partial.text) <= WER_BOUND, partial.text
+    # Both say what they cost: whisper.cpp's threads are busy from start to end.
+    assert partial.cpu_ms is not None and final.cpu_ms is not None
+    assert 0 < partial.cpu_ms < final.cpu_ms, (partial.cpu_ms, final.cpu_ms)
+    # Where the window makes tiny.en loop (2-4 s of this command at 256 frames
+    # and under, measured), the cap ends the decode at 8 tokens + 6 a second
+    # (whisper.cpp stops at the token after the cap): no more words than
+    # that, whatever the window; uncapped, such a loop ran to 224 tokens and
+    # whisper.cpp's fallbacks, 2-9 s of CPU for one partial.
+    looping = WhisperContext(
+        SttSettings(
+            language="en",
+            whispercpp=WhisperCppSettings(
+                model_name="tiny.en",
+                compute_dtype="f16",
+                n_threads=WHISPER_THREADS,
+                partial_audio_ctx_floor=128,
+            ),
+        )
+    )
+    try:
+        for seconds in (1.5, 2.5, 3.0):
+            words = looping.transcribe(audio[: int(seconds * RATE)], partial=True).text.split()
+            assert len(words) <= 8 + round(6 * seconds) + 1, words
+            print(seconds, " ".join(words), "->", collapse_repeats(" ".join(words)))
+    finally:
+        looping.close()
 
 
 # --------------------------------------------------------------------------- as an SttEngine

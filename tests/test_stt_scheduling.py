@@ -16,7 +16,12 @@ import trio.testing
 
 from rtap_trio.errors import SttSkippedError, SttTimeoutError
 from rtap_trio.items import Float32, SttResult
+from rtap_trio.settings import PreprocessSettings, SttSettings
+from rtap_trio.stages.speculative import SpeculativeTranscriber
 from rtap_trio.stt import EngineCapabilities, FinalsForeseen, PriorityLimiter, SttPool
+from rtap_trio.testing import detached_context
+from rtap_trio.transport.outbox import Outbox
+from rtap_trio.transport.schemas import EventMessage, EventType, Stream
 
 from .timed_engine import Call, TimedEngine, utterance
 
@@ -398,3 +403,53 @@ async def test_engines_work_side_by_side_each_on_one_utterance(
     assert pool.language_name("de") == "german"
     await pool.aclose()
     assert all(engine.closed for engine in engines)
+
+
+async def test_a_sessions_partials_keep_to_their_share_of_a_core(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Each partial costs its engine 300 ms of CPU; at a share of 0.3 the
+    # session may ask for the next one once 1 s of speech per 300 ms is heard.
+    outbox = Outbox()
+    events = outbox.subscribe("test", (Stream.EVENTS,), 100)
+    ctx = detached_context(outbox=outbox)
+    pool = SttPool([TimedEngine(seconds=0.15, cpu_ms=300.0)])
+    transcriber = SpeculativeTranscriber(
+        ctx,
+        backend=pool,
+        stt=SttSettings(partial_core_share=0.3),
+        preprocess=PreprocessSettings(normalize=False, highpass_hz=0.0),
+        sample_rate=16000,
+    )
+
+    def speech(seconds: float) -> Any:
+        return (utterance(1, int(seconds * 16000)) * 100).astype("int16")
+
+    taken: list[bool] = []
+    partials: list[EventMessage] = []
+
+    async def ask(utterance_id: str, seconds: float) -> None:
+        taken.append(transcriber.partial(utterance_id, speech(seconds), seconds, None))
+        if taken[-1]:  # wait for it to be published
+            while (
+                not partials
+                or partials[-1].utterance_id != utterance_id
+                or len(partials) < sum(taken)
+            ):
+                item = await events.receive.receive()
+                message = item.message
+                if (
+                    isinstance(message, EventMessage)
+                    and message.type is EventType.TRANSCRIPT_PARTIAL
+                ):
+                    partials.append(message)
+            await trio.testing.wait_all_tasks_blocked()  # the transcriber is idle again
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transcriber.run)
+        for seconds in (0.5, 0.75, 1.0, 1.5, 2.0):
+            await ask("u1", seconds)
+        await ask("u2", 0.5)  # a new utterance starts with a clean slate
+        nursery.cancel_scope.cancel()
+    assert taken == [True, False, True, False, True, True]
+    assert [p.utterance_id for p in partials] == ["u1", "u1", "u1", "u2"]

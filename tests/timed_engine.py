@@ -43,6 +43,8 @@ class TimedEngine(SttEngine):
     label: str = "engine"
     seconds: float = 1.0
     abort_s: float = 0.0
+    #: the CPU time it reports per utterance (None: it cannot tell)
+    cpu_ms: float | None = None
     capabilities: EngineCapabilities = field(
         default_factory=lambda: EngineCapabilities(
             name="timed", languages=("en", "de"), multilingual=True
@@ -73,7 +75,7 @@ class TimedEngine(SttEngine):
         finally:
             self._busy = False
             call.ended = trio.current_time()
-        return EngineResult(text, language or "en", None, 0.0)
+        return EngineResult(text, language or "en", None, 0.0, self.cpu_ms)
 
     def language_name(self, code: str) -> str:
         return {"en": "english", "de": "german"}.get(code, code)

@@ -181,6 +181,13 @@ class WhisperCppSettings(Section):
     )
     audio_ctx_floor: int = Field(768, ge=1, le=1500)
     audio_ctx_margin: int = Field(64, ge=0, le=1500)
+    # Partial transcripts are guesses the next one replaces, so they get a
+    # smaller window than finals, sized to the utterance above this floor,
+    # whatever audio_ctx says. tiny.en, one thread, every 0.5 s of jfk.wav and
+    # the English fixtures: 768 frames ~600 ms CPU a partial, 384 ~300 ms, 256
+    # ~200 ms but looping on 2-4 s of speech ("computer computer computer..."),
+    # which a token cap bounds and the stage trims; 384 looped no more than 768.
+    partial_audio_ctx_floor: int = Field(384, ge=1, le=1500)
     flash_attn: bool = Field(True, description="whisper.cpp flash attention")
     # language auto over the full window: detect the language on the encoder
     # pass that transcribes (greedy, through libwhisper; see
@@ -216,6 +223,13 @@ class SttSettings(Section):
     # it where the model is fast: pc2's tiny.en, main_pc's GPU.
     partials: bool = False
     partial_interval_ms: int = Field(500, ge=100, le=10_000)
+    # ... and no more often than keeps one session's partials within this
+    # share of one core: a partial is asked for only while the CPU its engine
+    # spent on the utterance's partials so far is under this share of the
+    # speech heard. With tiny.en a partial costs ~300 ms of CPU, so at 0.3 one
+    # comes about every second of speech (the first after the interval); a
+    # partial every 500 ms took 101-116 % of a core (issue 18).
+    partial_core_share: float = Field(0.3, gt=0.0, le=8.0)
     # Every session's vocabulary prompt unless it brings its own: names and
     # jargon Whisper should spell so (whisper.cpp's initial_prompt; at most 224
     # tokens). docs/performance.md: what it did for invented names.

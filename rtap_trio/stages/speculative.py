@@ -8,7 +8,10 @@ exactly that audio and this result is its transcript (nothing is transcribed
 twice); if speech resumes, it is cancelled and forgotten. While the person
 still speaks, the front-end also hands it the audio so far every
 ``stt.partial_interval_ms``: a *partial* transcript, published as a
-``transcript_partial`` event with its stable prefix (LocalAgreement-2).
+``transcript_partial`` event with its stable prefix (LocalAgreement-2), as
+long as this session's partials of the utterance have cost its engine less
+than ``stt.partial_core_share`` of one core over the speech heard (engines
+that cannot tell their CPU time are held to the interval alone).
 
 All of it is speculative work on the shared backend: after every final, on
 an engine free at once (else skipped), given up when a final needs the
@@ -31,12 +34,22 @@ from ..items import EarlyTranscript, Samples, SttResult
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import Decoding, SttBackend
-from .partials import LocalAgreement
+from .partials import LocalAgreement, collapse_repeats
 from .preprocess import prepare_for_stt
 
 __all__ = ["SpeculativeTranscriber"]
 
 _PAUSE_LIMIT_S = 10.0
+
+
+@dataclass
+class _OpenUtterance:
+    """The utterance partials are being made for."""
+
+    id: str
+    agreement: LocalAgreement
+    #: what its partials have cost the engine so far
+    cpu_ms: float = 0.0
 
 
 @dataclass
@@ -65,6 +78,7 @@ class SpeculativeTranscriber:
         self._decoding = decoding or Decoding()
         self._backend = backend
         self._budget_s = stt.budget_ms / 1000
+        self._core_share = stt.partial_core_share
         self._preprocess = preprocess
         self._sample_rate = sample_rate
         self._pending: EarlyTranscript | _PartialJob | None = None
@@ -72,8 +86,8 @@ class SpeculativeTranscriber:
         self._wakeup = trio.Event()
         self._outcomes = ctx.metrics.early_transcriptions
         self._partials_made = ctx.metrics.partial_transcripts
-        #: the utterance partials are being made for, and their agreement so far
-        self._open: tuple[str, LocalAgreement] | None = None
+        #: the utterance partials are being made for
+        self._open: _OpenUtterance | None = None
         #: this session's announced pause (a final foreseen), if any
         self._foreseen: int | None = None
 
@@ -96,8 +110,11 @@ class SpeculativeTranscriber:
         asked or running; whether it was taken."""
         if self._pending is not None or self._running is not None:
             return False
-        if self._open is None or self._open[0] != utterance_id:
-            self._open = (utterance_id, LocalAgreement())
+        if self._open is None or self._open.id != utterance_id:
+            self._open = _OpenUtterance(utterance_id, LocalAgreement())
+        heard_ms = samples.size * 1000 / self._sample_rate
+        if self._open.cpu_ms > self._core_share * heard_ms:
+            return False  # over its share of a core: asked again on later frames
         self._pending = _PartialJob(utterance_id, samples, audio_end_s, language)
         self._wakeup.set()
         return True
@@ -129,7 +146,7 @@ class SpeculativeTranscriber:
 
     def utterance_ended(self, utterance_id: str) -> None:
         """No more partials for it: a late one is dropped; the final follows."""
-        if self._open is not None and self._open[0] == utterance_id:
+        if self._open is not None and self._open.id == utterance_id:
             self._open = None
         if isinstance(self._pending, _PartialJob):
             self._pending = None
@@ -200,11 +217,16 @@ class SpeculativeTranscriber:
 
     async def _partial(self, job: _PartialJob) -> None:
         result, _, _ = await self._transcribe(job.samples, job.language, partial=True)
-        if result is None or not result.text:
+        if result is None:
             return
-        if self._open is None or self._open[0] != job.utterance_id:
+        open_utterance = self._open
+        if open_utterance is None or open_utterance.id != job.utterance_id:
             return  # the utterance ended while this was transcribed: the final says it
-        partial = self._open[1].update(result.text)
+        open_utterance.cpu_ms += result.cpu_ms or 0.0
+        text = collapse_repeats(result.text)
+        if not text:
+            return
+        partial = open_utterance.agreement.update(text)
         self._partials_made.inc()
         self._ctx.outbox.event(
             TranscriptPartial(

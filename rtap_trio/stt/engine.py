@@ -112,6 +112,9 @@ class EngineResult:
     language_probability: float | None
     #: the model's probability that nothing was said; None when it cannot tell
     no_speech_probability: float | None
+    #: CPU time spent on this machine, where the engine can tell (None: it
+    #: cannot; a remote engine spends next to none here)
+    cpu_ms: float | None = None
     #: each word's times in the audio given, when :attr:`EngineRequest.words` asked
     words: tuple[Word, ...] = ()
 

@@ -177,6 +177,7 @@ class SttPool(SttBackend):
             no_speech_probability=result.no_speech_probability,
             queue_ms=queue_ms,
             stt_ms=stt_ms,
+            cpu_ms=result.cpu_ms,
             words=result.words,
         )
 

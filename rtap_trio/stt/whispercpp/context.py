@@ -9,6 +9,7 @@ one-pass decoder of :mod:`.direct`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ __all__ = ["MAX_PROMPT_TOKENS", "WhisperContext", "is_english_only"]
 #: (448 / 2 for every Whisper model) before <|startoftranscript|>. A longer
 #: prompt is refused rather than silently cut.
 MAX_PROMPT_TOKENS = 224
+
+#: A partial transcript's token cap: this many, plus this many per second of
+#: audio (English speech runs at 3-4 tokens a second).
+_PARTIAL_TOKENS = 8
+_PARTIAL_TOKENS_PER_S = 6
 
 
 def is_english_only(model_name: str, model_file: Path | None = None) -> bool:
@@ -98,6 +104,7 @@ class WhisperContext:
         self._audio_ctx = whisper.audio_ctx
         self._audio_ctx_floor = whisper.audio_ctx_floor
         self._audio_ctx_margin = whisper.audio_ctx_margin
+        self._partial_floor = whisper.partial_audio_ctx_floor
         #: The audio_ctx of the latest transcription (0: the full window).
         self.last_audio_ctx = 0
         self._lock = threading.Lock()
@@ -199,13 +206,25 @@ class WhisperContext:
         translate = task == "translate" and not self.english_only
         if self.english_only:
             language = None  # it knows one language; the caller has been told
-        audio_ctx = audio_ctx_for(
-            audio.size,
-            self._audio_ctx,
-            floor=self._audio_ctx_floor,
-            margin=self._audio_ctx_margin,
-        )
+        if partial:
+            # A guess: a smaller window (auto-sized above its own floor) and a
+            # token cap, which bounds what a looping decode costs (a short
+            # window made tiny.en loop to the 224-token limit: 2-9 s of CPU
+            # for one partial instead of ~0.3 s).
+            audio_ctx = audio_ctx_for(
+                audio.size, "auto", floor=self._partial_floor, margin=self._audio_ctx_margin
+            )
+            max_tokens = _PARTIAL_TOKENS + round(_PARTIAL_TOKENS_PER_S * audio.size / 16000)
+        else:
+            audio_ctx = audio_ctx_for(
+                audio.size,
+                self._audio_ctx,
+                floor=self._audio_ctx_floor,
+                margin=self._audio_ctx_margin,
+            )
+            max_tokens = 0
         with self._lock:
+            started = time.perf_counter()
             self.last_audio_ctx = audio_ctx
             if self._direct is not None and not words:
                 decoded = self._direct.transcribe(
@@ -216,6 +235,7 @@ class WhisperContext:
                     decoded.language,
                     decoded.language_probability,
                     decoded.no_speech_probability,
+                    self._cpu_ms(started),
                 )
             asked = self.default_language if language is None else language
             # pywhispercpp keeps per-call parameters on the model, so the full
@@ -229,6 +249,7 @@ class WhisperContext:
                     **self._params,
                     "audio_ctx": audio_ctx,
                     "language": asked,
+                    "max_tokens": max_tokens,
                     "initial_prompt": prompt,
                     "translate": translate,
                     # whisper.cpp computes DTW times only with token timestamps
@@ -247,9 +268,17 @@ class WhisperContext:
                 detected = _pywhispercpp.whisper_lang_str(
                     _pywhispercpp.whisper_full_lang_id(model._ctx)
                 )
+            cpu_ms = self._cpu_ms(started)
             timed = join_words(_timed_tokens(model._ctx), audio) if words and not aborted else ()
         text = clean_transcript(" ".join(segment.text.strip() for segment in segments))
-        return EngineResult(text, detected, None, no_speech, timed)
+        return EngineResult(text, detected, None, no_speech, cpu_ms, timed)
+
+    def _cpu_ms(self, started: float) -> float:
+        """The CPU a call that began at ``started`` took: whisper.cpp keeps its
+        ``n_threads`` busy from start to end (measured: 13.96 s of process CPU
+        for 7.14 s of two-thread calls), so wall time times threads."""
+        threads: int = self._params["n_threads"]
+        return (time.perf_counter() - started) * 1000 * threads
 
     def close(self) -> None:
         """Free the whisper context now, while Python can still take its log lines."""
