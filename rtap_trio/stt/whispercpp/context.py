@@ -148,7 +148,8 @@ class WhisperContext:
         (see .words), which whisper.cpp computes only without flash attention.
 
         Loaded on the first such request, so a service that never times words
-        pays neither its memory (base: ~200 MB) nor slower finals.
+        pays neither its memory (process RSS +148 MB with tiny.en, +259 MB with
+        base, measured after the first such request) nor slower finals.
         """
         if self._words_model is None:
             self._words_model = self._load(
