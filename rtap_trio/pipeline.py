@@ -27,7 +27,7 @@ from .stages.speculative import SpeculativeTranscriber
 from .stages.stt import SttStage
 from .stages.turn import TurnJudge
 from .stages.wakeword import WakeWordDetector
-from .stt import SttBackend
+from .stt import Decoding, SttBackend
 from .supervisor import Supervisor
 from .turn import NoTurnDetector, TurnDetector
 from .vad import VadEngine
@@ -69,8 +69,10 @@ class SessionPipeline:
         language: str | None = None,
         wake_only: bool = False,
         client_turns: bool = False,
+        decoding: Decoding | None = None,
     ) -> None:
-        """``settings`` are the session's own (its wake word choice applied).
+        """``settings`` are the session's own (its wake word choice applied);
+        ``decoding`` what its transcriptions ask of the decoder (prompt, words, task).
 
         ``client_turns``: the client ends each utterance itself (a Realtime
         manual commit; see :class:`~rtap_trio.stages.frontend.FrontEnd`): no
@@ -81,6 +83,7 @@ class SessionPipeline:
         """
         self.ctx = ctx
         self.source = source
+        decoding = decoding or Decoding()
         self._supervisor = supervisor
         metrics = ctx.metrics
         # Frames: a live source must never wait, so its channel drops the oldest
@@ -128,6 +131,7 @@ class SessionPipeline:
                 stt=settings.stt,
                 preprocess=settings.preprocess,
                 sample_rate=settings.audio.sample_rate,
+                decoding=decoding,
             )
             if (settings.vad.early_ms or partial_ms) and not (wake_only or client_turns)
             else None
@@ -170,6 +174,7 @@ class SessionPipeline:
                 sample_rate=settings.audio.sample_rate,
                 utterances=utterances_receive.clone(),
                 transcriptions=transcriptions_send.clone(),
+                decoding=decoding,
             )
             for _ in range(settings.sessions.max_in_flight)
         ]

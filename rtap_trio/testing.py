@@ -152,6 +152,10 @@ class _LentEngine(SttEngine):
         assert self._engine is not None, "an engine given back"
         return self._engine.language_name(code)
 
+    def prompt_tokens(self, prompt: str) -> int:
+        assert self._engine is not None, "an engine given back"
+        return self._engine.prompt_tokens(prompt)
+
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
