@@ -126,6 +126,8 @@ class SttResult:
     stt_ms: float
     #: the engine's CPU time on this machine, where it can tell
     cpu_ms: float | None = None
+    #: which engine answered, when the service has more than one (stt.fallback)
+    engine: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

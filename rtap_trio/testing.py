@@ -26,6 +26,7 @@ from .settings import Settings, SttSettings
 from .stages.frontend import FrontEnd
 from .stages.wakeword import WakeWordDetector
 from .stt import EngineRequest, EngineResult, SttEngine, open_engines
+from .stt.observer import EngineObserver, Observable
 from .transport.outbox import Outbox
 from .vad.base import VoiceActivity
 
@@ -151,6 +152,11 @@ class _LentEngine(SttEngine):
     def language_name(self, code: str) -> str:
         assert self._engine is not None, "an engine given back"
         return self._engine.language_name(code)
+
+    def observe(self, observer: EngineObserver) -> None:
+        """Passed on to an engine with something to tell (a fallback's switches)."""
+        if isinstance(self._engine, Observable):
+            self._engine.observe(observer)
 
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None

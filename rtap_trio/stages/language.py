@@ -141,6 +141,7 @@ class LanguageStage:
                 stt_language=stt.language or None,
                 stt_language_probability=_rounded(stt.language_probability),
                 no_speech_probability=_rounded(stt.no_speech_probability),
+                stt_engine=stt.engine,
             )
         except BaseException:
             ctx.state.utterance_done("language_failed")

@@ -89,6 +89,9 @@ class EngineResult:
     #: CPU time spent on this machine, where the engine can tell (None: it
     #: cannot; a remote engine spends next to none here)
     cpu_ms: float | None = None
+    #: which engine answered ("remote", "whispercpp") when a service has more
+    #: than one (``stt.fallback``); None: the only one there is
+    engine: str | None = None
 
 
 class SttEngine(abc.ABC):

@@ -173,6 +173,7 @@ class SttPool(SttBackend):
             queue_ms=queue_ms,
             stt_ms=stt_ms,
             cpu_ms=result.cpu_ms,
+            engine=result.engine,
         )
 
     def language_name(self, code: str) -> str:

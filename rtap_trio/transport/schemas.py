@@ -85,6 +85,10 @@ class EventType(enum.StrEnum):
     STANDBY_TAKEOVER = "standby_takeover"
     #: the standby hears the primary again and stops publishing
     STANDBY_HANDBACK = "standby_handback"
+    #: the remote STT engine failed too often: the local fallback answers (circuit open)
+    STT_FALLBACK = "stt_fallback"
+    #: the remote STT engine answers again (circuit closed)
+    STT_REMOTE_RESTORED = "stt_remote_restored"
 
 
 class _Message(BaseModel):
@@ -150,6 +154,11 @@ class TranscriptMessage(_Message):
     )
     no_speech_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="the STT model's probability that nothing was said"
+    )
+    stt_engine: str | None = Field(
+        None,
+        description="the engine that answered (remote, whispercpp) when the service has a "
+        "fallback (stt.fallback) or a remote engine; null: its only local one",
     )
 
     @property
