@@ -11,15 +11,27 @@ mid-stream and started again, with real speech through both.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
 import trio
 import trio.testing
 
+from rtap_trio.app import Service
+from rtap_trio.bench.common import ServicePorts
+from rtap_trio.client import open_audio_session
+from rtap_trio.devtools import speechgen
+from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.items import Float32
 from rtap_trio.settings import RemoteSttSettings, load_settings
 from rtap_trio.stt import EngineCapabilities, EngineRequest, EngineResult, SttEngine, SttPool
@@ -28,6 +40,9 @@ from rtap_trio.stt.failure import EngineFailed
 from rtap_trio.stt.fallback import FallbackEngine
 from rtap_trio.stt.observer import CircuitClosed, CircuitOpened
 from rtap_trio.stt.remote import RemoteClient, RemoteEngine
+from rtap_trio.transport.schemas import EventMessage
+
+from .support import REPO, ZmqCollector, free_port, http_get, service_settings
 
 AUDIO: Float32 = np.zeros(16_000, dtype=np.float32)
 ASK = EngineRequest(language="en")
@@ -339,8 +354,6 @@ async def _cancel_after(seconds: float, scope: trio.CancelScope) -> None:
 
 
 async def test_a_refused_url_is_skipped_for_the_next() -> None:
-    from .support import free_port
-
     remote = FakeRemote()
     async with trio.open_nursery() as nursery:
         good = await _serve(nursery, remote)
@@ -359,3 +372,148 @@ async def test_a_refused_url_is_skipped_for_the_next() -> None:
             await only_dead.transcribe(b"", None)
         finally:
             await only_dead.aclose()
+
+
+# ---------------------------------------------------------------------- the drill
+
+#: Said one after another into a pc2-like service whose STT is another RTAP.
+DRILL = [
+    "turn on the lights in the kitchen",
+    "set a timer for ten minutes",
+    "what is the weather like tomorrow",  # sent, then the remote is SIGKILLed
+    "close the blinds in the bedroom",  # the remote is gone
+    "play some music in the living room",  # the remote is back
+    "lock the front door and turn off the lights",
+]
+KILLED_AT = 2
+RESTARTED_BEFORE = 4
+TOKEN = "drill-token-0123456789"
+
+
+def _start_remote(ports: ServicePorts, log: IO[str]) -> subprocess.Popen[str]:
+    """The remote: a plain pc2 RTAP (tiny.en) serving its OpenAI endpoint, with a token."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rtap_trio", "--profile", "pc2", "--source", "none"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            **ports.env(),
+            "RTAP_LOG_LEVEL": "WARNING",
+            "RTAP_SECURITY__TOKEN": TOKEN,
+            "RTAP_STT__PARTIALS": "false",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+    )
+
+
+async def _until_healthy(ports: ServicePorts, process: subprocess.Popen[str], log: IO[str]) -> None:
+    with trio.fail_after(90):
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"the remote exited: {log.read()[-2000:]}")
+            try:
+                status, _ = await http_get(ports.telemetry, "/health")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            await trio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_drill_the_remote_is_killed_mid_stream_and_comes_back(tmp_path: Path) -> None:
+    clips = []
+    for i, sentence in enumerate(DRILL):
+        pcm, _ = speechgen.render([speechgen.Utterance(sentence, speechgen.EN_M)], f"remote-{i}")
+        clips.append(pcm.astype(np.float32) / 32768)
+    ports = ServicePorts.free()
+    log = (tmp_path / "remote.log").open("w+", encoding="utf-8")
+    remote = _start_remote(ports, log)
+    settings = service_settings(
+        "pc2",
+        **{
+            "audio.source": "none",
+            "stt.partials": False,
+            "stt.engine": "remote",
+            "stt.fallback": "whispercpp",
+            "stt.remote.urls": [f"http://127.0.0.1:{ports.telemetry}/v1"],
+            "stt.remote.token": TOKEN,
+            # The first failure opens the circuit, so the drill sees the switch
+            # on the utterance it kills; probes every 0.5-2 s.
+            "stt.remote.failures_to_open": 1,
+            "stt.remote.retry_initial_ms": 500,
+            "stt.remote.retry_max_ms": 2000,
+            # A killed remote is a refused or reset connection, at once; the
+            # limit is for a slow one, and two busy cores make the remote slow.
+            "stt.remote.timeout_ms": 30_000,
+        },
+    )
+    # Engines opened as a start opens them (not lent): the fallback loads here.
+    service = Service(settings, handle_signals=False)
+    try:
+        await _until_healthy(ports, remote, log)
+        async with trio.open_nursery() as nursery:
+            client_ports = await nursery.start(service.run)
+            events = ZmqCollector(client_ports.zmq_events)
+            await events.wait_connected()
+            async with open_audio_session(client_ports.websocket, wake_word=False) as client:
+                for i, clip in enumerate(clips):
+                    if i == RESTARTED_BEFORE:
+                        remote = _start_remote(ports, log)
+                        await _until_healthy(ports, remote, log)
+                        back_at = time.time()
+                    await client.send_audio(clip)
+                    if i == KILLED_AT:  # its utterance is on its way to the remote
+                        remote.send_signal(signal.SIGKILL)
+                        killed_at = time.time()
+                        remote.wait()
+                    with trio.fail_after(60):
+                        while len(client.transcripts) <= i:
+                            await trio.sleep(0.02)
+                await client.stop()
+            await events.collect_until(lambda m: m.type == "stt_remote_restored", 20)
+            events.close()
+            _, metrics = await http_get(client_ports.telemetry, "/metrics")
+            service.stop()
+    finally:
+        if remote.poll() is None:
+            remote.send_signal(signal.SIGTERM)
+            remote.wait(timeout=20)
+        log.seek(0)
+        remote_log = log.read()[-3000:]
+        log.close()
+
+    transcripts = client.transcripts
+    said = [(t.text, t.stt_engine) for t in transcripts]
+    print("\n".join(f"  {engine:10} {text}" for text, engine in said))
+    # Every utterance once, with its words, late or not.
+    assert len(transcripts) == len(DRILL), (said, remote_log)
+    for sentence, transcript in zip(DRILL, transcripts, strict=True):
+        assert word_error_rate(sentence, transcript.text) <= 0.35, (sentence, transcript.text)
+    engines = [t.stt_engine for t in transcripts]
+    assert engines[:KILLED_AT] == ["remote"] * KILLED_AT, said
+    assert engines[KILLED_AT + 1 : RESTARTED_BEFORE] == ["whispercpp"], said
+    assert engines[-1] == "remote", said
+    # The circuit opened and closed, and said so.
+    messages = [m for _, m in events.messages if isinstance(m, EventMessage)]
+    fallback = next(m for m in messages if m.type == "stt_fallback")
+    restored = next(m for m in messages if m.type == "stt_remote_restored")
+    assert fallback.data["engine"] == "remote" and fallback.data["fallback"] == "whispercpp"
+    assert restored.data["fallbacks"] >= 1
+    print("\n".join(line for line in metrics.splitlines() if line.startswith("rtap_stt_")))
+    assert 'rtap_stt_fallbacks_total{engine="remote",reason="connect"}' in metrics
+    assert 'rtap_stt_engine_requests_total{engine="remote",outcome="failed"}' in metrics
+    assert 'rtap_stt_engine_requests_total{engine="whispercpp",outcome="ok"}' in metrics
+    assert 'rtap_stt_circuit_open{engine="remote"} 0.0' in metrics
+    switched = transcripts[KILLED_AT]
+    stt_ms = [round(t.latency_ms.stt) for t in transcripts]
+    print(
+        f"stt_ms {stt_ms}; "
+        f"SIGKILL to stt_fallback {(fallback.emitted_at - killed_at) * 1000:.0f} ms "
+        f"(utterance {KILLED_AT} answered by {switched.stt_engine} in "
+        f"{switched.latency_ms.stt:.0f} ms of STT); remote healthy to stt_remote_restored "
+        f"{(restored.emitted_at - back_at) * 1000:.0f} ms; down {restored.data['down_s']} s"
+    )
