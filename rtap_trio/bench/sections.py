@@ -17,4 +17,5 @@ SECTIONS = (
     "memory",
     "fanout",
     "concurrency",
+    "remote",
 )
