@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from pydantic import SecretStr
 
 from rtap_trio.app import Service
 from rtap_trio.bench.common import ServicePorts
@@ -214,7 +215,8 @@ def test_the_remote_settings_come_from_the_environment() -> None:
     stt = settings.stt
     assert (stt.engine, stt.fallback) == ("remote", "whispercpp")
     assert stt.remote.urls == ["http://main-pc:8080/v1", "http://gpu-2:8080/v1"]
-    assert (stt.remote.token, stt.remote.model, stt.remote.timeout_ms) == ("s3cret", "base", 1500)
+    assert stt.remote.token and stt.remote.token.get_secret_value() == "s3cret"
+    assert (stt.remote.model, stt.remote.timeout_ms) == ("base", 1500)
     assert stt.whispercpp.model_name == "tiny.en"  # the fallback keeps pc2's engine
     profile = load_settings("pc2_remote", environ={"RTAP_MAIN_PC_URL": "http://10.0.0.2:8080/v1"})
     assert profile.stt.engine == "remote" and profile.stt.remote.urls == ["http://10.0.0.2:8080/v1"]
@@ -300,7 +302,9 @@ async def _serve(nursery: trio.Nursery, remote: FakeRemote) -> str:
 
 
 def _remote_engine(url: str) -> RemoteEngine:
-    settings = RemoteSttSettings(urls=[url], token="s3cret", model="base", languages=["en"])
+    settings = RemoteSttSettings(
+        urls=[url], token=SecretStr("s3cret"), model="base", languages=["en"]
+    )
     client = RemoteClient(settings, lambda heard: {"english": "en"}.get(heard))
     return RemoteEngine(client, CAPABILITIES)
 

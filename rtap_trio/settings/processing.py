@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .section import Section
 
@@ -217,8 +217,9 @@ class RemoteSttSettings(Section):
     # Base URLs with their API prefix, e.g. http://main-pc:8080/v1; several are
     # taken in turn (round robin), and the next one when one fails.
     urls: list[str] = Field(default_factory=list)
-    # Sent as "Authorization: Bearer <token>" (the remote's security.token).
-    token: str | None = None
+    # Sent as "Authorization: Bearer <token>" (the remote's security.token);
+    # secret, as security.token is: `config` and logs print it as asterisks.
+    token: SecretStr | None = None
     # The form's model field. RTAP accepts any name ("whisper-1" as OpenAI's
     # clients send); speaches and vLLM want the id their /v1/models lists.
     model: str = "whisper-1"

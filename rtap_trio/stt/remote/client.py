@@ -47,7 +47,8 @@ class RemoteClient:
         self._model = settings.model
         self._language_code = language_code
         self._turn = itertools.count()
-        headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+        token = settings.token.get_secret_value() if settings.token else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
