@@ -52,8 +52,8 @@ def measure_remote(
         "RTAP_STT__PARTIALS": "false",
         # An upload arrives whole, faster than real time, yet its session still
         # starts an early transcript 150 ms into the trailing silence, which the
-        # final then preempts: measured here, a 390 ms request took 630-670 ms
-        # about half the time with it, never without (docs/scaling.md).
+        # final then preempts: measured here, a ~390 ms request took 627-1202 ms
+        # 5 times in 12 with it, never without (docs/scaling.md).
         "RTAP_VAD__EARLY_MS": "0",
         **({"RTAP_SETTINGS_DIR": str(settings_dir)} if settings_dir else {}),
     }
