@@ -250,6 +250,9 @@ class FakeRemote:
     when the client closes the connection."""
 
     hang: bool = False
+    #: close each connection, unanswered, at its second request (a server whose
+    #: keep-alive timeout ran out just as the client reused the connection)
+    drop_second: bool = False
     port: int = 0
     connections: int = 0
     requests: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -259,7 +262,7 @@ class FakeRemote:
     async def serve(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         buffer = b""
-        while True:
+        for served in itertools.count():
             while b"\r\n\r\n" not in buffer:
                 data = await stream.receive_some()
                 if not data:
@@ -277,6 +280,8 @@ class FakeRemote:
             while len(buffer) < length:
                 buffer += await stream.receive_some()
             body, buffer = buffer[:length], buffer[length:]
+            if self.drop_second and served == 1:
+                return  # closed by serve_tcp, unanswered
             self.requests.append((head, body))
             self.received.set()
             if self.hang:
@@ -324,6 +329,18 @@ async def test_the_remote_engine_uploads_over_one_kept_alive_connection() -> Non
     assert b'name="model"\r\n\r\nbase' in body
     assert b'name="response_format"\r\n\r\nverbose_json' in body
     assert b"RIFF" in body and b"WAVE" in body  # the utterance, as a WAV file
+
+
+async def test_a_kept_alive_connection_lost_before_its_answer_is_retried_once() -> None:
+    remote = FakeRemote(drop_second=True)
+    async with trio.open_nursery() as nursery:
+        engine = _remote_engine(await _serve(nursery, remote))
+        texts = [(await engine.transcribe(AUDIO, EngineRequest())).text for _ in range(3)]
+        await engine.aclose()
+        nursery.cancel_scope.cancel()
+    # Each second request on a connection was dropped, and sent again on a new one.
+    assert texts == ["Turn on the lights."] * 3
+    assert len(remote.requests) == 3 and remote.connections == 3
 
 
 async def test_cancelling_the_remote_engine_aborts_its_request() -> None:

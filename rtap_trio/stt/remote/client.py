@@ -29,7 +29,14 @@ from ...settings import RemoteSttSettings
 from ..engine import EngineResult
 from ..failure import EngineFailed
 
-__all__ = ["CONNECT_TIMEOUT_S", "RemoteClient", "parse_transcription"]
+__all__ = ["CONNECT_TIMEOUT_S", "KEEPALIVE_S", "RemoteClient", "parse_transcription"]
+
+#: How long an idle connection is kept for the next utterance: under the
+#: servers' own keep-alive timeout (RTAP's hypercorn and uvicorn close idle
+#: connections after 5 s), so this side drops it first and never sends a request
+#: on a connection the server is closing. A session's partials (every 500 ms) and
+#: a conversation's turns reuse it; a new one costs a round trip.
+KEEPALIVE_S = 4.0
 
 #: Connecting to a URL: over a LAN it takes a round trip (under a millisecond
 #: here over loopback); a host that does not answer would otherwise hold the
@@ -52,9 +59,7 @@ class RemoteClient:
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
-            # Connections stay open between utterances: a command every few
-            # seconds per session is far inside this.
-            limits=httpx.Limits(max_keepalive_connections=16, keepalive_expiry=120.0),
+            limits=httpx.Limits(max_keepalive_connections=16, keepalive_expiry=KEEPALIVE_S),
             trust_env=False,
         )
         self._closed = False
@@ -73,10 +78,16 @@ class RemoteClient:
         URL's reason) when none answers."""
         failure: EngineFailed | None = None
         for url in self._order():
-            try:
-                return await self._post(url, wav, language)
-            except EngineFailed as exc:
-                failure = exc
+            for _ in range(2):
+                try:
+                    return await self._post(url, wav, language)
+                except EngineFailed as exc:
+                    failure = exc
+                # A connection lost before any answer ("transport") may be a kept-alive
+                # one the server closed as it was reused: once more, on a new one
+                # (transcription is idempotent). Anything else: the next URL.
+                if failure.reason != "transport":
+                    break
         assert failure is not None
         raise failure
 
