@@ -30,7 +30,7 @@ from .console import console_routes
 from .critical_tasks import CriticalTasks
 from .endpoints import AUDIO_PATH, WyomingServer, openai_routes
 from .engine_loading import SttOpener, load_engines
-from .errors import RestartsExhaustedError
+from .errors import ConfigError, RestartsExhaustedError
 from .events import ServiceFailing, ServiceStopping, StageError
 from .health import (
     connections_report,
@@ -197,6 +197,11 @@ class Service:
                     metrics=self.metrics,
                     fault_hook=self._fault_hook,
                 )
+                # The default prompt is every session's unless it brings its own:
+                # one the engine cannot take stops the start, not every session.
+                problem = sessions.prompt_problem(settings.stt.prompt)
+                if problem is not None:
+                    raise ConfigError("settings", "stt.prompt", problem)
                 async with trio.open_nursery() as emitters:
                     await self._start_emitters(emitters, publishers)
                     with self._drain_scope:

@@ -20,6 +20,7 @@ from .pipeline import Engines
 from .settings import Settings, SttSettings
 from .stages.language import LanguageAnalyzer
 from .stt import SttEngine, SttPool, open_engines
+from .turn import load_turn_detector
 from .vad import load_vad
 
 __all__ = ["SttOpener", "load_engines"]
@@ -49,7 +50,15 @@ async def load_engines(
             "vad",
             lambda: trio.to_thread.run_sync(load_vad, settings.vad, settings.audio.sample_rate),
         )
+        nursery.start_soon(
+            load, "turn", lambda: trio.to_thread.run_sync(load_turn_detector, settings.turn)
+        )
         if source is not None:
             nursery.start_soon(source.open)
     log.info("engines loaded in {:.2f}s", time.perf_counter() - started)
-    return Engines(stt=SttPool(results["stt"]), analyzer=results["analyzer"], vad=results["vad"])
+    return Engines(
+        stt=SttPool(results["stt"]),
+        analyzer=results["analyzer"],
+        vad=results["vad"],
+        turn=results["turn"],
+    )

@@ -204,6 +204,9 @@ class SessionStarted(_EventFields):
     wake_word: bool
     keywords: tuple[str, ...]
     language: str | None
+    #: options the session asked for that its engine cannot honour ("prompt",
+    #: "words"): said once, here, rather than silently ignored
+    ignored: tuple[str, ...] | None = _optional()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

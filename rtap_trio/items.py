@@ -29,6 +29,7 @@ __all__ = [
     "Transcription",
     "TurnEnd",
     "Utterance",
+    "Word",
 ]
 
 #: 16 kHz mono PCM as captured: int16.
@@ -109,6 +110,20 @@ class Utterance:
 
 
 @dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a transcript and when it was said, in seconds: from the start
+    of the audio transcribed inside the STT engines, from the start of the
+    session's stream once the STT stage has placed it."""
+
+    word: str
+    start: float
+    end: float
+
+    def shifted(self, offset_s: float) -> Word:
+        return Word(self.word, round(self.start + offset_s, 3), round(self.end + offset_s, 3))
+
+
+@dataclass(frozen=True, slots=True)
 class SttResult:
     """What an STT backend made of one utterance."""
 
@@ -126,6 +141,8 @@ class SttResult:
     stt_ms: float
     #: the engine's CPU time on this machine, where it can tell
     cpu_ms: float | None = None
+    #: each word's times in the audio transcribed, when they were asked for
+    words: tuple[Word, ...] = ()
     #: which engine answered, when the service has more than one (stt.fallback)
     engine: str | None = None
 

@@ -200,6 +200,18 @@ class Metrics:
         self.partial_transcripts = Counter(
             "rtap_partial_transcripts_total", "Partial transcripts published.", registry=r
         )
+        self.turn_judgements = Counter(
+            "rtap_turn_judgements_total",
+            "End-of-turn detector answers at pauses, by outcome: complete, incomplete.",
+            ["outcome"],
+            registry=r,
+        )
+        self.turn_judgement_time = Histogram(
+            "rtap_turn_judgement_seconds",
+            "End-of-turn detector: features and inference per question (wall time).",
+            buckets=(0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
         self.state_resets = Counter(
             "rtap_state_resets_total",
             "Session state machines reset to IDLE after a transition they forbid.",

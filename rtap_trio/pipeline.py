@@ -10,7 +10,7 @@ session; everything else here is the session's own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -25,9 +25,11 @@ from .stages.frontend import FrontEnd
 from .stages.language import LanguageAnalyzer, LanguageStage
 from .stages.speculative import SpeculativeTranscriber
 from .stages.stt import SttStage
+from .stages.turn import TurnJudge
 from .stages.wakeword import WakeWordDetector
-from .stt import SttBackend
+from .stt import Decoding, SttBackend
 from .supervisor import Supervisor
+from .turn import NoTurnDetector, TurnDetector
 from .vad import VadEngine
 from .wakeword import load_wakeword
 
@@ -43,6 +45,8 @@ class Engines:
     stt: SttBackend
     analyzer: LanguageAnalyzer
     vad: VadEngine
+    #: the end-of-turn detector (``turn.engine``; none: the silence timer alone)
+    turn: TurnDetector = field(default_factory=NoTurnDetector)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +69,10 @@ class SessionPipeline:
         language: str | None = None,
         wake_only: bool = False,
         client_turns: bool = False,
+        decoding: Decoding | None = None,
     ) -> None:
-        """``settings`` are the session's own (its wake word choice applied).
+        """``settings`` are the session's own (its wake word choice applied);
+        ``decoding`` what its transcriptions ask of the decoder (prompt, words, task).
 
         ``client_turns``: the client ends each utterance itself (a Realtime
         manual commit; see :class:`~rtap_trio.stages.frontend.FrontEnd`): no
@@ -77,6 +83,7 @@ class SessionPipeline:
         """
         self.ctx = ctx
         self.source = source
+        decoding = decoding or Decoding()
         self._supervisor = supervisor
         metrics = ctx.metrics
         # Frames: a live source must never wait, so its channel drops the oldest
@@ -124,8 +131,17 @@ class SessionPipeline:
                 stt=settings.stt,
                 preprocess=settings.preprocess,
                 sample_rate=settings.audio.sample_rate,
+                decoding=decoding,
             )
             if (settings.vad.early_ms or partial_ms) and not (wake_only or client_turns)
+            else None
+        )
+        # Only where someone waits for each answer: a file replayed or
+        # uploaded gains nothing from ending turns sooner, and its utterances
+        # would hang on how soon a busy machine answers.
+        self.turn = (
+            TurnJudge(engines.turn, sample_rate=settings.audio.sample_rate, metrics=ctx.metrics)
+            if engines.turn.active and source.interactive and not (wake_only or client_turns)
             else None
         )
         self.frontend = FrontEnd(
@@ -146,6 +162,8 @@ class SessionPipeline:
             # client starts with its own beginning.
             live_from_start=source.joins_mid_stream,
             client_turns=client_turns,
+            turn_judge=self.turn,
+            turn=settings.turn,
         )
         self.stt = [
             SttStage(
@@ -156,6 +174,7 @@ class SessionPipeline:
                 sample_rate=settings.audio.sample_rate,
                 utterances=utterances_receive.clone(),
                 transcriptions=transcriptions_send.clone(),
+                decoding=decoding,
             )
             for _ in range(settings.sessions.max_in_flight)
         ]
@@ -200,6 +219,8 @@ class SessionPipeline:
             async with trio.open_nursery() as helpers:
                 if self.speculative is not None:
                     await helpers.start(supervise, f"{name}/speculative", self.speculative.run)
+                if self.turn is not None:
+                    await helpers.start(supervise, f"{name}/turn", self.turn.run)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._run_capture)
                     await nursery.start(supervise, f"{name}/frontend", self.frontend.run)

@@ -38,6 +38,7 @@ from .session_bridge import SessionBridge, connect_bridge, open_bridge
 from .session_context import SessionContext, publishing_context
 from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
+from .stt import Decoding, Task
 from .supervisor import RestartPolicy, Saboteur, Supervisor
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import Stream
@@ -98,6 +99,21 @@ class SessionOptions:
     transcribe: bool = True
     #: the client ends each utterance itself (a Realtime manual commit), not the VAD
     client_turns: bool = False
+    #: the vocabulary prompt ("" for none; None: ``stt.prompt``)
+    prompt: str | None = None
+    #: word times on finals (None: ``stt.words``)
+    words: bool | None = None
+    #: transcribe, or translate into English (None: transcribe)
+    task: Task | None = None
+
+    def decoding(self, settings: Settings) -> Decoding:
+        """What the session's stages ask of the decoder, the settings' defaults filled in."""
+        stt = settings.stt
+        return Decoding(
+            prompt=stt.prompt if self.prompt is None else self.prompt,
+            words=stt.words if self.words is None else self.words,
+            task=self.task or "transcribe",
+        )
 
     def apply(self, settings: Settings) -> Settings:
         wakeword = settings.wakeword
@@ -183,6 +199,8 @@ class Session:
         started = False
         try:
             settings = self.options.apply(manager.settings)
+            decoding = self.options.decoding(settings)
+            ignored = manager.ignored_options(decoding) if self.options.transcribe else ()
             self.pipeline = SessionPipeline(
                 self.ctx,
                 settings,
@@ -192,6 +210,7 @@ class Session:
                 language=self.options.language,
                 wake_only=not self.options.transcribe,
                 client_turns=self.options.client_turns,
+                decoding=decoding,
             )
             if self._stop_requested:
                 self.pipeline.stop()
@@ -203,8 +222,16 @@ class Session:
                     wake_word=settings.wakeword.enabled,
                     keywords=tuple(settings.wakeword.keywords) if settings.wakeword.enabled else (),
                     language=self.options.language,
+                    ignored=ignored or None,
                 )
             )
+            if ignored:
+                self.log.bind(component="sessions").info(
+                    "session {}: the {} engine ignores {}",
+                    self.id,
+                    manager.engines.stt.name,
+                    ", ".join(ignored),
+                )
             started = True
             manager.metrics.sessions_active.labels(self.kind).inc()
             self.log.bind(component="sessions").info(
@@ -322,12 +349,62 @@ class SessionManager:
             return f"the model {stt.name} cannot transcribe {language[:40]!r}"
         return None
 
+    def prompt_problem(self, prompt: str | None) -> str | None:
+        """Why ``prompt`` is refused (too long for the engine); None when it is fine.
+
+        An engine that takes no prompt at all does not refuse one: the session
+        is told it was ignored (:meth:`ignored_options`).
+        """
+        stt = self.engines.stt
+        if not prompt or not stt.max_prompt_tokens:
+            return None
+        # Whisper's BPE makes at most a token per byte: only a long prompt is tokenized.
+        if len(prompt.encode()) <= stt.max_prompt_tokens:
+            return None
+        tokens = stt.prompt_tokens(prompt)
+        if tokens > stt.max_prompt_tokens:
+            return (
+                f"the prompt is {tokens} tokens; the model {stt.name} takes at most "
+                f"{stt.max_prompt_tokens}"
+            )
+        return None
+
+    def task_problem(self, task: str | None) -> str | None:
+        """Why the STT engine cannot do ``task``; None when it can."""
+        if task in (None, "transcribe"):
+            return None
+        stt = self.engines.stt
+        if task != "translate":
+            return f"task must be transcribe or translate, not {task[:40]!r}"
+        if not stt.translation:
+            kind = "English-only" if stt.english_only else "not a translating model"
+            return f"the model {stt.name} is {kind}; it cannot translate"
+        return None
+
+    def ignored_options(self, decoding: Decoding) -> tuple[str, ...]:
+        """The options the engine cannot honour and ignores ("prompt", "words")."""
+        stt = self.engines.stt
+        ignored = []
+        if decoding.prompt and not stt.max_prompt_tokens:
+            ignored.append("prompt")
+        if decoding.words and not stt.word_timings:
+            ignored.append("words")
+        return tuple(ignored)
+
     def check_options(self, options: SessionOptions) -> None:
         """Raises ConfigError for options the engines cannot honour: a language
-        the model lacks (key ``language``), a wake word Porcupine lacks (``keywords``)."""
+        the model lacks (key ``language``), a wake word Porcupine lacks
+        (``keywords``), a prompt over the engine's limit (``prompt``), a
+        translation on a model that cannot (``task``)."""
         problem = self.language_problem(options.language)
         if problem is not None:
             raise ConfigError("session", "language", problem)
+        problem = self.prompt_problem(options.decoding(self.settings).prompt)
+        if problem is not None:
+            raise ConfigError("session", "prompt", problem)
+        problem = self.task_problem(options.task)
+        if problem is not None:
+            raise ConfigError("session", "task", problem)
         if options.keywords is not None and options.apply(self.settings).wakeword.enabled:
             check_keywords(options.keywords, "session", "keywords")
 

@@ -153,6 +153,10 @@ class _LentEngine(SttEngine):
         assert self._engine is not None, "an engine given back"
         return self._engine.language_name(code)
 
+    def prompt_tokens(self, prompt: str) -> int:
+        assert self._engine is not None, "an engine given back"
+        return self._engine.prompt_tokens(prompt)
+
     def observe(self, observer: EngineObserver) -> None:
         """Passed on to an engine with something to tell (a fallback's switches)."""
         if isinstance(self._engine, Observable):

@@ -58,6 +58,7 @@ _LONGEST_FIRST = (
     "test_evaluation.py",  # 40
     "test_service_e2e.py",  # 60
     "test_openai.py",  # 45
+    "test_whisper_features.py",  # 48: two services (tiny.en, base), 18 uploads
     "test_stt_engine.py",  # 45
     "test_console.py",  # 45
     "test_catchup_bounds.py",  # 30

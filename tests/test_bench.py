@@ -100,6 +100,11 @@ def test_quick_bench_figures_are_sane(quick_report: tuple[dict[str, Any], Path])
         peer = latency["peer"]
         assert peer["status"] == "ok" and peer["ms"]["p50"] > latency["hangover_ms"]
 
+    # The end-of-turn detector on a short reply and a turn broken off at a
+    # comma for 0.8 s: the reply is transcribed, the broken-off turn not cut.
+    detector = report["turns"]["sets"]["turn_taking"]["smart_turn"]
+    assert (detector["turns"], detector["lost"], detector["cut"]) == (2, 0, 0), detector
+
     # Both engines on generated commands: clean, each is found whole and the room
     # noise opens nothing; at 0 dB SNR webrtcvad hears the noise as speech (the
     # measured reason main_pc runs Silero) and Silero still finds each command.

@@ -538,3 +538,28 @@ async def test_drill_the_remote_is_killed_mid_stream_and_comes_back(tmp_path: Pa
         f"{switched.latency_ms.stt:.0f} ms of STT); remote healthy to stt_remote_restored "
         f"{(restored.emitted_at - back_at) * 1000:.0f} ms; down {restored.data['down_s']} s"
     )
+
+
+def test_stt_engine_is_on_the_wire_only_when_set() -> None:
+    # A service with one local engine publishes its transcripts byte for byte
+    # as before the field existed (clients with additionalProperties: false).
+    from rtap_trio.transport.outbox import Outbox
+    from rtap_trio.transport.schemas import LatencyBreakdown
+
+    fields = dict(
+        session_id="s1",
+        text="turn on the lights",
+        language="en",
+        language_confidence=0.9,
+        sentiment="neutral",
+        sentiment_confidence=0.8,
+        wake_word=None,
+        audio_start_s=0.5,
+        audio_end_s=2.0,
+        model="tiny.en",
+        latency_ms=LatencyBreakdown(),
+    )
+    outbox = Outbox()
+    assert "stt_engine" not in outbox.transcript(**fields).model_dump_json()
+    remote = outbox.transcript(**fields, stt_engine="remote").model_dump_json()
+    assert '"stt_engine":"remote"' in remote

@@ -288,3 +288,62 @@ def test_threshold_and_timings(model_file: Path) -> None:
     assert prediction.elapsed_ms == prediction.features_ms + prediction.inference_ms
     assert strict.active and strict.name == "smart_turn"
     assert strict.window_samples == WINDOW_SAMPLES
+
+
+# --- in the endpointer ----------------------------------------------------------------
+
+#: A finished command, a turn broken off at a comma for longer than the
+#: hangover, and a one-word reply (en-us+f2's "Stop." and "Turn on the kitchen
+#: lights." are judged complete, en-us's "I would like to order," incomplete).
+TURNS = (
+    speechgen.Utterance("Turn on the kitchen lights.", speechgen.EN_F2),
+    speechgen.Utterance(
+        "I would like to order, | a large pizza with cheese.", speechgen.EN_M, pause_s=1.3
+    ),
+    speechgen.Utterance("Stop.", speechgen.EN_F2),
+)
+
+
+@needs_espeak
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_the_detector_ends_finished_turns_and_holds_broken_off_ones(
+    tmp_path: Path,
+) -> None:
+    # A hangover of 1.2 s that the silence timer alone would wait out: a turn
+    # that ends sooner was ended by the detector; the broken-off turn's 1.3 s
+    # pause outlasts it and is held (up to 1.45 s, under the 1.5 s between
+    # turns) by the detector. No early transcription: the detector alone
+    # decides (with it, a turn also waits for the early words, which on a
+    # busy machine took 700-860 ms of tiny.en here, so the test would time STT).
+    from rtap_trio.audio.file import FileSource
+    from rtap_trio.devtools.textmetrics import word_error_rate
+
+    from .support import run_service, service_settings
+
+    wav = tmp_path / "turns.wav"
+    pcm, _ = speechgen.render(TURNS, "turn-endpointing")
+    speechgen.write_wav(wav, pcm)
+    settings = service_settings(
+        "pc2",
+        **{
+            "wakeword.enabled": False,
+            "audio.realtime": True,
+            "turn.engine": "smart_turn",
+            "vad.hangover_ms": 1200,
+            "vad.max_hangover_ms": 1450,
+            "stt.partials": False,
+            "vad.early_ms": 0,
+        },
+    )
+    source = FileSource(
+        wav, frame_samples=settings.audio.frame_samples, realtime=True, trailing_silence_ms=1500
+    )
+    run = await run_service(settings, source, expected_transcripts=3)
+    for transcript, turn in zip(run.transcripts, TURNS, strict=True):
+        endpoint = transcript.latency_ms.endpoint
+        print(f"{transcript.text!r}: ended {endpoint:.0f} ms after the speech")
+        assert word_error_rate(turn.words, transcript.text) <= 0.25, transcript.text
+    finished = [run.transcripts[0], run.transcripts[2]]
+    assert all(t.latency_ms.endpoint < 1200 for t in finished)
+    assert "rtap_turn_judgements_total" in run.metrics

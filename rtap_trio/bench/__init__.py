@@ -3,7 +3,8 @@
 One module per thing measured: ``frontend`` (per-frame cost and CPU),
 ``latency`` (end of speech to a ZeroMQ subscriber), ``stt_ab`` (whisper.cpp
 against faster-whisper), ``throughput`` (replay speed), ``memory`` (peak RSS
-of the service), ``fanout`` (WebSocket delivery to many clients), ``vad``
+of the service), ``fanout`` (WebSocket delivery to many clients), ``turns``
+(end-of-turn policies: turns cut, waits), ``vad``
 (webrtcvad against Silero VAD in noise), ``concurrency`` (many sessions),
 ``remote`` (the remote STT engine over loopback against the local one);
 ``sections`` names them; ``report``

@@ -79,6 +79,7 @@ def _settings(settings: Settings) -> Settings:
                     "zmq_pub_port_events": 0,
                     "zmq_pub_port_transcripts": 0,
                     "websocket_port": 0,
+                    "zmq_catchup_port": 0,
                 }
             ),
             "http": settings.http.model_copy(update={"port": 0}),
@@ -154,16 +155,25 @@ def _partials(receiver: ZmqReceiver, source: ArraySource) -> dict[str, Any]:
     }
 
 
-async def measure_latency_ab(settings: Settings, audio: Samples, limit_s: float) -> dict[str, Any]:
-    """The profile as it is, and with early and partial transcription off, on the same audio."""
+async def measure_latency_ab(
+    settings: Settings, audio: Samples, limit_s: float, *, compare_turn: bool = True
+) -> dict[str, Any]:
+    """The profile as it is; the plain silence timer (no early or partial
+    transcription, no end-of-turn detector); and, where the profile has a
+    detector and ``compare_turn``, the profile without it. Same audio."""
+    no_turn = settings.turn.model_copy(update={"engine": "none"})
     off = settings.model_copy(
         update={
             "vad": settings.vad.model_copy(update={"early_ms": 0}),
             "stt": settings.stt.model_copy(update={"partials": False}),
+            "turn": no_turn,
         }
     )
+    variants = [("without_early", off), ("with_early", settings)]
+    if compare_turn and settings.turn.engine != "none":
+        variants.insert(1, ("without_turn", settings.model_copy(update={"turn": no_turn})))
     results = {}
-    for name, variant in (("without_early", off), ("with_early", settings)):
+    for name, variant in variants:
         process = psutil.Process()
         before = process.cpu_times()
         results[name] = await measure_latency(variant, audio, limit_s)
@@ -171,6 +181,8 @@ async def measure_latency_ab(settings: Settings, audio: Samples, limit_s: float)
         results[name]["cpu_s"] = round(after.user + after.system - before.user - before.system, 2)
     on, without = results["with_early"], results["without_early"]
     on["without_early"] = without
+    if "without_turn" in results:
+        on["without_turn"] = results["without_turn"]
     on["same_words_wer"] = round(
         word_error_rate(" ".join(without["texts"]), " ".join(on["texts"])), 4
     )

@@ -7,6 +7,7 @@ message and the others still run; faster-whisper missing is a skip, not an error
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import traceback
@@ -38,6 +39,7 @@ from .remote import measure_remote
 from .sections import SECTIONS
 from .stt_ab import measure_stt_ab
 from .throughput import measure_throughput
+from .turns import measure_turns
 from .vad import measure_vad
 
 __all__ = ["SECTIONS", "BenchOptions", "run_bench"]
@@ -122,11 +124,15 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         "throughput": throughput,
         # Quick: one command (each variant streams it at real-time pace).
         "latency": lambda: trio.run(
-            measure_latency_ab,
-            settings,
-            concatenate(short[:1] if quick else speech[:6], 1.5),
-            60 if quick else 240,
+            functools.partial(
+                measure_latency_ab,
+                settings,
+                concatenate(short[:1] if quick else speech[:6], 1.5),
+                60 if quick else 240,
+                compare_turn=not quick,
+            )
         ),
+        "turns": lambda: measure_turns(settings, quick=quick),
         "vad": lambda: measure_vad(settings, quick=quick),
         "memory": memory,
         "fanout": lambda: trio.run(measure_fanout, 100, 10 if quick else 50, 0.02),

@@ -13,6 +13,7 @@ SECTIONS = (
     "stt_ab",
     "throughput",
     "latency",
+    "turns",
     "vad",
     "memory",
     "fanout",

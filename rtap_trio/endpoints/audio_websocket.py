@@ -4,7 +4,9 @@ The contract (docs/protocol.md):
 
 1. The client's first message is text JSON ``{"type": "start", "sample_rate": N,
    "encoding": "pcm_s16le" | "pcm_f32le", "channels": 1 | 2}`` with optional
-   ``"wake_word": true|false``, ``"keywords": [...]``, ``"language": "en"``.
+   ``"wake_word": true|false``, ``"keywords": [...]``, ``"language": "en"``,
+   ``"prompt": "..."`` (a vocabulary prompt), ``"words": true`` (word times on
+   transcripts), ``"task": "transcribe" | "translate"``.
 2. The server answers with a ``session_started`` event naming the session, then
    sends that session's own events and transcripts, the same JSON objects as
    on ZeroMQ, nothing from other sessions.
@@ -13,6 +15,11 @@ The contract (docs/protocol.md):
    stereo is down-mixed.
 4. Text ``{"type": "stop"}`` ends capture: an open utterance is transcribed and
    sent, then a ``session_ended`` event, then the server closes with 1000.
+
+A prompt over the engine's token limit, or a translation on an English-only
+model, is refused at the start like any bad option (1008 and why). A prompt or
+word times the engine cannot honour are not refused: the ``session_started``
+event lists them in ``ignored``.
 
 A bad start message or audio that does not fit the format closes with 1003 or
 1008 and a reason saying what was wrong; a start beyond ``sessions.max``
@@ -71,12 +78,26 @@ class StartMessage(BaseModel):
     wake_word: bool | None = None
     keywords: list[str] | None = Field(None, min_length=1, max_length=16)
     language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")
+    # The engine counts the tokens (at most 224 for Whisper); the characters
+    # are bounded first so that nothing huge is tokenized.
+    prompt: str | None = Field(
+        None,
+        max_length=4000,
+        description="vocabulary prompt: names and jargon the decoder should spell so",
+    )
+    words: bool | None = Field(None, description="transcripts carry word start/end times")
+    task: Literal["transcribe", "translate"] | None = Field(
+        None, description="translate: English text (a multilingual model only)"
+    )
 
     def options(self) -> SessionOptions:
         return SessionOptions(
             wake_word=self.wake_word,
             keywords=tuple(self.keywords) if self.keywords is not None else None,
             language=self.language,
+            prompt=self.prompt,
+            words=self.words,
+            task=self.task,
         )
 
     def audio(self) -> PushedAudio:

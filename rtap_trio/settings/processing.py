@@ -280,6 +280,13 @@ class SttSettings(Section):
     # comes about every second of speech (the first after the interval); a
     # partial every 500 ms took 101-116 % of a core (issue 18).
     partial_core_share: float = Field(0.3, gt=0.0, le=8.0)
+    # Every session's vocabulary prompt unless it brings its own: names and
+    # jargon Whisper should spell so (whisper.cpp's initial_prompt; at most 224
+    # tokens). docs/performance.md: what it did for invented names.
+    prompt: str = Field("", max_length=4000, description="default vocabulary prompt")
+    # Word times on every final unless a session says otherwise: a second
+    # whisper.cpp context (DTW alignment) and more time per final (docs/performance.md).
+    words: bool = Field(False, description="word start/end times on finals")
     # Whisper's own probability that an utterance held no speech; over this the
     # transcript is discarded (an event, not a transcript). Whisper itself only
     # drops text when this is over 0.6 and its words are also unlikely. Measured

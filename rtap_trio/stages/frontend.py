@@ -12,6 +12,14 @@ and counted against ``pipeline.frontend_budget_ms``. Everything heavier happens
 once per utterance, downstream. The wake word's frame-to-block cutting
 (:mod:`.wakeword`), the endpointer's rules (:mod:`.endpointer`) and the
 console's level meter (:mod:`.level`) are modules of their own.
+
+With an end-of-turn detector (``turn.engine``), a pause of ``turn.pause_ms``
+is also a question to it (:mod:`.turn`), asked again at twice and four times
+that while the pause lasts. Once it and the early transcript have answered:
+words that clearly go on ("and", a comma) hold the utterance open as before;
+otherwise a turn judged complete ends the utterance at once (its early
+transcript becomes the final), and one judged incomplete is held open up to
+``vad.max_hangover_ms``.
 """
 
 from __future__ import annotations
@@ -28,12 +36,13 @@ from ..clock import now
 from ..events import ListenTimeout, SpeechEnd, SpeechStart, UtteranceDiscarded, WakeWord
 from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
 from ..session_context import SessionContext
-from ..settings import AudioSettings, VadSettings
+from ..settings import AudioSettings, TurnSettings, VadSettings
 from ..vad.base import VoiceActivity
 from .endpointer import Endpointer, SpeechEnded, SpeechStarted
 from .level import LevelMeter, dbfs, rms
 from .sentence import SentenceState, sentence_state
 from .speculative import SpeculativeTranscriber
+from .turn import TurnJudge, TurnQuestion
 from .wakeword import WakeWordDetection, WakeWordDetector
 
 __all__ = ["FrontEnd", "FrontEndStatistics"]
@@ -85,6 +94,8 @@ class FrontEnd:
         partial_interval_ms: int = 0,
         live_from_start: bool = False,
         client_turns: bool = False,
+        turn_judge: TurnJudge | None = None,
+        turn: TurnSettings | None = None,
     ) -> None:
         """``wake_only``: detect wake words and nothing more (no utterances).
 
@@ -101,6 +112,9 @@ class FrontEnd:
         not heard from its beginning, and its fragment is dropped
         (``utterance_discarded``, reason ``began_before_capture``) rather than
         transcribed into something it did not say.
+
+        ``turn_judge``: ask it at pauses whether the turn is over (``turn``
+        says when), and end or hold the utterance as it answers.
         """
         self._frame_ms = audio.frame_ms
         self._frame_s = audio.frame_ms / 1000
@@ -129,6 +143,12 @@ class FrontEnd:
         self._max_hangover = max(vad.max_hangover_ms, vad.hangover_ms) // audio.frame_ms
         self._early: EarlyTranscript | None = None
         self._pause_judged = False
+        self._turn_judge = turn_judge
+        pause = max(1, (turn.pause_ms if turn is not None else 150) // audio.frame_ms)
+        #: the pause lengths (frames) at which the turn is judged
+        self._turn_at = (pause, 2 * pause, 4 * pause) if turn_judge is not None else ()
+        self._turn_question: TurnQuestion | None = None
+        self._turn_decided = False
         self._next_partial = 0
         self._utterance_id = ""
         self._wake_only = wake_only and wake is not None
@@ -172,6 +192,7 @@ class FrontEnd:
             self._early_transcriber.pause_ended()
         self._early = None
         self._pause_judged = False
+        self._forget_turn_question()
 
     async def run(self) -> None:
         """Consume frames until the capture side closes, then flush and close."""
@@ -225,7 +246,9 @@ class FrontEnd:
                 self._on_speech_start(decision, index)
             elif isinstance(decision, SpeechEnded):
                 utterance = self._on_speech_end(decision)
-            elif self._mode is _Mode.IN_SPEECH and self._early_transcriber is not None:
+            elif self._mode is _Mode.IN_SPEECH and (
+                self._early_transcriber is not None or self._turn_judge is not None
+            ):
                 self._in_pause()
             elif (
                 self._mode is _Mode.AWAIT_SPEECH
@@ -326,42 +349,82 @@ class FrontEnd:
         return samples[: max(0, stop - self._chunks_start) * self._frame_samples]
 
     def _in_pause(self) -> None:
-        """Speech (partial transcripts) or a pause in it (early transcription and
-        what its words say)."""
-        assert self._early_transcriber is not None
+        """Speech (partial transcripts) or a pause in it (early transcription,
+        the end-of-turn question, and what their answers say)."""
         silence = self._endpointer.silence_frames
+        transcriber = self._early_transcriber
         early = self._early
         if silence == 0:
-            self._early_transcriber.pause_ended()
+            self._forget_turn_question()
+            if transcriber is None:
+                return
+            transcriber.pause_ended()
             if early is not None:  # speech resumed: the early transcript is stale
-                self._early_transcriber.cancel()
+                transcriber.cancel()
                 self._early = None
             if self._partial_frames and self._last_index >= self._next_partial:
                 self._request_partial()
             return
-        if silence == self._early_frames:
-            self._early_transcriber.pause_began()
-        if not self._early_on:
+        if silence in self._turn_at:
+            self._ask_about_the_turn(silence)
+        if transcriber is not None and silence == self._early_frames:
+            transcriber.pause_began()
+        if self._early_on and transcriber is not None:
+            if silence == self._early_frames and early is None:
+                last_voiced = self._endpointer.last_voiced_frame
+                self._early = early = transcriber.start(
+                    last_voiced, self._samples_until(last_voiced + 1 + silence), self._language
+                )
+            elif (
+                early is not None
+                and self._sentence_endpointing
+                and not self._pause_judged
+                and early.done.is_set()
+                and early.result is not None
+            ):
+                self._pause_judged = True
+                state = sentence_state(early.result.text)
+                if state is SentenceState.ENDED:
+                    self._endpointer.set_pause_hangover(self._min_hangover)
+                elif state is SentenceState.GOES_ON:
+                    self._endpointer.set_pause_hangover(self._max_hangover)
+        self._act_on_the_turn(silence, early)
+
+    def _ask_about_the_turn(self, silence: int) -> None:
+        """The pause reached a length at which the detector is asked (again,
+        unless it has already said the turn is over)."""
+        assert self._turn_judge is not None
+        question = self._turn_question
+        if question is not None and (not question.done.is_set() or question.complete):
+            return  # still thinking, or already done
+        last_voiced = self._endpointer.last_voiced_frame
+        self._turn_question = self._turn_judge.judge(self._samples_until(last_voiced + 1 + silence))
+        self._turn_decided = False
+
+    def _act_on_the_turn(self, silence: int, early: EarlyTranscript | None) -> None:
+        """End or hold the utterance once the detector (and the early transcript,
+        when there is one) have answered."""
+        question = self._turn_question
+        if question is None or self._turn_decided or not question.done.is_set():
             return
-        if silence == self._early_frames and early is None:
-            last_voiced = self._endpointer.last_voiced_frame
-            self._early = self._early_transcriber.start(
-                last_voiced, self._samples_until(last_voiced + 1 + silence), self._language
-            )
+        if not question.complete:
+            # Held at once: the words can only hold it longer, never end it.
+            self._turn_decided = True
+            self._endpointer.set_pause_hangover(self._max_hangover)
             return
-        if (
-            early is not None
-            and self._sentence_endpointing
-            and not self._pause_judged
-            and early.done.is_set()
-            and early.result is not None
-        ):
-            self._pause_judged = True
-            state = sentence_state(early.result.text)
-            if state is SentenceState.ENDED:
-                self._endpointer.set_pause_hangover(self._min_hangover)
-            elif state is SentenceState.GOES_ON:
-                self._endpointer.set_pause_hangover(self._max_hangover)
+        if early is not None and not early.done.is_set():
+            return  # its words may yet say the sentence goes on
+        self._turn_decided = True
+        words = early.result.text if early is not None and early.result is not None else ""
+        if self._sentence_endpointing and sentence_state(words) is SentenceState.GOES_ON:
+            return  # held open by the words (set above)
+        self._endpointer.set_pause_hangover(silence)  # ends on the next frame
+
+    def _forget_turn_question(self) -> None:
+        if self._turn_judge is not None and self._turn_question is not None:
+            self._turn_judge.cancel()
+        self._turn_question = None
+        self._turn_decided = False
 
     def _request_partial(self) -> None:
         """The audio so far to the transcriber, if it is idle: a partial transcript."""
@@ -381,6 +444,7 @@ class FrontEnd:
         wake = self._detection
         early, self._early = self._early, None
         self._pause_judged = False
+        self._forget_turn_question()
         if early is not None and early.last_voiced_frame != decision.last_voiced_frame:
             early = None  # it heard less than the utterance holds
         if early is not None:  # its audio is the utterance: it was transcribed

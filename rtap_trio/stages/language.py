@@ -12,7 +12,7 @@ from ..items import Transcription
 from ..models.fasttext_models import LanguageIdentifier, SentimentClassifier
 from ..session_context import SessionContext
 from ..settings import LanguageSettings
-from ..transport.schemas import LatencyBreakdown
+from ..transport.schemas import LatencyBreakdown, TranscriptWord
 
 __all__ = ["LanguageAnalyzer", "LanguageStage", "TextAnalysis", "pipeline_overhead_ms"]
 
@@ -141,6 +141,11 @@ class LanguageStage:
                 stt_language=stt.language or None,
                 stt_language_probability=_rounded(stt.language_probability),
                 no_speech_probability=_rounded(stt.no_speech_probability),
+                words=[
+                    TranscriptWord(word=w.word, start=w.start, end=w.end)
+                    for w in (word.shifted(utterance.start_s) for word in stt.words)
+                ]
+                or None,
                 stt_engine=stt.engine,
             )
         except BaseException:

@@ -33,7 +33,7 @@ from ..events import TranscriptPartial
 from ..items import EarlyTranscript, Samples, SttResult
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
-from ..stt import SttBackend
+from ..stt import Decoding, SttBackend
 from .partials import LocalAgreement, collapse_repeats
 from .preprocess import prepare_for_stt
 
@@ -71,8 +71,11 @@ class SpeculativeTranscriber:
         stt: SttSettings,
         preprocess: PreprocessSettings,
         sample_rate: int,
+        decoding: Decoding | None = None,
     ) -> None:
         self._ctx = ctx
+        # An early transcript may become the final: it asks what a final asks.
+        self._decoding = decoding or Decoding()
         self._backend = backend
         self._budget_s = stt.budget_ms / 1000
         self._core_share = stt.partial_core_share
@@ -188,6 +191,7 @@ class SpeculativeTranscriber:
             prepare_for_stt, samples, self._sample_rate, self._preprocess
         )
         preprocess_ms = (now() - started) * 1000
+        decoding = self._decoding.for_partial() if partial else self._decoding
         try:
             result = await self._backend.transcribe(
                 audio,
@@ -195,6 +199,9 @@ class SpeculativeTranscriber:
                 language=language,
                 speculative=True,
                 partial=partial,
+                prompt=decoding.prompt,
+                words=decoding.words,
+                task=decoding.task,
             )
         except SttSkippedError:
             return None, preprocess_ms, "skipped"

@@ -22,7 +22,7 @@ from ..events import SttTimeout, UtteranceDiscarded
 from ..items import SttResult, Transcription, Utterance
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
-from ..stt import SttBackend
+from ..stt import Decoding, SttBackend
 from ..stt.hallucination import compression_ratio, discard_reason
 from .preprocess import prepare_for_stt
 
@@ -42,8 +42,11 @@ class SttStage:
         sample_rate: int,
         utterances: trio.MemoryReceiveChannel[Utterance],
         transcriptions: trio.MemorySendChannel[Transcription],
+        decoding: Decoding | None = None,
     ) -> None:
+        """``decoding``: the session's prompt, word times and task (default: none)."""
         self._ctx = ctx
+        self._decoding = decoding or Decoding()
         self._backend = backend
         self._stt = stt
         self._preprocess = preprocess
@@ -80,6 +83,9 @@ class SttStage:
                         priority=utterance.endpointed_at,
                         budget_s=self._budget_s,
                         language=utterance.language,
+                        prompt=self._decoding.prompt,
+                        words=self._decoding.words,
+                        task=self._decoding.task,
                     )
                 except SttTimeoutError as exc:
                     self._queue_wait.observe(exc.queue_ms / 1000)

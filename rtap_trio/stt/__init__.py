@@ -11,13 +11,22 @@ from __future__ import annotations
 
 from ..settings import SttSettings
 from .base import FinalsForeseen, SttBackend, SttStatistics
-from .engine import ABORT_WAIT_S, EngineCapabilities, EngineRequest, EngineResult, SttEngine
+from .decoding import Decoding
+from .engine import (
+    ABORT_WAIT_S,
+    EngineCapabilities,
+    EngineRequest,
+    EngineResult,
+    SttEngine,
+    Task,
+)
 from .pool import SttPool
 from .scheduling import PriorityLimiter, PriorityLimiterStatistics
 from .selection import open_engines
 
 __all__ = [
     "ABORT_WAIT_S",
+    "Decoding",
     "EngineCapabilities",
     "EngineRequest",
     "EngineResult",
@@ -28,6 +37,7 @@ __all__ = [
     "SttEngine",
     "SttPool",
     "SttStatistics",
+    "Task",
     "load_backend",
     "open_engines",
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from ..items import Float32, SttResult
+from .engine import Task
 
 __all__ = ["FinalsForeseen", "SttBackend", "SttStatistics"]
 
@@ -93,6 +94,12 @@ class SttBackend(abc.ABC):
     device_fallback: bool
     #: sessions announce their pauses here; partial transcripts make way
     foreseen: FinalsForeseen
+    #: the most prompt tokens it takes (0: no prompts); see :meth:`prompt_tokens`
+    max_prompt_tokens: int
+    #: it can time the words of a final
+    word_timings: bool
+    #: it can translate into English
+    translation: bool
 
     @abc.abstractmethod
     async def transcribe(
@@ -104,10 +111,16 @@ class SttBackend(abc.ABC):
         language: str | None = None,
         speculative: bool = False,
         partial: bool = False,
+        prompt: str = "",
+        words: bool = False,
+        task: Task = "transcribe",
     ) -> SttResult:
         """Transcribe 16 kHz mono float32 audio.
 
         ``language`` fixes the language (None: as configured, maybe detected).
+        ``prompt`` primes the decoder, ``words`` times each word, ``task``
+        translates (:class:`~rtap_trio.stt.engine.EngineRequest`); callers check
+        them first (:meth:`prompt_tokens`, :attr:`word_timings`, :attr:`translation`).
         Raises :class:`~rtap_trio.errors.SttTimeoutError` when the
         transcription outlives ``budget_s`` (it is aborted first). Cancelling
         the caller aborts the transcription and frees the engine.
@@ -123,6 +136,10 @@ class SttBackend(abc.ABC):
     def language_name(self, code: str) -> str:
         """The language's English name ("english" for "en"), as OpenAI's API reports it."""
         return code
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many tokens ``prompt`` is to the engines."""
+        return len(prompt.encode())
 
     @abc.abstractmethod
     def statistics(self) -> SttStatistics: ...

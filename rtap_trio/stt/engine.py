@@ -28,10 +28,22 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Literal
 
-from ..items import Float32
+from ..items import Float32, Word
 
-__all__ = ["ABORT_WAIT_S", "EngineCapabilities", "EngineRequest", "EngineResult", "SttEngine"]
+__all__ = [
+    "ABORT_WAIT_S",
+    "EngineCapabilities",
+    "EngineRequest",
+    "EngineResult",
+    "SttEngine",
+    "Task",
+]
+
+#: What an engine is asked to make of speech: its words in the language spoken,
+#: or (a multilingual Whisper model) their English translation.
+Task = Literal["transcribe", "translate"]
 
 #: How long an engine may take, once its transcription is cancelled, to stop.
 #: The service's shutdown keeps this much of its grace for it.
@@ -59,6 +71,13 @@ class EngineCapabilities:
     device: str = "cpu"
     #: it runs elsewhere than the settings asked (a GPU that is not there)
     device_fallback: bool = False
+    #: the most prompt tokens (:attr:`EngineRequest.prompt`) it takes; 0: it
+    #: cannot be prompted at all, and a session that asks is told so
+    max_prompt_tokens: int = 0
+    #: it can time each word of a final (:attr:`EngineRequest.words`)
+    word_timings: bool = False
+    #: it can translate into English (:attr:`EngineRequest.task`)
+    translation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,13 @@ class EngineRequest:
     #: replaces, so an engine may spend less on it (a shorter window, fewer
     #: tokens) than on a final, whose words must not change
     partial: bool = False
+    #: text the decoder is primed with (names, jargon it should spell so),
+    #: within :attr:`EngineCapabilities.max_prompt_tokens`; "" for none
+    prompt: str = ""
+    #: time each word (:attr:`EngineResult.words`); costs decoding time
+    words: bool = False
+    #: transcribe, or translate into English
+    task: Task = "transcribe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +115,8 @@ class EngineResult:
     #: CPU time spent on this machine, where the engine can tell (None: it
     #: cannot; a remote engine spends next to none here)
     cpu_ms: float | None = None
+    #: each word's times in the audio given, when :attr:`EngineRequest.words` asked
+    words: tuple[Word, ...] = ()
     #: which engine answered ("remote", "whispercpp") when a service has more
     #: than one (``stt.fallback``); None: the only one there is
     engine: str | None = None
@@ -114,6 +142,14 @@ class SttEngine(abc.ABC):
     def language_name(self, code: str) -> str:
         """The language's English name ("english" for "en"), as OpenAI's API reports it."""
         return code
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many tokens ``prompt`` is to this engine (checked against
+        :attr:`EngineCapabilities.max_prompt_tokens` before a session starts).
+
+        The default counts UTF-8 bytes, never fewer than a byte-level tokenizer's tokens.
+        """
+        return len(prompt.encode())
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -24,7 +24,7 @@ import trio
 from ..errors import SttSkippedError, SttTimeoutError
 from ..items import Float32, SttResult
 from .base import FinalsForeseen, SttBackend, SttStatistics
-from .engine import EngineCapabilities, EngineRequest, SttEngine
+from .engine import EngineCapabilities, EngineRequest, SttEngine, Task
 from .scheduling import PriorityLimiter
 
 __all__ = ["SttPool"]
@@ -60,6 +60,9 @@ class SttPool(SttBackend):
         self.languages = capabilities.languages
         self.device = capabilities.device
         self.device_fallback = capabilities.device_fallback
+        self.max_prompt_tokens = capabilities.max_prompt_tokens
+        self.word_timings = capabilities.word_timings
+        self.translation = capabilities.translation
         self.foreseen = FinalsForeseen()
         self._transcriptions = 0
         self._timeouts = 0
@@ -80,19 +83,24 @@ class SttPool(SttBackend):
         language: str | None = None,
         speculative: bool = False,
         partial: bool = False,
+        prompt: str = "",
+        words: bool = False,
+        task: Task = "transcribe",
     ) -> SttResult:
+        request = EngineRequest(language, partial, prompt=prompt, words=words, task=task)
         if speculative or partial:
-            return await self._speculate(audio, budget_s, language, partial)
+            return await self._speculate(audio, budget_s, request)
         asked = _now()
         if self._limiter.statistics().borrowed_tokens >= len(self._engines):
             # A final waits only for finals: speculative work gives its engine up.
             self._preempt_one(partials_only=False)
         async with self._limiter.borrow(priority):
-            return await self._run(audio, budget_s, EngineRequest(language), asked)
+            return await self._run(audio, budget_s, request, asked)
 
     async def _speculate(
-        self, audio: Float32, budget_s: float | None, language: str | None, partial: bool
+        self, audio: Float32, budget_s: float | None, request: EngineRequest
     ) -> SttResult:
+        partial = request.partial
         asked = _now()
         if not self.capabilities.speculative:
             self._skipped += 1
@@ -102,7 +110,7 @@ class SttPool(SttBackend):
             raise SttSkippedError("a final is due")
         try:
             with self._limiter.borrow_nowait():
-                return await self._speculative_run(audio, budget_s, language, partial, asked)
+                return await self._speculative_run(audio, budget_s, request, asked)
         except trio.WouldBlock:
             pass
         # Early work (its result is likely the final) takes an engine from a
@@ -111,23 +119,20 @@ class SttPool(SttBackend):
             self._skipped += 1
             raise SttSkippedError("every engine is busy")
         async with self._limiter.borrow(math.inf):
-            return await self._speculative_run(audio, budget_s, language, partial, asked)
+            return await self._speculative_run(audio, budget_s, request, asked)
 
     async def _speculative_run(
         self,
         audio: Float32,
         budget_s: float | None,
-        language: str | None,
-        partial: bool,
+        request: EngineRequest,
         asked: float,
     ) -> SttResult:
-        speculation = _Speculation(partial)
+        speculation = _Speculation(request.partial)
         self._speculative.append(speculation)
         try:
             with speculation.scope:
-                return await self._run(
-                    audio, budget_s, EngineRequest(language, partial=partial), asked
-                )
+                return await self._run(audio, budget_s, request, asked)
         finally:
             self._speculative.remove(speculation)
         # Only a preemption ends the scope without a result.
@@ -173,11 +178,15 @@ class SttPool(SttBackend):
             queue_ms=queue_ms,
             stt_ms=stt_ms,
             cpu_ms=result.cpu_ms,
+            words=result.words,
             engine=result.engine,
         )
 
     def language_name(self, code: str) -> str:
         return self._engines[0].language_name(code)
+
+    def prompt_tokens(self, prompt: str) -> int:
+        return self._engines[0].prompt_tokens(prompt)
 
     def statistics(self) -> SttStatistics:
         limiter = self._limiter.statistics()

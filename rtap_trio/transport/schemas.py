@@ -44,6 +44,7 @@ __all__ = [
     "Message",
     "Stream",
     "TranscriptMessage",
+    "TranscriptWord",
     "parse_message",
 ]
 
@@ -134,6 +135,16 @@ class LatencyBreakdown(BaseModel):
     early_wait: float = Field(0.0, description="after the endpoint, waiting for that early result")
 
 
+class TranscriptWord(BaseModel):
+    """One word of a transcript and when it was said."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    word: str
+    start: float = Field(ge=0.0, description="seconds from the start of the session's audio")
+    end: float = Field(ge=0.0, description="seconds from the start of the session's audio")
+
+
 class TranscriptMessage(_Message):
     kind: Literal["transcript"] = "transcript"
     text: str
@@ -155,15 +166,33 @@ class TranscriptMessage(_Message):
     no_speech_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="the STT model's probability that nothing was said"
     )
+    words: list[TranscriptWord] | None = Field(
+        None,
+        description="each word's times, when the session asked for them (start message"
+        ' "words": true, or stt.words); present only then',
+    )
     stt_engine: str | None = Field(
         None,
         description="the engine that answered (remote, whispercpp) when the service has a "
-        "fallback (stt.fallback) or a remote engine; null: its only local one",
+        "fallback (stt.fallback) or a remote engine; present only then",
     )
 
     @property
     def topic(self) -> str:
         return f"transcript.{self.session_id}"
+
+    # No return annotation on purpose (see CatchupReply): the schema keeps the fields.
+    @model_serializer(mode="wrap")
+    def _words_only_when_asked(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # Written only when asked for, so every other transcript is byte for byte
+        # what it was before the field existed (clients built on the old schema,
+        # additionalProperties: false, still parse them).
+        data: dict[str, Any] = handler(self)
+        if self.words is None:
+            data.pop("words", None)
+        if self.stt_engine is None:  # likewise: only a service with a remote engine has it
+            data.pop("stt_engine", None)
+        return data
 
 
 class LevelMessage(_Message):

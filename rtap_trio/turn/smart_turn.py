@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ModelError
+from ..onnx_runtime import import_onnxruntime
 from .base import TurnPrediction
 from .features import N_FRAMES, N_MELS, WINDOW_SAMPLES, LogMel
 from .model import check_model_file
@@ -66,7 +67,7 @@ class SmartTurnDetector:
         self.model_path: Final = model_path
         self.threshold: Final = threshold
         try:
-            import onnxruntime
+            onnxruntime = import_onnxruntime()
 
             options = onnxruntime.SessionOptions()
             # One call is ~50 ms of one core at a pause; more threads would

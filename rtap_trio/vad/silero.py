@@ -23,6 +23,7 @@ import numpy as np
 from ..audio.pcm import pcm_to_float
 from ..errors import ModelError
 from ..items import Samples
+from ..onnx_runtime import import_onnxruntime
 from ..settings import VadSettings
 
 __all__ = ["SileroVad"]
@@ -77,7 +78,7 @@ class SileroVad:
             raise ModelError(f"Silero VAD runs at {_RATE} Hz here, not {sample_rate} Hz")
         path = _model_path()
         try:
-            import onnxruntime
+            onnxruntime = import_onnxruntime()
 
             options = onnxruntime.SessionOptions()
             # One run is ~0.14 ms: more threads only add hand-offs, and the

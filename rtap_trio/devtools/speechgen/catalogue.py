@@ -125,6 +125,20 @@ PAUSED = (
     Utterance("Play the new album | by the Beatles.", EN_F2, pause_s=0.4),
 )
 
+#: Turn-taking (issue 18): short replies, which an end-of-turn policy must not
+#: drop or wait long for, and thoughts broken off at a comma for longer than
+#: the 600 ms hangover, which it must not cut. espeak-ng says "order," and
+#: "sister," with a rising, unfinished tune (Smart Turn: 0.02-0.14 complete),
+#: unlike PAUSED's fragments, which it ends on a final fall.
+TURN_TAKING = (
+    Utterance("Yes.", EN_F2),
+    Utterance("I would like to order, | a large pizza with cheese.", EN_M, pause_s=0.8),
+    Utterance("No.", EN_M),
+    Utterance("Call my sister, | and tell her I am running late.", EN_F2, pause_s=0.7),
+    Utterance("Stop.", EN_F2),
+    Utterance("Okay, | thank you.", EN_M, pause_s=0.7),
+)
+
 FIXTURES: tuple[Fixture, ...] = (
     Fixture(
         "computer_garage.wav",

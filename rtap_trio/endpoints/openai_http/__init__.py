@@ -1,4 +1,5 @@
-"""OpenAI-compatible transcription over HTTP: ``POST /v1/audio/transcriptions``, ``GET /v1/models``.
+"""OpenAI-compatible speech to text over HTTP: ``POST /v1/audio/transcriptions``,
+``POST /v1/audio/translations``, ``GET /v1/models``.
 
 What the ``openai`` SDK (and pipecat, LiveKit agents, scripts) call with their
 ``base_url`` pointed here. Errors come in OpenAI's shape,

@@ -39,6 +39,10 @@ class MultipartForm:
 
     def __init__(self, boundary: bytes, max_file_bytes: int) -> None:
         self.fields: dict[str, str] = {}
+        #: every value of each field, in order: an array field
+        #: (``timestamp_granularities[]``) is sent as one part per value
+        self.values: dict[str, list[str]] = {}
+        self._n_fields = 0
         self.file: io.BytesIO | None = None
         self.filename = "upload"
         self._max_file_bytes = max_file_bytes
@@ -119,8 +123,9 @@ class MultipartForm:
             raise ApiError(400, "the request is not a valid form: a part has no name")
         self._name = _text(options[b"name"])
         if b"filename" not in options:
-            if len(self.fields) >= _MAX_FIELDS:
+            if self._n_fields >= _MAX_FIELDS:
                 raise ApiError(400, f"the form has more than {_MAX_FIELDS} fields")
+            self._n_fields += 1
             self._field = bytearray()
         elif self._name != "file" or self.file is not None:
             raise ApiError(400, "one file part, named 'file', is expected", param="file")
@@ -147,6 +152,7 @@ class MultipartForm:
             self._file_complete = True
         elif self._field is not None:
             self.fields[self._name] = _text(bytes(self._field))
+            self.values.setdefault(self._name, []).append(self.fields[self._name])
 
 
 def _text(raw: bytes) -> str:

@@ -2,7 +2,9 @@
 
 Apart from the handler because it is pure formatting: the upload's
 transcripts in, a Starlette response out, in the shapes OpenAI documents
-(``verbose_json`` with its segments' fields, SubRip and WebVTT timestamps).
+(``verbose_json`` with its segments' fields and, when word timestamps were
+asked for, ``words`` as OpenAI's ``TranscriptionWord``; SubRip and WebVTT
+timestamps, a cue per segment, or per word when words were asked for).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from ...stt import Task
 from ...stt.hallucination import compression_ratio as _compression_ratio
 from ...transport.schemas import TranscriptMessage
 
@@ -60,28 +63,41 @@ def render(
     duration: float,
     language: str | None,
     language_name: Callable[[str], str],
+    *,
+    words: bool = False,
+    task: Task = "transcribe",
 ) -> Response:
     """The response for an upload of ``duration`` seconds; ``language``: the one asked for.
 
-    ``language_name`` names a language code as verbose_json gives it ("english").
+    ``language_name`` names a language code as verbose_json gives it ("english");
+    ``words``: word timestamps were asked for; ``task``: a translation answers
+    in English.
     """
     segments = [
         Segment(t.audio_start_s, min(t.audio_end_s, duration), t.text, t.no_speech_probability)
         for t in transcripts
     ]
+    timed = [
+        Segment(round(w.start, 3), round(min(w.end, duration), 3), w.word, None)
+        for t in transcripts
+        for w in t.words or ()
+    ]
     text = " ".join(s.text for s in segments).strip()
     if response_format == "text":
         return PlainTextResponse(text)
+    cues = timed if words else segments
     if response_format == "srt":
-        return PlainTextResponse(_srt(segments))
+        return PlainTextResponse(_srt(cues))
     if response_format == "vtt":
-        return PlainTextResponse(_vtt(segments), media_type="text/vtt")
+        return PlainTextResponse(_vtt(cues), media_type="text/vtt")
     if response_format == "json":
         return JSONResponse({"text": text})
     spoken = language or next((t.stt_language for t in transcripts if t.stt_language), None)
     spoken = spoken or (transcripts[0].language if transcripts else "en")
+    if task == "translate":
+        spoken = "en"  # OpenAI: the language of the output translation (always english)
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": task,
         "language": language_name(spoken),
         "duration": round(duration, 3),
         "text": text,
@@ -102,4 +118,6 @@ def render(
             for n, s in enumerate(segments)
         ],
     }
+    if words:
+        body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for w in timed]
     return JSONResponse(body)

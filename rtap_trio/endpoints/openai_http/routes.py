@@ -1,6 +1,6 @@
 """The OpenAI-compatible routes on the service's HTTP port, errors answered in OpenAI's shape.
 
-The table of what path goes to which handler: transcriptions and models
+The table of what path goes to which handler: transcriptions, translations and models
 (:mod:`.transcriptions`) and the Realtime API's transcription WebSocket
 (:mod:`..openai_realtime`). An :class:`~.api_error.ApiError` a handler raises
 becomes its response here, so no handler builds an error response itself.
@@ -45,6 +45,7 @@ def openai_routes(
     api = Transcriptions(settings, sessions)
     return [
         Route("/v1/audio/transcriptions", _guarded(api.transcribe), methods=["POST"]),
+        Route("/v1/audio/translations", _guarded(api.translate), methods=["POST"]),
         Route("/v1/models", _guarded(api.models), methods=["GET"]),
         Route("/v1/models/{model}", _guarded(api.models), methods=["GET"]),
         WebSocketRoute(REALTIME_PATH, RealtimeEndpoint(settings, sessions).serve),

@@ -1,4 +1,5 @@
-"""``POST /v1/audio/transcriptions`` and ``GET /v1/models``: an upload through a session.
+"""``POST /v1/audio/transcriptions``, ``POST /v1/audio/translations`` and ``GET /v1/models``:
+an upload through a session.
 
 An upload (anything libsndfile reads: WAV, FLAC, OGG, MP3) goes through a
 session like ``replay``: VAD segmentation, whisper.cpp, language; nothing is
@@ -15,15 +16,25 @@ block at a time into the pipeline; and a client that disconnects while its
 upload is transcribed ends its session (``session_ended`` with reason
 ``disconnected``).
 
+``prompt`` primes the decoder (whisper.cpp's initial prompt; over the
+engine's 224 tokens it is refused with 400, ``param: "prompt"``), for every
+utterance of the upload. ``timestamp_granularities[]=word`` times each word
+(``verbose_json`` ``words``; with ``srt``/``vtt`` each word is a cue; with
+``json``/``text`` it is refused, as OpenAI does). A translation
+(``/v1/audio/translations``) is the same upload with Whisper's translate task:
+English text, on a multilingual model only (an English-only one: 400,
+``param: "model"``).
+
 Accepted and ignored, since the service has one model and decodes greedily:
-``model`` (any name; ``GET /v1/models`` lists the real one and ``whisper-1``),
-``prompt`` and ``temperature`` (checked, not used).
+``model`` (any name; ``GET /v1/models`` lists the real one and ``whisper-1``)
+and ``temperature`` (checked, not used).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -37,6 +48,7 @@ from ...http_server import READ_TIMEOUT_S
 from ...session_bridge import SessionBridge
 from ...sessions import SessionLimitError, SessionManager, SessionOptions
 from ...settings import Settings
+from ...stt import Task
 from ...transport.schemas import Stream, TranscriptMessage
 from .api_error import ApiError
 from .form import MultipartForm
@@ -57,6 +69,17 @@ _FORM_OVERHEAD = 65_536
 #: (the response still reaches it). A disconnect this close to that moment is
 #: taken for the timeout, not the client going (a reset then is missed).
 _TIMEOUT_MARGIN_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What the form asked for."""
+
+    response_format: str
+    language: str | None
+    prompt: str | None
+    words: bool
+    task: Task
 
 
 class _NoAnswer(Response):
@@ -133,7 +156,8 @@ class Transcriptions:
             raise
         return form
 
-    def _options(self, fields: dict[str, str], manager: SessionManager) -> tuple[str, str | None]:
+    def _options(self, form: MultipartForm, manager: SessionManager, task: Task) -> _Request:
+        fields = form.fields
         if not fields.get("model"):
             raise ApiError(400, "you must provide a model parameter", param="model")
         response_format = fields.get("response_format") or "json"
@@ -150,13 +174,44 @@ class Transcriptions:
                 temperature = -1.0
             if not 0.0 <= temperature <= 1.0:
                 raise ApiError(400, "temperature must be between 0 and 1", param="temperature")
-        language = fields.get("language") or None
+        # A translation has no language to ask for: it is detected, the text is English.
+        language = (fields.get("language") or None) if task == "transcribe" else None
         problem = manager.language_problem(language)
         if problem is not None:
             raise ApiError(400, problem, param="language")
-        return response_format, language
+        problem = manager.task_problem(task)
+        if problem is not None:
+            raise ApiError(400, problem, param="model", code="unsupported_task")
+        prompt = fields.get("prompt") or None
+        problem = manager.prompt_problem(prompt)
+        if problem is not None:
+            raise ApiError(400, problem, param="prompt")
+        granularities = form.values.get("timestamp_granularities[]", []) + form.values.get(
+            "timestamp_granularities", []
+        )
+        for granularity in granularities:
+            if granularity not in ("word", "segment"):
+                raise ApiError(
+                    400,
+                    "timestamp_granularities must be word or segment",
+                    param="timestamp_granularities",
+                )
+        words = "word" in granularities and task == "transcribe"
+        if words and response_format in ("json", "text"):
+            raise ApiError(
+                400,
+                "timestamp_granularities needs response_format verbose_json (or srt, vtt)",
+                param="timestamp_granularities",
+            )
+        return _Request(response_format, language, prompt, words, task)
 
     async def transcribe(self, request: Request) -> Response:
+        return await self._upload(request, "transcribe")
+
+    async def translate(self, request: Request) -> Response:
+        return await self._upload(request, "translate")
+
+    async def _upload(self, request: Request, task: Task) -> Response:
         manager = self._manager()
         # Counted before the first await, so no number of connections outruns it:
         # the bodies in memory are at most max_concurrent_uploads x max_file_bytes.
@@ -165,18 +220,18 @@ class Transcriptions:
             raise ApiError(429, f"{limit} uploads are being transcribed already", code="busy")
         self._uploads += 1
         try:
-            return await self._transcribe(request, manager)
+            return await self._transcribe(request, manager, task)
         finally:
             self._uploads -= 1
 
-    async def _transcribe(self, request: Request, manager: SessionManager) -> Response:
+    async def _transcribe(self, request: Request, manager: SessionManager, task: Task) -> Response:
         try:
             form = await self._form(request)
         except ClientDisconnect:
             return _NoAnswer()
         file = form.finish()
         received_at = trio.current_time()
-        response_format, language = self._options(form.fields, manager)
+        asked = self._options(form, manager, task)
         audio, limits = self._settings.audio, self._settings.openai
         # The header first, before a slot is taken: what is over the limits
         # costs nothing more. Opening an MP3 may scan it: off the event loop.
@@ -199,7 +254,13 @@ class Transcriptions:
             frame_samples=audio.frame_samples,
             trailing_silence_ms=self._settings.vad.hangover_ms + 200,
         )
-        options = SessionOptions(wake_word=False, language=language)
+        options = SessionOptions(
+            wake_word=False,
+            language=asked.language,
+            prompt=asked.prompt,
+            words=asked.words,
+            task=asked.task,
+        )
         opening = manager.open_bridge(
             "openai", options, audio=source, streams=(Stream.TRANSCRIPTS,), queue_size=100_000
         )
@@ -217,13 +278,19 @@ class Transcriptions:
             raise _file_error(source.error)
         if bridge.session.failed:
             raise ApiError(500, "the transcription failed", code="session_failed")
-        return render(
-            response_format,
+        response = render(
+            asked.response_format,
             transcripts,
             source.duration_s,
-            language,
+            asked.language,
             manager.engines.stt.language_name,
+            words=asked.words,
+            task=asked.task,
         )
+        ignored = manager.ignored_options(options.decoding(self._settings))
+        if ignored:  # an engine that cannot: said, not silently dropped
+            response.headers["x-rtap-ignored"] = ",".join(ignored)
+        return response
 
     async def _transcripts(
         self, bridge: SessionBridge, receive: Callable[[], Any], received_at: float

@@ -88,6 +88,7 @@ class SessionConfig:
         return RealtimeOptions(
             wake_word=False,
             language=self.language,
+            prompt=self.prompt,
             hangover_ms=td.silence_duration_ms if td else None,
             pre_roll_ms=td.prefix_padding_ms if td else None,
             threshold=td.threshold if td else None,

@@ -275,6 +275,7 @@ class Connection:
             default_model=self._manager.engines.stt.name,
             default_turn_detection=self._default_turn_detection(),
             language_problem=self._manager.language_problem,
+            prompt_problem=self._manager.prompt_problem,
         )
         if self._bridge.started and config.vad_key() != self._config.vad_key():
             in_audio = isinstance(session, dict) and "audio" in session
@@ -284,6 +285,16 @@ class Connection:
                 param="session.audio.input.turn_detection"
                 if in_audio
                 else "session.turn_detection",
+                code="session_update_not_allowed",
+            )
+        if self._bridge.started and config.prompt != self._config.prompt:
+            in_audio = isinstance(session, dict) and "audio" in session
+            raise ClientError(
+                "the prompt cannot change once audio has been appended: the session's "
+                "transcriptions took it when it started",
+                param="session.audio.input.transcription.prompt"
+                if in_audio
+                else "session.input_audio_transcription.prompt",
                 code="session_update_not_allowed",
             )
         self._config = config

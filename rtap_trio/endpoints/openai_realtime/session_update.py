@@ -57,6 +57,8 @@ PREFIX_MS = (0, 2000)
 
 #: Asks whether the STT engine can transcribe a language: why not, or None.
 LanguageProblem = Callable[[str | None], str | None]
+#: Asks whether the STT engine takes a prompt (its length in tokens): why not, or None.
+PromptProblem = Callable[[str | None], str | None]
 
 
 def _whole_number(value: float) -> int:
@@ -83,8 +85,18 @@ class TranscriptionUpdate(_Update):
     #: Any name: the service has one model (as on /v1/audio/transcriptions).
     model: StrictStr | None = None
     language: StrictStr | None = None
-    #: Accepted; whisper.cpp here decodes without one.
+    #: The session's vocabulary prompt (whisper.cpp's initial prompt), for every
+    #: utterance; refused over the engine's token limit.
     prompt: Annotated[StrictStr, Field(max_length=MAX_PROMPT_CHARS)] | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _promptable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        prompt_problem: PromptProblem | None = (info.context or {}).get("prompt_problem")
+        problem = prompt_problem(value or None) if prompt_problem else None
+        if problem is not None:
+            raise PydanticCustomError("prompt_too_long", "{problem}", {"problem": problem})
+        return value
 
     @field_validator("language")
     @classmethod
@@ -185,6 +197,7 @@ _MESSAGES: dict[tuple[str, str], tuple[str, str]] = {
         _INVALID_VALUE,
     ),
     ("language", "unsupported_language"): ("{problem}", _INVALID_VALUE),
+    ("prompt", "prompt_too_long"): ("{problem}", _INVALID_VALUE),
 }
 #: Whatever the field: pydantic's error type -> (message, code).
 _BY_TYPE: dict[str, tuple[str, str]] = {
@@ -243,6 +256,7 @@ def updated_config(
     default_model: str,
     default_turn_detection: TurnDetection,
     language_problem: LanguageProblem,
+    prompt_problem: PromptProblem | None = None,
 ) -> SessionConfig:
     """``config`` with an update's ``session`` applied (beta fields, then GA).
 
@@ -250,7 +264,7 @@ def updated_config(
     ``default_turn_detection``: the timings of the service's own VAD settings,
     for a ``turn_detection`` that names none.
     """
-    context = {"language_problem": language_problem}
+    context = {"language_problem": language_problem, "prompt_problem": prompt_problem}
     try:
         beta = BetaSessionUpdate.model_validate(session, context=context)
         ga = GaSessionUpdate.model_validate(session, context=context)

@@ -4,10 +4,14 @@ Wyoming (Home Assistant's voice services) over TCP; the framing of its events
 is :mod:`.codec`. RTAP serves:
 
 * ``describe`` -> ``info``: the ASR model with its languages, and the wake words;
-* speech to text: ``transcribe {name?, language?}``, ``audio-start``,
+* speech to text: ``transcribe {name?, language?, transcript_names?,
+  transcript_terms?}``, ``audio-start``,
   ``audio-chunk``..., ``audio-stop`` -> ``transcript {text, language}``, with
   ``voice-started`` / ``voice-stopped {timestamp}`` as the session's VAD hears
-  speech start and end;
+  speech start and end; ``transcript_names`` and ``transcript_terms`` (the
+  names and terms Home Assistant asks the ASR to favour) become the stream's
+  vocabulary prompt (:func:`vocabulary_prompt`), refused with an ``error``
+  (``prompt_too_long``) over the engine's 224 tokens;
 * wake word: ``detect {names?}``, then audio -> ``detection {name, timestamp}``
   for each wake word, or ``not-detected`` after ``audio-stop``.
 
@@ -54,7 +58,7 @@ from ...transport.schemas import TranscriptMessage
 from ...wakeword import builtin_keywords
 from .codec import EventReader, ProtocolError, WyomingEvent, write_event
 
-__all__ = ["WyomingServer"]
+__all__ = ["WyomingServer", "vocabulary_prompt"]
 
 _WHISPER_ATTRIBUTION = {"name": "OpenAI", "url": "https://github.com/openai/whisper"}
 _PORCUPINE_ATTRIBUTION = {"name": "Picovoice", "url": "https://github.com/Picovoice/porcupine"}
@@ -226,6 +230,7 @@ class _Connection:
         self._settings = server._settings
         self._mode = "asr"
         self._language: str | None = None
+        self._prompt: str | None = None
         self._names: tuple[str, ...] | None = None
         self._current: _Stream | None = None
         #: the stream's start was refused (told once): its audio is dropped until audio-stop
@@ -291,9 +296,12 @@ class _Connection:
             self._mode, self._names = "asr", None
             language = data.get("language")
             self._language = language if isinstance(language, str) and language else None
+            self._prompt = vocabulary_prompt(
+                data.get("transcript_names"), data.get("transcript_terms")
+            )
         elif kind == "detect":
             names = data.get("names")
-            self._mode, self._language = "wake", None
+            self._mode, self._language, self._prompt = "wake", None, None
             self._names = (
                 tuple(str(n) for n in names) if isinstance(names, list) and names else None
             )
@@ -356,6 +364,7 @@ class _Connection:
             keywords=self._names if wake else None,
             language=None if wake else self._language,
             transcribe=not wake,
+            prompt=None if wake else self._prompt,
         )
         # A recording sent at once: its utterances wait rather than go.
         audio = PushedAudio(rate, "pcm_s16le", channels, interactive=False)
@@ -367,7 +376,11 @@ class _Connection:
             raise ProtocolError(str(exc), "busy", fatal=False) from None
         except ConfigError as exc:
             # whisper would raise on a language mid-stream; `describe` lists what it knows.
-            code = {"language": "unsupported_language", "keywords": "unknown_wake_word"}
+            code = {
+                "language": "unsupported_language",
+                "keywords": "unknown_wake_word",
+                "prompt": "prompt_too_long",
+            }
             raise ProtocolError(
                 exc.reason, code.get(exc.key_path, "bad_request"), fatal=False
             ) from None
@@ -427,3 +440,19 @@ class _Connection:
                 await self.send("transcript-stop")
         elif not current.detected:
             await self.send("not-detected")
+
+
+def vocabulary_prompt(names: object, terms: object) -> str | None:
+    """A prompt from a ``transcribe`` event's ``transcript_names`` and
+    ``transcript_terms`` (wyoming 1.8: what the ASR should favour, names first);
+    None when it has neither. Whisper takes them as text it has just "heard":
+    a sentence that lists them, which on our generated rare names did better
+    than a bare list (docs/performance.md)."""
+    listed = [
+        str(item).strip()
+        for group in (names, terms)
+        if isinstance(group, list)
+        for item in group
+        if str(item).strip()
+    ]
+    return f"Names: {', '.join(listed)}." if listed else None

@@ -20,15 +20,21 @@ from loguru import logger
 from ...errors import ModelError
 from ...items import Float32
 from ...settings import SttSettings
-from ..engine import EngineResult
+from ..engine import EngineResult, Task
 from .devices import gpu_devices
-from .direct import DirectWhisper, context_pointer, no_speech_after_sot
+from .direct import DirectWhisper, context_pointer, count_tokens, no_speech_after_sot
 from .logs import route_whisper_logs
 from .models import resolve_whisper_model
 from .text import clean_transcript
 from .window import audio_ctx_for
+from .words import TimedToken, join_words
 
-__all__ = ["WhisperContext", "is_english_only"]
+__all__ = ["MAX_PROMPT_TOKENS", "WhisperContext", "is_english_only"]
+
+#: The most prompt tokens whisper.cpp uses: it keeps the last n_text_ctx / 2
+#: (448 / 2 for every Whisper model) before <|startoftranscript|>. A longer
+#: prompt is refused rather than silently cut.
+MAX_PROMPT_TOKENS = 224
 
 #: A partial transcript's token cap: this many, plus this many per second of
 #: audio (English speech runs at 3-4 tokens a second).
@@ -62,8 +68,6 @@ class WhisperContext:
     def __init__(self, settings: SttSettings) -> None:
         """``settings.whispercpp`` says which model and how; ``settings.language``
         the language when a caller asks for none."""
-        from pywhispercpp.model import Model
-
         route_whisper_logs()
         whisper = settings.whispercpp
         spec = str(whisper.model_path) if whisper.model_path else whisper.model_name
@@ -92,6 +96,10 @@ class WhisperContext:
             "no_timestamps": True,
             "suppress_blank": True,
             "audio_ctx": 0,
+            # Per request (see transcribe); reset on every call, as the rest.
+            "initial_prompt": "",
+            "token_timestamps": False,
+            "translate": False,
         }
         self._audio_ctx = whisper.audio_ctx
         self._audio_ctx_floor = whisper.audio_ctx_floor
@@ -108,7 +116,10 @@ class WhisperContext:
         #: asked to detect the language over the full window.
         self._direct: DirectWhisper | None = None
         self._model: Any = None
+        self._words_model: Any = None
         self._context: int | None = None
+        self._words_context: int | None = None
+        self._context_params: Any = {"use_gpu": use_gpu, "flash_attn": whisper.flash_attn}
         if whisper.one_pass_language and self.default_language == "" and whisper.audio_ctx == 0:
             self._direct = DirectWhisper(
                 self.model_file,
@@ -118,21 +129,58 @@ class WhisperContext:
                 max_compression_ratio=settings.max_compression_ratio,
             )
             return
-        try:
-            self._model = Model(
-                str(self.model_file),
-                redirect_whispercpp_logs_to=None,
-                context_params={"use_gpu": use_gpu, "flash_attn": whisper.flash_attn},
-                **self._params,
-            )
-        except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file
-            raise ModelError(f"whisper.cpp cannot load {self.model_file}: {exc}") from exc
-        self._context = context_pointer(self._model._ctx)
+        self._load_full_model()
         if self._context is None:
             logger.bind(component="stt").warning(
                 "this pywhispercpp build hides whisper.cpp's context: "
                 "no no-speech probability on transcripts"
             )
+
+    def _load_full_model(self) -> Any:
+        """The pywhispercpp model (whisper_full), loaded now if it is not yet."""
+        if self._model is None:
+            self._model = self._load(self._context_params)
+            self._context = context_pointer(self._model._ctx)
+        return self._model
+
+    def _load_words_model(self) -> Any:
+        """A second context, for requests that want word times: DTW token times
+        (see .words), which whisper.cpp computes only without flash attention.
+
+        Loaded on the first such request, so a service that never times words
+        pays neither its memory (process RSS +148 MB with tiny.en, +259 MB with
+        base, measured after the first such request) nor slower finals.
+        """
+        if self._words_model is None:
+            self._words_model = self._load(
+                {
+                    **self._context_params,
+                    "flash_attn": False,
+                    "dtw_token_timestamps": True,
+                    "dtw_aheads_preset": alignment_heads(self.name),
+                }
+            )
+            self._words_context = context_pointer(self._words_model._ctx)
+        return self._words_model
+
+    def _load(self, context_params: Any) -> Any:
+        from pywhispercpp.model import Model
+
+        try:
+            return Model(
+                str(self.model_file),
+                redirect_whispercpp_logs_to=None,
+                context_params=context_params,
+                **self._params,
+            )
+        except Exception as exc:  # pywhispercpp raises RuntimeError or worse on a bad file
+            raise ModelError(f"whisper.cpp cannot load {self.model_file}: {exc}") from exc
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many tokens ``prompt`` is to this model (its UTF-8 bytes, an
+        upper bound, where this build hides whisper.cpp's context)."""
+        pointer = self._direct.context if self._direct is not None else self._context
+        return len(prompt.encode()) if pointer is None else count_tokens(pointer, prompt)
 
     @property
     def one_pass(self) -> bool:
@@ -146,12 +194,17 @@ class WhisperContext:
         language: str | None = None,
         *,
         partial: bool = False,
+        prompt: str = "",
+        words: bool = False,
+        task: Task = "transcribe",
     ) -> EngineResult:
         """Blocking. ``should_abort`` is polled by whisper.cpp between steps.
 
         ``language`` fixes the language for this call (None: the settings');
-        ``partial``: a partial transcript (:class:`~rtap_trio.stt.engine.EngineRequest`).
+        ``partial``: a partial transcript, ``prompt``, ``words`` and ``task`` as
+        :class:`~rtap_trio.stt.engine.EngineRequest` says.
         """
+        translate = task == "translate" and not self.english_only
         if self.english_only:
             language = None  # it knows one language; the caller has been told
         if partial:
@@ -172,10 +225,12 @@ class WhisperContext:
             )
             max_tokens = 0
         with self._lock:
-            started = time.perf_counter()
+            started = time.thread_time()
             self.last_audio_ctx = audio_ctx
-            if self._direct is not None:
-                decoded = self._direct.transcribe(audio, should_abort, language)
+            if self._direct is not None and not words:
+                decoded = self._direct.transcribe(
+                    audio, should_abort, language, prompt=prompt, translate=translate
+                )
                 return EngineResult(
                     clean_transcript(decoded.text),
                     decoded.language,
@@ -187,7 +242,8 @@ class WhisperContext:
             # pywhispercpp keeps per-call parameters on the model, so the full
             # set is passed every time rather than trusting what is left over:
             # a short window left by the last utterance would cut this one.
-            segments = self._model.transcribe(
+            model = self._load_words_model() if words else self._load_full_model()
+            segments = model.transcribe(
                 np.ascontiguousarray(audio, dtype=np.float32),
                 abort_callback=should_abort,
                 **{
@@ -195,35 +251,44 @@ class WhisperContext:
                     "audio_ctx": audio_ctx,
                     "language": asked,
                     "max_tokens": max_tokens,
+                    "initial_prompt": prompt,
+                    "translate": translate,
+                    # whisper.cpp computes DTW times only with token timestamps
+                    "token_timestamps": words,
                 },
             )
             no_speech = None
             aborted = should_abort is not None and should_abort()
-            if self._context is not None and not aborted:  # an aborted result is dropped
-                no_speech = no_speech_after_sot(self._context, self._params["n_threads"])
+            pointer = self._words_context if words else self._context
+            if pointer is not None and not aborted:  # an aborted result is dropped
+                no_speech = no_speech_after_sot(pointer, self._params["n_threads"])
             detected = asked
             if not asked:
                 import _pywhispercpp
 
                 detected = _pywhispercpp.whisper_lang_str(
-                    _pywhispercpp.whisper_full_lang_id(self._model._ctx)
+                    _pywhispercpp.whisper_full_lang_id(model._ctx)
                 )
             cpu_ms = self._cpu_ms(started)
+            timed = join_words(_timed_tokens(model._ctx), audio) if words and not aborted else ()
         text = clean_transcript(" ".join(segment.text.strip() for segment in segments))
-        return EngineResult(text, detected, None, no_speech, cpu_ms)
+        return EngineResult(text, detected, None, no_speech, cpu_ms, timed)
 
     def _cpu_ms(self, started: float) -> float:
-        """The CPU a call that began at ``started`` took: whisper.cpp keeps its
-        ``n_threads`` busy from start to end (measured: 13.96 s of process CPU
-        for 7.14 s of two-thread calls), so wall time times threads."""
+        """The CPU a call took, from this thread's CPU time at its start: the
+        calling thread is one of whisper.cpp's ``n_threads`` and they are
+        busy alike from start to end (13.96 s of process CPU for 7.14 s of
+        two-thread calls, measured), so its CPU time times the threads. Not
+        wall time: on a busy machine that would count the waits for a core."""
         threads: int = self._params["n_threads"]
-        return (time.perf_counter() - started) * 1000 * threads
+        return (time.thread_time() - started) * 1000 * threads
 
     def close(self) -> None:
         """Free the whisper context now, while Python can still take its log lines."""
         with self._lock:
             model, self._model, self._context = self._model, None, None
-            del model
+            words_model, self._words_model, self._words_context = self._words_model, None, None
+            del model, words_model
             if self._direct is not None:
                 self._direct.close()
 
@@ -236,3 +301,31 @@ class WhisperContext:
         # The first call allocates whisper.cpp's compute buffers; pay that at
         # start, not on the first user's utterance.
         self.transcribe(np.zeros(16000, dtype=np.float32), should_abort)
+
+
+def _timed_tokens(context: Any) -> list[TimedToken]:
+    """The text tokens whisper_full last decoded on ``context``, with their times."""
+    import _pywhispercpp as pw
+
+    first_special = pw.whisper_token_eot(context)
+    tokens = []
+    for segment in range(pw.whisper_full_n_segments(context)):
+        for index in range(pw.whisper_full_n_tokens(context, segment)):
+            data = pw.whisper_full_get_token_data(context, segment, index)
+            if data.id >= first_special:  # end of text, timestamps, other specials
+                continue
+            piece = pw.whisper_token_to_bytes(context, data.id)
+            tokens.append(TimedToken(piece, data.t_dtw / 100))
+    return tokens
+
+
+def alignment_heads(model_name: str) -> Any:
+    """whisper.cpp's preset of alignment heads (the cross-attention heads that
+    follow the audio) for a model, by its name ("base", "tiny.en", a file
+    "ggml-base.en-q8_0.bin"); a model it has none for uses the top heads of
+    its last layers (``WHISPER_AHEADS_N_TOP_MOST``)."""
+    import _pywhispercpp as pw
+
+    stem = model_name.removeprefix("ggml-").split("-q")[0].removesuffix(".bin")
+    preset = "WHISPER_AHEADS_" + stem.upper().replace(".", "_").replace("-", "_")
+    return getattr(pw, preset, pw.WHISPER_AHEADS_N_TOP_MOST)  # the binding's enum

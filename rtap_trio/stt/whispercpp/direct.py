@@ -14,7 +14,9 @@ from the very libwhisper that pywhispercpp loaded into this process.
 
 The decoding mirrors ``whisper_full``'s first pass as the service configures it
 (temperature 0, ``no_timestamps``, ``single_segment``, ``suppress_blank``):
-the prompt ``[SOT, language, transcribe, no-timestamps]``, the same suppressed
+the prompt ``[SOT, language, transcribe, no-timestamps]`` (``translate`` for a
+translation; after ``[<|startofprev|>, prompt tokens...]`` when the session
+has a vocabulary prompt, as ``whisper_full`` builds it), the same suppressed
 tokens, the arg-max token, and its no-speech rule (no-speech probability
 > 0.6 and mean log-probability < -1: no text). What it leaves out is the
 temperature fallback; a runaway decode is bounded instead by a token budget
@@ -43,6 +45,7 @@ __all__ = [
     "DecodedUtterance",
     "DirectWhisper",
     "context_pointer",
+    "count_tokens",
     "libwhisper",
     "loaded_libwhisper",
     "no_speech_after_sot",
@@ -196,6 +199,23 @@ def context_pointer(context: Any) -> int | None:
     return int(pointer) if same else None
 
 
+def count_tokens(context: int, text: str) -> int:
+    """How many tokens whisper.cpp's tokenizer makes of ``text``."""
+    return len(_tokenize(context, text))
+
+
+def _tokenize(context: int, text: str) -> list[int]:
+    raw = text.encode()
+    if not raw:
+        return []
+    # A byte-level BPE never makes more tokens than bytes.
+    tokens = (ctypes.c_int32 * len(raw))()
+    n = libwhisper().whisper_tokenize(context, raw, tokens, len(raw))
+    if n < 0:
+        raise ModelError(f"whisper.cpp cannot tokenize {text[:40]!r}")
+    return list(tokens[:n])
+
+
 def no_speech_after_sot(context: int, n_threads: int) -> float:
     """Whisper's no-speech probability for the audio ``whisper_full`` last encoded
     on ``context``: the ``<|nospeech|>`` token's after ``<|startoftranscript|>``.
@@ -261,6 +281,9 @@ class DirectWhisper:
         self._n_vocab = lib.whisper_n_vocab(ctx)
         self._max_tokens = lib.whisper_n_text_ctx(ctx) // 2
         self._sot = lib.whisper_token_sot(ctx)
+        self._prev = lib.whisper_token_prev(ctx)
+        self._translate = lib.whisper_token_translate(ctx)
+        self._n_text_ctx = lib.whisper_n_text_ctx(ctx)
         self._eot = lib.whisper_token_eot(ctx)
         self._no_timestamps = lib.whisper_token_not(ctx)
         self._transcribe = lib.whisper_token_transcribe(ctx)
@@ -286,6 +309,11 @@ class DirectWhisper:
         # suppress_blank: the first token may be neither end-of-text nor a space.
         self._suppressed_first = suppressed.copy()
         self._suppressed_first[[self._eot, self._token_id(b" ")]] = True
+
+    @property
+    def context(self) -> int | None:
+        """The ``whisper_context *`` it decodes on (None once closed)."""
+        return self._ctx
 
     def _token_id(self, text: bytes) -> int:
         tokens = (ctypes.c_int32 * 4)()
@@ -315,9 +343,14 @@ class DirectWhisper:
         audio: Float32,
         should_abort: Callable[[], bool] | None = None,
         language: str | None = None,
+        *,
+        prompt: str = "",
+        translate: bool = False,
     ) -> DecodedUtterance:
         """Detect the language (unless ``language`` is given) and decode greedily.
 
+        ``prompt`` primes the decoder (whisper.cpp's ``initial_prompt``);
+        ``translate`` decodes Whisper's translate task (English text).
         Blocking; abort is checked between tokens.
         """
         if self._ctx is None:
@@ -344,13 +377,25 @@ class DirectWhisper:
         # The no-speech probability is read after SOT, before any suppression
         # (as openai-whisper does; whisper_full reads it there too).
         no_speech = float(_softmax(after_sot)[self._no_speech])
-        prompt = [language_token, self._transcribe, self._no_timestamps]
-        logits = self._decode(prompt, 1)
-        n_past = 1 + len(prompt)
+        task = [language_token, self._translate if translate else self._transcribe]
+        task.append(self._no_timestamps)
+        if prompt:
+            # As whisper_full: <|startofprev|> and the prompt's last n_text_ctx / 2
+            # tokens before SOT. Language and no-speech were read without them,
+            # as whisper.cpp detects the language on SOT alone; the decoder's
+            # cache is rewritten from position 0.
+            previous = [self._prev, *_tokenize(ctx, prompt)[-(self._n_text_ctx // 2) :]]
+            logits = self._decode([*previous, self._sot, *task], 0)
+            n_past = len(previous) + 1 + len(task)
+        else:
+            logits = self._decode(task, 1)
+            n_past = 1 + len(task)
 
         budget = min(
             self._max_tokens,
             _MIN_TOKENS + int(_TOKENS_PER_SECOND * samples.size / _SAMPLE_RATE),
+            # the decoder's context holds the prompt and every token decoded
+            self._n_text_ctx - n_past - 1,
         )
         # The mean log-probability only matters when no-speech is likely.
         scoring = no_speech > _NO_SPEECH_THRESHOLD

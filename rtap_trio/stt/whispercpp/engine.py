@@ -20,7 +20,7 @@ from loguru import logger
 from ...items import Float32
 from ...settings import SttSettings
 from ..engine import ABORT_WAIT_S, EngineCapabilities, EngineRequest, EngineResult, SttEngine
-from .context import WhisperContext
+from .context import MAX_PROMPT_TOKENS, WhisperContext
 from .direct import whisper_language_name
 
 __all__ = ["WhisperCppEngine", "open_whispercpp_engines"]
@@ -43,6 +43,9 @@ class WhisperCppEngine(SttEngine):
             origin=str(context.model_file),
             device=context.device,
             device_fallback=requested_device != context.device,
+            max_prompt_tokens=MAX_PROMPT_TOKENS,
+            word_timings=True,
+            translation=not context.english_only,
         )
 
     async def transcribe(self, audio: Float32, request: EngineRequest) -> EngineResult:
@@ -50,9 +53,18 @@ class WhisperCppEngine(SttEngine):
         return await _run_abortably(
             context,
             lambda should_abort: context.transcribe(
-                audio, should_abort, request.language, partial=request.partial
+                audio,
+                should_abort,
+                request.language,
+                partial=request.partial,
+                prompt=request.prompt,
+                words=request.words,
+                task=request.task,
             ),
         )
+
+    def prompt_tokens(self, prompt: str) -> int:
+        return self.context.prompt_tokens(prompt)
 
     def language_name(self, code: str) -> str:
         return whisper_language_name(code)
