@@ -51,7 +51,8 @@ from .settings import Settings, is_loopback
 from .signals import watch_signals
 from .standby import StandbyRelay
 from .startup_checks import check_descriptors, connection_caps, warn_if_unauthenticated
-from .stt import ABORT_WAIT_S, open_engines
+from .stt import ABORT_WAIT_S, SttPool, open_engines
+from .stt_monitoring import watch_engines
 from .supervisor import RestartPolicy, Supervisor
 from .transport.catchup import ZmqCatchup
 from .transport.outbox import Outbox
@@ -441,6 +442,8 @@ class Service:
         source = self._source or source_from_settings(self.settings.audio)
         engines = await load_engines(self.settings, source, self._open_stt)
         self.metrics.stt_device_fallback.set(1 if engines.stt.device_fallback else 0)
+        if isinstance(engines.stt, SttPool):  # stt_fallback, stt_remote_restored, metrics
+            watch_engines(engines.stt.engines, self._events, self.metrics)
         return engines, source
 
     def _stop_now(self) -> None:

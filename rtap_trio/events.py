@@ -9,6 +9,7 @@ subscribers, so that no endpoint reads an event's fields by string key::
  app.py, service_events.py ──── service_started, service_stopping, service_failing,
                                  stage_error (a service task), heartbeat
  standby.py ─────────────────── standby_takeover, standby_handback
+ stt_monitoring.py ──────────── stt_fallback, stt_remote_restored (stt.fallback's circuit)
  sessions.py ────────────────── session_started, session_ended, session_failed,
                                  stage_error (a session's stage)
  session_context.py ─────────── state_changed, state_reset (the state machine)
@@ -60,6 +61,8 @@ __all__ = [
     "StandbyTakeover",
     "StateChanged",
     "StateReset",
+    "SttFallback",
+    "SttRemoteRestored",
     "SttTimeout",
     "TaskRestarted",
     "TranscriptPartial",
@@ -153,6 +156,31 @@ class StandbyHandback(_EventFields):
     type: ClassVar[EventType] = EventType.STANDBY_HANDBACK
     primary_id: str
     primary_started_at: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SttFallback(_EventFields):
+    """The remote STT engine failed ``failures`` times in a row: its circuit is
+    open, and the local fallback answers every utterance until a probe, in
+    ``retry_in_s``, finds it back (rtap_trio/stt/fallback.py)."""
+
+    type: ClassVar[EventType] = EventType.STT_FALLBACK
+    engine: str
+    fallback: str
+    reason: str
+    failures: int
+    retry_in_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SttRemoteRestored(_EventFields):
+    """The remote STT engine answered again after ``down_s``; the fallback had
+    answered ``fallbacks`` utterances meanwhile."""
+
+    type: ClassVar[EventType] = EventType.STT_REMOTE_RESTORED
+    engine: str
+    down_s: float
+    fallbacks: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,6 +343,8 @@ Event: TypeAlias = (
     | Heartbeat
     | StandbyTakeover
     | StandbyHandback
+    | SttFallback
+    | SttRemoteRestored
     | TaskRestarted
     | SessionStarted
     | SessionEnded

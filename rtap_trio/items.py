@@ -143,6 +143,8 @@ class SttResult:
     cpu_ms: float | None = None
     #: each word's times in the audio transcribed, when they were asked for
     words: tuple[Word, ...] = ()
+    #: which engine answered, when the service has more than one (stt.fallback)
+    engine: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,6 +231,39 @@ class Metrics:
             "1 when STT runs on another device than the settings ask (no GPU: the CPU).",
             registry=r,
         )
+        # The engines behind stt.fallback (rtap_trio/stt_monitoring.py): which
+        # one answered, which failed and why, and how often the fallback did.
+        self.stt_engine_requests = Counter(
+            "rtap_stt_engine_requests_total",
+            "Transcriptions asked of an STT engine (remote, whispercpp), by outcome: ok, failed.",
+            ["engine", "outcome"],
+            registry=r,
+        )
+        self.stt_engine_failures = Counter(
+            "rtap_stt_engine_failures_total",
+            "Failed STT engine requests by reason (connect, timeout, http_503, ...).",
+            ["engine", "reason"],
+            registry=r,
+        )
+        self.stt_engine_latency = Histogram(
+            "rtap_stt_engine_seconds",
+            "Time an STT engine took to answer (or to fail).",
+            ["engine"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stt_fallbacks = Counter(
+            "rtap_stt_fallbacks_total",
+            "Utterances the fallback engine answered instead, by reason (circuit_open, ...).",
+            ["engine", "reason"],
+            registry=r,
+        )
+        self.stt_circuit_open = Gauge(
+            "rtap_stt_circuit_open",
+            "1 while an STT engine's circuit is open (every utterance to its fallback).",
+            ["engine"],
+            registry=r,
+        )
         self.standby_active = Gauge(
             "rtap_standby_active",
             "A standby: 1 while it publishes (the primary is gone), 0 while it follows.",

@@ -26,6 +26,7 @@ from .settings import Settings, SttSettings
 from .stages.frontend import FrontEnd
 from .stages.wakeword import WakeWordDetector
 from .stt import EngineRequest, EngineResult, SttEngine, open_engines
+from .stt.observer import EngineObserver, Observable
 from .transport.outbox import Outbox
 from .vad.base import VoiceActivity
 
@@ -155,6 +156,11 @@ class _LentEngine(SttEngine):
     def prompt_tokens(self, prompt: str) -> int:
         assert self._engine is not None, "an engine given back"
         return self._engine.prompt_tokens(prompt)
+
+    def observe(self, observer: EngineObserver) -> None:
+        """Passed on to an engine with something to tell (a fallback's switches)."""
+        if isinstance(self._engine, Observable):
+            self._engine.observe(observer)
 
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None

@@ -35,6 +35,8 @@ from rtap_trio.events import (
     StandbyTakeover,
     StateChanged,
     StateReset,
+    SttFallback,
+    SttRemoteRestored,
     SttTimeout,
     TaskRestarted,
     TranscriptPartial,
@@ -305,6 +307,27 @@ CASES = [
             '{"text":"what is the","stable":"what is","unstable":"the","stable_words":2,'
             '"newly_stable":"is","audio_end_s":2.1}'
         ),
+    ),
+    Case(
+        SttFallback(
+            engine="remote", fallback="whispercpp", reason="connect", failures=3, retry_in_s=1.0
+        ),
+        {
+            "engine": "remote",
+            "fallback": "whispercpp",
+            "reason": "connect",
+            "failures": 3,
+            "retry_in_s": 1.0,
+        },
+        (
+            '{"engine":"remote","fallback":"whispercpp","reason":"connect","failures":3,'
+            '"retry_in_s":1.0}'
+        ),
+    ),
+    Case(
+        SttRemoteRestored(engine="remote", down_s=13.183, fallbacks=2),
+        {"engine": "remote", "down_s": 13.183, "fallbacks": 2},
+        '{"engine":"remote","down_s":13.183,"fallbacks":2}',
     ),
     Case(
         SttTimeout(budget_ms=15000, elapsed_ms=15012.3, queue_ms=2.5, audio_s=4.2),

@@ -175,6 +175,13 @@ TARGETS: dict[str, tuple[tuple[str, ...], str, float | None, str]] = {
         None,
         "% of a core",
     ),
+    "STT per command, local engine p50": (("remote", "local_ms", "p50"), "<=", None, "ms"),
+    "STT per command, remote engine over loopback p50": (
+        ("remote", "remote_ms", "p50"),
+        "<=",
+        None,
+        "ms",
+    ),
 }
 
 
@@ -272,6 +279,7 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += _vad_table(report.get("vad"))
     lines += _turns_table(report.get("turns"))
     lines += _concurrency_table(report.get("concurrency"))
+    lines += _remote_table(report.get("remote"))
     return "\n".join(lines) + "\n"
 
 
@@ -295,6 +303,24 @@ def _turns_table(turns: Any) -> list[str]:
                 f"| {row['wer']} | {endpoint.get('p50', '-')} | {endpoint.get('p95', '-')} "
                 f"| {total.get('p50', '-')} | {total.get('p95', '-')} |"
             )
+    return lines
+
+
+def _remote_table(remote: Any) -> list[str]:
+    if not isinstance(remote, dict) or not remote.get("per_clip_median_ms"):
+        return []
+    lines = [
+        "",
+        f"Remote STT (stt.engine remote: a second RTAP over loopback, {remote['model']}) "
+        f"against the local engine, same clips, median of {remote['runs']} runs (ms); "
+        f"remote adds {remote['remote_overhead_ms_p50']:g} ms (median), words WER "
+        f"{remote['text_wer_remote_vs_local']:g} between the two:",
+        "",
+        "| clip | audio s | local | remote |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in remote["per_clip_median_ms"].items():
+        lines.append(f"| {name} | {row['audio_s']:g} | {row['local']:g} | {row['remote']:g} |")
     return lines
 
 

@@ -35,6 +35,7 @@ from .fanout import measure_fanout
 from .frontend import measure_frontend
 from .latency import measure_latency_ab
 from .memory import measure_service_rss
+from .remote import measure_remote
 from .sections import SECTIONS
 from .stt_ab import measure_stt_ab
 from .throughput import measure_throughput
@@ -145,6 +146,15 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
             settings_dir=options.settings_dir,
             overrides=options.overrides,
             quick=quick,
+        ),
+        # The same English commands through a second RTAP over loopback and
+        # through the local engine; quick: the two short ones, twice.
+        "remote": lambda: measure_remote(
+            settings,
+            short if quick else english[:6],
+            runs=2 if quick else 5,
+            profile=options.profile,
+            settings_dir=options.settings_dir,
         ),
     }
 

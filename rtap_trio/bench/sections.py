@@ -18,4 +18,5 @@ SECTIONS = (
     "memory",
     "fanout",
     "concurrency",
+    "remote",
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .section import Section
 
@@ -19,6 +19,7 @@ __all__ = [
     "LanguageSettings",
     "PipelineSettings",
     "PreprocessSettings",
+    "RemoteSttSettings",
     "SessionsSettings",
     "SttSettings",
     "SupervisorSettings",
@@ -208,11 +209,60 @@ class WhisperCppSettings(Section):
         return None if value == "" else value
 
 
+class RemoteSttSettings(Section):
+    """The remote engine (``stt.engine: remote``): an OpenAI-compatible
+    ``POST {url}/audio/transcriptions`` on another machine (another RTAP, speaches,
+    vLLM), one utterance per request (rtap_trio/stt/remote)."""
+
+    # Base URLs with their API prefix, e.g. http://main-pc:8080/v1; several are
+    # taken in turn (round robin), and the next one when one fails.
+    urls: list[str] = Field(default_factory=list)
+    # Sent as "Authorization: Bearer <token>" (the remote's security.token);
+    # secret, as security.token is: `config` and logs print it as asterisks.
+    token: SecretStr | None = None
+    # The form's model field. RTAP accepts any name ("whisper-1" as OpenAI's
+    # clients send); speaches and vLLM want the id their /v1/models lists.
+    model: str = "whisper-1"
+    # What the remote can transcribe: OpenAI's API does not say (/v1/models
+    # lists ids only), so the settings do. More than one: it detects among them.
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    # One request's limit, within stt.budget_ms. main_pc's GPU answers a command
+    # in ~23 ms plus the network (docs/cuda.md); a remote slower than this is
+    # as good as gone, and the fallback should have the rest of the budget.
+    timeout_ms: int = Field(2000, ge=50, le=300_000)
+    # Kept out of the remote's share of the budget for the local fallback:
+    # tiny.en on pc2's two cores takes ~0.6 s for a command (docs/scaling.md).
+    fallback_reserve_ms: int = Field(2000, ge=0, le=300_000)
+    # The circuit breaker: open after this many failed requests in a row (every
+    # utterance then goes to the fallback at once), probe again after
+    # retry_initial_ms, doubling up to retry_max_ms while probes fail.
+    failures_to_open: int = Field(3, ge=1, le=1000)
+    retry_initial_ms: int = Field(1000, ge=10, le=600_000)
+    retry_max_ms: int = Field(30_000, ge=10, le=3_600_000)
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith(("http://", "https://")) or len(value.split("//", 1)[1]) < 1:
+                raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return [value.rstrip("/") for value in values]
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
 class SttSettings(Section):
     """Speech to text: the engine pool (scheduling, budgets, what is kept) and,
     in a section of its own, the engine ``engine`` names."""
 
-    engine: Literal["whispercpp"] = Field("whispercpp", description="the STT engine")
+    engine: Literal["whispercpp", "remote"] = Field("whispercpp", description="the STT engine")
+    # A local engine that transcribes what the engine could not (a remote that
+    # failed, timed out or whose circuit is open): loaded at start, with its
+    # own section's settings (stt.whispercpp). "none": such utterances are lost.
+    fallback: Literal["none", "whispercpp"] = Field("none", description="none | whispercpp")
     language: str = Field("auto", description="auto, or a language code such as en")
     workers: int = Field(1, ge=1, le=8, description="engines, each one utterance at a time")
     budget_ms: int = Field(15_000, ge=100, le=300_000)
@@ -251,6 +301,20 @@ class SttSettings(Section):
     # the corpus was 0.50-1.36 (rtap_trio/stt/hallucination.py).
     max_compression_ratio: float = Field(2.4, ge=0.0, le=100.0, description="0 disables")
     whispercpp: WhisperCppSettings = WhisperCppSettings()
+    remote: RemoteSttSettings = RemoteSttSettings()
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: object) -> object:
+        return "none" if value is None else value
+
+    @model_validator(mode="after")
+    def _engine_settings(self) -> SttSettings:
+        if self.engine == "remote" and not self.remote.urls:
+            raise ValueError("stt.engine is remote but stt.remote.urls is empty")
+        if self.fallback == self.engine:
+            raise ValueError(f"stt.fallback {self.fallback} is stt.engine itself")
+        return self
 
 
 class LanguageSettings(Section):

@@ -146,6 +146,7 @@ class LanguageStage:
                     for w in (word.shifted(utterance.start_s) for word in stt.words)
                 ]
                 or None,
+                stt_engine=stt.engine,
             )
         except BaseException:
             ctx.state.utterance_done("language_failed")

@@ -2,7 +2,8 @@
 
 :class:`SttBackend` is what the pipeline knows; :class:`SttPool` implements it
 over engines of the kind ``stt.engine`` names (:class:`SttEngine`: whisper.cpp
-on the CPU or a CUDA build today, a remote service tomorrow), and
+on the CPU or a CUDA build, or another machine's OpenAI-compatible endpoint,
+``remote``, with a local fallback behind it: :mod:`.fallback`), and
 :func:`load_backend` builds the pool the settings ask for.
 """
 

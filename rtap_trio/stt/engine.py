@@ -117,6 +117,9 @@ class EngineResult:
     cpu_ms: float | None = None
     #: each word's times in the audio given, when :attr:`EngineRequest.words` asked
     words: tuple[Word, ...] = ()
+    #: which engine answered ("remote", "whispercpp") when a service has more
+    #: than one (``stt.fallback``); None: the only one there is
+    engine: str | None = None
 
 
 class SttEngine(abc.ABC):

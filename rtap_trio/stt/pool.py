@@ -179,6 +179,7 @@ class SttPool(SttBackend):
             stt_ms=stt_ms,
             cpu_ms=result.cpu_ms,
             words=result.words,
+            engine=result.engine,
         )
 
     def language_name(self, code: str) -> str:

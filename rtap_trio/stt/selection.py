@@ -20,4 +20,8 @@ async def open_engines(settings: SttSettings) -> list[SttEngine]:
         from .whispercpp import open_whispercpp_engines
 
         return list(await open_whispercpp_engines(settings))
+    if settings.engine == "remote":
+        from .remote import open_remote_engines
+
+        return await open_remote_engines(settings)
     raise AssertionError(f"stt.engine {settings.engine!r} has no loader")  # settings forbid it

@@ -86,6 +86,10 @@ class EventType(enum.StrEnum):
     STANDBY_TAKEOVER = "standby_takeover"
     #: the standby hears the primary again and stops publishing
     STANDBY_HANDBACK = "standby_handback"
+    #: the remote STT engine failed too often: the local fallback answers (circuit open)
+    STT_FALLBACK = "stt_fallback"
+    #: the remote STT engine answers again (circuit closed)
+    STT_REMOTE_RESTORED = "stt_remote_restored"
 
 
 class _Message(BaseModel):
@@ -167,6 +171,11 @@ class TranscriptMessage(_Message):
         description="each word's times, when the session asked for them (start message"
         ' "words": true, or stt.words); present only then',
     )
+    stt_engine: str | None = Field(
+        None,
+        description="the engine that answered (remote, whispercpp) when the service has a "
+        "fallback (stt.fallback) or a remote engine; present only then",
+    )
 
     @property
     def topic(self) -> str:
@@ -181,6 +190,8 @@ class TranscriptMessage(_Message):
         data: dict[str, Any] = handler(self)
         if self.words is None:
             data.pop("words", None)
+        if self.stt_engine is None:  # likewise: only a service with a remote engine has it
+            data.pop("stt_engine", None)
         return data
 
 
