@@ -32,6 +32,7 @@ from rtap_trio.stt.whispercpp.models.cache import (
     file_digest,
     recorded_digest,
 )
+from rtap_trio.turn.model import default_model_path, licence_path
 
 from .support import rtap
 
@@ -196,6 +197,10 @@ def test_replay_with_a_damaged_model_path_is_one_line_and_exit_3(
 def test_replay_on_a_damaged_cache_reconverts_and_runs(pristine: Path, tmp_path: Path) -> None:
     target = _copy_cache(pristine, tmp_path)
     _damage_middle(target)
+    # pc2 also loads its end-of-turn model from the same cache: an intact copy.
+    turn_model = default_model_path()
+    for path in (turn_model, licence_path(turn_model)):
+        shutil.copyfile(path, target.parent / path.name)
     result = rtap(
         "replay",
         str(_silence(tmp_path)),
