@@ -14,12 +14,12 @@ once per utterance, downstream. The wake word's frame-to-block cutting
 console's level meter (:mod:`.level`) are modules of their own.
 
 With an end-of-turn detector (``turn.engine``), a pause of ``turn.pause_ms``
-is also a question to it (:mod:`.turn`), asked again at twice and four times
-that while the pause lasts. Once it and the early transcript have answered:
-words that clearly go on ("and", a comma) hold the utterance open as before;
-otherwise a turn judged complete ends the utterance at once (its early
-transcript becomes the final), and one judged incomplete is held open up to
-``vad.max_hangover_ms``.
+is also a question to it (:mod:`.turn`), asked again at four times that
+(600 ms: the default hangover) while the pause lasts. Once it and the early
+transcript have answered: words that clearly go on ("and", a comma) hold the
+utterance open as before; otherwise a turn judged complete ends the utterance
+at once (its early transcript becomes the final), and one judged incomplete
+is held open up to ``vad.max_hangover_ms``.
 """
 
 from __future__ import annotations
@@ -146,7 +146,9 @@ class FrontEnd:
         self._turn_judge = turn_judge
         pause = max(1, (turn.pause_ms if turn is not None else 150) // audio.frame_ms)
         #: the pause lengths (frames) at which the turn is judged
-        self._turn_at = (pause, 2 * pause, 4 * pause) if turn_judge is not None else ()
+        # Asked again only at 4x: at 300 ms unfinished thoughts drifted
+        # towards "complete" ("I would like to order," 0.37-0.48) and were cut.
+        self._turn_at = (pause, 4 * pause) if turn_judge is not None else ()
         self._turn_question: TurnQuestion | None = None
         self._turn_decided = False
         self._next_partial = 0
