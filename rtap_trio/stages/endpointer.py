@@ -63,6 +63,11 @@ class Endpointer:
     def last_voiced_frame(self) -> int:
         return self._last_voiced
 
+    @property
+    def long_enough(self) -> bool:
+        """The utterance so far, ended now, would be kept (not ``too_short``)."""
+        return self._first is not None and self._last_voiced - self._first + 1 >= self._min_frames
+
     def set_pause_hangover(self, frames: int) -> None:
         """The hangover of the current pause: the utterance ends once the silence
         reaches it (at the next frame, if it already has)."""

@@ -399,6 +399,11 @@ class FrontEnd:
         question = self._turn_question
         if question is not None and (not question.done.is_set() or question.complete):
             return  # still thinking, or already done
+        if not self._endpointer.long_enough:
+            # A blip too short to keep cannot be a finished turn: ended, it
+            # would be discarded, and the speech after the pause cut from it
+            # (the timer alone merges them).
+            return
         last_voiced = self._endpointer.last_voiced_frame
         self._turn_question = self._turn_judge.judge(self._samples_until(last_voiced + 1 + silence))
         self._turn_decided = False
