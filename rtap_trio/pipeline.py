@@ -133,7 +133,13 @@ class SessionPipeline:
                 sample_rate=settings.audio.sample_rate,
                 decoding=decoding,
             )
-            if (settings.vad.early_ms or partial_ms) and not (wake_only or client_turns)
+            # Speculative work only where someone waits for each answer: a
+            # recording sent at once (an upload, Wyoming, a replay) reaches its
+            # hangover at once too, so an early transcript was preempted by its
+            # own final (5 of 12 uploads took 627-1202 ms instead of ~390).
+            if (settings.vad.early_ms or partial_ms)
+            and source.interactive
+            and not (wake_only or client_turns)
             else None
         )
         # Only where someone waits for each answer: a file replayed or
