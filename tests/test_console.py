@@ -38,7 +38,9 @@ def _console_url(ports: ServicePorts) -> str:
 
 @pytest.mark.timeout(240)
 async def test_console_shows_the_demo_transcript_as_the_pipeline_made_it() -> None:
-    with service_process("--profile", "pc2", "--source", "demo") as ports:
+    # With word times on (stt.words): each word shows its time on hover.
+    env = {"RTAP_STT__WORDS": "true"}
+    with service_process("--profile", "pc2", "--source", "demo", env=env) as ports:
         async with open_page() as page:
             await page.goto(_console_url(ports))
             await page.wait_for("window.rtapConsole.connected", 30)
@@ -62,6 +64,16 @@ async def test_console_shows_the_demo_transcript_as_the_pipeline_made_it() -> No
             )
             assert 0 < width <= 100
             assert "service ok" in await page.text()
+            timed = await page.wait_for(
+                "[...document.querySelectorAll('.transcript .word')]"
+                ".map(n => n.textContent + ' ' + n.title)",
+                30,
+            )
+            print(timed)
+            assert any("Berlin" in word for word in timed), timed
+            for word in timed:  # "Berlin 2.78-3.16 s" (an en dash): in order
+                start, end = word.split(" ")[1].split("\u2013")
+                assert 0 <= float(start) <= float(end), word
             assert page.errors == []
 
 

@@ -335,6 +335,26 @@ function showPartial(message) {
 
 // ------------------------------------------------------------------ transcripts
 
+// The words, each with its time in the session's audio on hover, when the
+// session asked for word times (`"words": true`, or stt.words); else the text.
+function transcriptText(t) {
+  const node = el("div", "text");
+  if (!t.words || !t.words.length) {
+    node.textContent = t.text || "(nothing said)";
+    return node;
+  }
+  // The text's own spelling where it splits into as many words (punctuation).
+  const spelled = (t.text || "").split(/\s+/).filter(Boolean);
+  const shown = spelled.length === t.words.length ? spelled : t.words.map((w) => w.word.trim());
+  t.words.forEach((w, i) => {
+    if (i) node.append(" ");
+    const span = el("span", "word", shown[i]);
+    span.title = `${w.start.toFixed(2)}–${w.end.toFixed(2)} s`;
+    node.append(span);
+  });
+  return node;
+}
+
 function addTranscript(t, caughtUp) {
   const key = `${state.serviceId}:${t.seq}`;
   if (state.seen.has(key)) return;
@@ -346,7 +366,7 @@ function addTranscript(t, caughtUp) {
   $("transcript-count").textContent = state.transcripts.length;
 
   const item = el("li", `transcript${caughtUp ? " caught-up" : ""}${mine ? " you" : ""}`);
-  item.append(el("div", "text", t.text || "(nothing said)"));
+  item.append(transcriptText(t));
   const meta = el("div", "meta");
   meta.append(
     el("span", "tag", mine ? "you" : `${short(t.session_id)}`),
