@@ -55,6 +55,10 @@ __all__ = [
     "new_session_id",
 ]
 
+#: A prompt longer than this many bytes per token the engine takes is refused
+#: without tokenizing it (see :meth:`SessionManager.prompt_problem`).
+_MAX_PROMPT_BYTES_PER_TOKEN = 8
+
 #: a language code as whisper names them ("en", "haw"); anything else is refused unread
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
@@ -359,8 +363,18 @@ class SessionManager:
         if not prompt or not stt.max_prompt_tokens:
             return None
         # Whisper's BPE makes at most a token per byte: only a long prompt is tokenized.
-        if len(prompt.encode()) <= stt.max_prompt_tokens:
+        size = len(prompt.encode())
+        if size <= stt.max_prompt_tokens:
             return None
+        # ... and only one of a sane size: whisper.cpp's tokenizer is quadratic
+        # in a word's length and runs here, on the event loop (4 KB of "x":
+        # 114 ms; a 64 KB form field: minutes, measured). Prompts run 3-5
+        # bytes a token (English ~4.5), so 8 refuses none that would fit.
+        if size > stt.max_prompt_tokens * _MAX_PROMPT_BYTES_PER_TOKEN:
+            return (
+                f"the prompt is {size} bytes; the model {stt.name} takes at most "
+                f"{stt.max_prompt_tokens} tokens"
+            )
         tokens = stt.prompt_tokens(prompt)
         if tokens > stt.max_prompt_tokens:
             return (

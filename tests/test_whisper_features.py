@@ -176,6 +176,14 @@ def test_prompt_and_word_errors_in_openai_shape(tiny: ServicePorts, commands: li
         )
     assert too_long.value.body["param"] == "prompt"  # type: ignore[index]
     assert "224" in too_long.value.body["message"]  # type: ignore[index]
+    # One 60 KB word: refused by its size, never tokenized (whisper.cpp's
+    # tokenizer took minutes over it, on the event loop). The timeout is a
+    # hang guard, not a speed assert.
+    with path.open("rb") as audio, pytest.raises(openai.BadRequestError) as huge:
+        client.with_options(timeout=60).audio.transcriptions.create(
+            model="whisper-1", file=audio, prompt="x" * 60_000
+        )
+    assert "60000 bytes" in huge.value.body["message"]  # type: ignore[index]
     with path.open("rb") as audio, pytest.raises(openai.BadRequestError) as english_only:
         client.audio.translations.create(model="whisper-1", file=audio)
     assert "English-only" in english_only.value.body["message"]  # type: ignore[index]

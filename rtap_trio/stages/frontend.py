@@ -437,6 +437,9 @@ class FrontEnd:
         """The audio so far to the transcriber, if it is idle: a partial transcript."""
         assert self._early_transcriber is not None
         stop = self._last_index + 1
+        heard = (stop - self._chunks_start) * self._frame_samples
+        if not self._early_transcriber.ready_for_partial(self._utterance_id, heard):
+            return  # busy or over its share: not worth gathering the audio each frame
         if self._early_transcriber.partial(
             self._utterance_id,
             self._samples_until(stop),

@@ -108,16 +108,26 @@ class SpeculativeTranscriber:
     ) -> bool:
         """Transcribe the audio so far for a partial transcript, if nothing else is
         asked or running; whether it was taken."""
-        if self._pending is not None or self._running is not None:
-            return False
+        if not self.ready_for_partial(utterance_id, samples.size):
+            return False  # asked again on later frames
         if self._open is None or self._open.id != utterance_id:
             self._open = _OpenUtterance(utterance_id, LocalAgreement())
-        heard_ms = samples.size * 1000 / self._sample_rate
-        if self._open.cpu_ms > self._core_share * heard_ms:
-            return False  # over its share of a core: asked again on later frames
         self._pending = _PartialJob(utterance_id, samples, audio_end_s, language)
         self._wakeup.set()
         return True
+
+    def ready_for_partial(self, utterance_id: str, heard_samples: int) -> bool:
+        """Whether :meth:`partial` would take the utterance's audio so far
+        (``heard_samples`` of it) now: nothing else asked or running, and its
+        partials under their share of a core. Cheap: the front-end asks on
+        every frame that is due one, before it gathers the audio."""
+        if self._pending is not None or self._running is not None:
+            return False
+        open_utterance = self._open
+        if open_utterance is None or open_utterance.id != utterance_id:
+            return True
+        heard_ms = heard_samples * 1000 / self._sample_rate
+        return open_utterance.cpu_ms <= self._core_share * heard_ms
 
     def pause_began(self) -> None:
         """The speaker paused: a final may follow within a hangover."""

@@ -53,7 +53,6 @@ class TurnJudge:
         self._detector = detector
         self._window = detector.window_samples
         self._pending: TurnQuestion | None = None
-        self._running: TurnQuestion | None = None
         self._wakeup = trio.Event()
         self._outcomes = metrics.turn_judgements
         self._time = metrics.turn_judgement_time
@@ -62,7 +61,7 @@ class TurnJudge:
         """Ask about the turn that ends with ``samples`` (replacing a question not
         yet started). Never blocks."""
         self.cancel()
-        # Only the detector's window counts: copying more is waste.
+        # Only the detector's window counts (its features see no more).
         question = TurnQuestion(samples[-self._window :] if self._window else samples)
         self._pending = question
         self._wakeup.set()
@@ -83,7 +82,6 @@ class TurnJudge:
                 question, self._pending = self._pending, None
                 if question is None or question.done.is_set():
                     continue
-                self._running = question
                 try:
                     audio = question.samples.astype(np.float32) * _PCM_SCALE
                     prediction = await trio.to_thread.run_sync(self._detector.predict, audio)
@@ -91,7 +89,6 @@ class TurnJudge:
                     self._outcomes.labels("complete" if prediction.complete else "incomplete").inc()
                     self._time.observe(prediction.elapsed_ms / 1000)
                 finally:
-                    self._running = None
                     question.done.set()
         finally:
             self.cancel()
