@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -20,7 +21,7 @@ import yaml
 
 from .bench.sections import SECTIONS
 from .errors import ConfigError, RTAPError, find_error, only_errors
-from .settings import Settings, load_settings, load_yaml_value
+from .settings import Settings, for_instance, load_settings, load_yaml_value
 from .transport.outbox import Subscription
 from .transport.schemas import Stream
 from .version import __version__
@@ -75,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="microphone device name or index (AUDIO_DEVICE)")
     run.add_argument(
         "--no-wake", action="store_true", help="always listen: VAD alone opens an utterance"
+    )
+    run.add_argument(
+        "--instance",
+        type=int,
+        default=int(os.environ.get("RTAP_INSTANCE") or 0),
+        metavar="N",
+        help="instance N (1-99) of several on one host: every port + 10 x N, the defaults "
+        "left to a balancer (ops/haproxy; default $RTAP_INSTANCE or 0: none)",
     )
     run.add_argument(
         "--print",
@@ -267,6 +276,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.no_wake:
         extra["wakeword.enabled"] = False
     settings = _settings(args, extra)
+    if args.instance:
+        try:
+            settings = for_instance(settings, args.instance)
+        except ValueError as exc:
+            raise ConfigError("command line", "--instance", str(exc)) from None
     service = Service(settings)
     configure_logging(settings.telemetry, service.service_id)
     show = args.print_transcripts

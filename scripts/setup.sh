@@ -13,6 +13,7 @@ APT_PACKAGES=(
   espeak-ng       # test and demo speech (scripts/make_speech.py)
   sox
   chromium        # the console's tests: a real headless browser (tests/browser.py)
+  haproxy         # the load balancer in front of several instances (ops/haproxy, its drill)
   prometheus      # promtool and a real Prometheus for the monitoring tests (ops/monitoring)
   systemd         # systemd-analyze verify for the units (ops/systemd)
   podman          # the container image and its units (scripts/image.sh, docs/operations.md)

@@ -9,6 +9,7 @@ public API: ``from rtap_trio.settings import Settings, load_settings``.
 
 from __future__ import annotations
 
+from .instances import for_instance
 from .loader import load_settings, settings_dir
 from .processing import (
     AudioSettings,
@@ -58,6 +59,7 @@ __all__ = [
     "WakewordSettings",
     "WhisperCppSettings",
     "WyomingSettings",
+    "for_instance",
     "is_loopback",
     "load_settings",
     "load_yaml_value",
