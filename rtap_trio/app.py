@@ -3,10 +3,14 @@
 Nesting gives the shutdown order. The outer nursery holds the servers (the
 HTTP port, WebSocket with its ``/v1/audio`` sessions, Wyoming, ZeroMQ
 catch-up) and the signal watcher; inside it the emitters; inside those the
-local session. On SIGINT/SIGTERM
-every session stops capturing and drains into the outbox, the outbox closes,
-the emitters flush and end, then the servers are cancelled. A deadline of
-``supervisor.shutdown_grace_s`` bounds all of it.
+local session. On SIGINT/SIGTERM the service first drains its clients: it
+takes no new session and ``/health`` says ``draining`` (503, so a balancer
+sends new clients elsewhere), each stream ends at its next pause (its client
+reconnects, through the balancer, to another instance) and each upload
+finishes, for at most ``sessions.drain_timeout_s``. Then every session stops
+capturing and drains into the outbox, the outbox closes, the emitters flush
+and end, then the servers are cancelled. A deadline of
+``supervisor.shutdown_grace_s`` bounds that part.
 
 The service ends when its local session's source ends (a replayed file), or
 on a signal; with ``--source none`` it serves network sessions until a signal.
@@ -95,6 +99,8 @@ class _Runtime:
     started_at: float = field(default_factory=time.time)
     stopping: bool = False
     running: bool = False
+    #: stopping, and waiting for the clients' sessions to end (sessions.drain_timeout_s)
+    draining: bool = False
 
 
 class Service:
@@ -219,6 +225,8 @@ class Service:
                             self._runtime.running = True
                             task_status.started(self.ports)
                             await self._stopped.wait()
+                            await self._drain(sessions)
+                            self._drain_scope.deadline = trio.current_time() + self._grace_s()
                             sessions.stop_all(EndReason.SERVICE_STOPPING)
                             await sessions.wait_idle()
                     if self._drain_scope.cancelled_caught:
@@ -417,17 +425,47 @@ class Service:
         }
 
     def stop(self) -> None:
-        """Begin a graceful stop: capture ends, in-flight work drains within the grace period."""
+        """Begin a graceful stop: the clients' sessions end at a pause (or
+        finish) within ``sessions.drain_timeout_s``; then capture ends and
+        in-flight work drains within the grace period."""
         if self._runtime.stopping:
             return
         self._runtime.stopping = True
-        # A transcription cut off at the deadline takes up to ABORT_WAIT_S to
-        # stop, and the emitters' flush comes after: both fit in the grace period.
-        grace = self.settings.supervisor.shutdown_grace_s - _FLUSH_S - ABORT_WAIT_S
-        self._drain_scope.deadline = trio.current_time() + max(grace, 0.0)
         self._stopped.set()
         if self.sessions is None and self._servers_scope is not None:
             self._servers_scope.cancel()  # still loading: nothing to drain
+
+    def _grace_s(self) -> float:
+        # A transcription cut off at the deadline takes up to ABORT_WAIT_S to
+        # stop, and the emitters' flush comes after: both fit in the grace period.
+        grace = self.settings.supervisor.shutdown_grace_s - _FLUSH_S - ABORT_WAIT_S
+        return max(grace, 0.0)
+
+    async def _drain(self, sessions: SessionManager) -> None:
+        """The clients' sessions end by themselves: a stream at its next pause
+        (its client moves to another instance with nothing cut), an upload or
+        a Wyoming request when answered; within ``sessions.drain_timeout_s``,
+        after which they are stopped like the local session (at once)."""
+        clients = [session for session in sessions if session is not self.local_session]
+        limit = self.settings.sessions.drain_timeout_s
+        if not clients or limit <= 0:
+            return
+        log = logger.bind(component="service")
+        log.info("draining: {} sessions, for up to {:g} s", len(clients), limit)
+        self._runtime.draining = True
+        started = trio.current_time()
+        with trio.move_on_after(limit) as waited:
+            for session in clients:
+                if session.streaming:
+                    session.end_at_pause(EndReason.SERVICE_STOPPING)
+            for session in clients:
+                await session.finished.wait()
+        self._runtime.draining = False
+        left = sum(not session.finished.is_set() for session in clients)
+        if waited.cancelled_caught:
+            log.warning("drained for {:g} s: {} sessions still running are stopped", limit, left)
+        else:
+            log.info("drained in {:.2f} s", trio.current_time() - started)
 
     # ------------------------------------------------------------------ pieces
 
@@ -468,6 +506,8 @@ class Service:
         degraded = bool(failed) or (local is not None and local.state.state is PipelineState.ERROR)
         if not self._runtime.running:
             status = "starting"
+        elif self._runtime.draining:
+            status = "draining"
         elif self._runtime.stopping:
             status = "stopping"
         else:

@@ -295,6 +295,24 @@ class Session:
         if self.pipeline is not None:
             self.pipeline.stop()
 
+    def end_at_pause(self, reason: EndReason) -> None:
+        """Stop at the next pause between utterances (a draining service): what
+        was said is answered, nothing is cut in two. A session not yet running
+        stops at once."""
+        if self._stop_requested:
+            return
+        if self.pipeline is None:
+            self.stop(reason)
+            return
+        self.pipeline.frontend.end_at_pause(lambda: self.stop(reason))
+
+    @property
+    def streaming(self) -> bool:
+        """Its client streams for as long as it likes (a microphone, a
+        ``/v1/audio`` or Realtime client), rather than sending one recording
+        and waiting for its answer (an upload, a Wyoming request)."""
+        return self.pipeline is None or self.pipeline.source.interactive
+
     @property
     def stop_requested(self) -> bool:
         return self._stop_requested

@@ -343,6 +343,13 @@ class SessionsSettings(Section):
     max_in_flight: int = Field(
         1, ge=1, le=16, description="utterances of one session in STT at once"
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, how long network sessions get to reach a pause (a stream) "
+        "or their end (an upload) before the service stops them (0: at once)",
+    )
 
 
 class SupervisorSettings(Section):

@@ -20,12 +20,18 @@ transcript have answered: words that clearly go on ("and", a comma) hold the
 utterance open as before; otherwise a turn judged complete ends the utterance
 at once (its early transcript becomes the final), and one judged incomplete
 is held open up to ``vad.max_hangover_ms``.
+
+A service that drains (SIGTERM behind a balancer) asks each stream to end at
+its next pause (:meth:`FrontEnd.end_at_pause`): between utterances, after
+:data:`_DRAIN_PAUSE_MS` without voice, never inside one, so that its client
+reconnects to another instance with nothing said cut in two.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +64,10 @@ _CUT_AT_START_DBFS = -45.0
 #: After an utterance ends, partials stay held back this long: the hand-over
 #: to the STT stage and its preprocessing (~1-2 ms) before the final's request.
 _FINAL_HANDOVER_S = 0.1
+#: A drain ends a stream only after this much unvoiced audio outside an
+#: utterance: speech whose start the VAD has not yet called (it needs a few
+#: voiced frames) is not cut off before it opens an utterance.
+_DRAIN_PAUSE_MS = 300
 
 
 class _Mode(enum.Enum):
@@ -177,6 +187,12 @@ class FrontEnd:
         self._stats = dict.fromkeys(
             ("frames", "wake_words", "utterances", "discarded", "budget_exceeded"), 0
         )
+        #: unvoiced frames in a row, and how many make a pause a drain may end at
+        self._unvoiced_run = 0
+        self._drain_pause = _DRAIN_PAUSE_MS // audio.frame_ms
+        #: called once at the next pause (a drain), then every frame is ignored
+        self._end_at_pause: Callable[[], None] | None = None
+        self._ended_at_pause = False
         self._reset()
 
     def _reset(self) -> None:
@@ -201,6 +217,8 @@ class FrontEnd:
         self._reset()
         self._state.reset_capture()
         async for item in self._frames:
+            if self._ended_at_pause:
+                continue  # the client sends these again to the instance it moves to
             if isinstance(item, TurnEnd):
                 utterance = self.end_turn(item.language)
             else:
@@ -226,6 +244,7 @@ class FrontEnd:
         # calls the first ~80 ms speech; Silero carries a recurrent state): it
         # hears every frame, so that it is warm when a wake word hands over.
         voiced = self._vad.is_speech(frame.samples)
+        self._unvoiced_run = 0 if voiced else self._unvoiced_run + 1
         vad_done = now()
         self._vad_time.observe(vad_done - started)
         self._level.add(frame.samples, voiced)
@@ -259,7 +278,35 @@ class FrontEnd:
             ):
                 self._on_listen_timeout()
         self._count_frame(started)
+        if self._end_at_pause is not None and utterance is None:
+            self._end_if_paused()
         return utterance
+
+    def end_at_pause(self, end: Callable[[], None]) -> None:
+        """Call ``end`` once, at the next pause between utterances (at once if
+        this is one); the frames after it are not processed."""
+        if self._ended_at_pause:
+            return
+        self._end_at_pause = end
+        self._end_if_paused()
+
+    @property
+    def between_utterances(self) -> bool:
+        """No utterance is open, none is about to (a wake word heard, voice
+        not yet called speech), and the last frames were unvoiced."""
+        return (
+            self._mode is not _Mode.IN_SPEECH
+            and self._detection is None
+            and (self._unvoiced_run >= self._drain_pause or self._last_index < 0)
+        )
+
+    def _end_if_paused(self) -> None:
+        end = self._end_at_pause
+        if end is None or not self.between_utterances:
+            return
+        self._end_at_pause = None
+        self._ended_at_pause = True
+        end()
 
     def flush(self) -> Utterance | None:
         """End of stream: an utterance still open is ended and kept."""
