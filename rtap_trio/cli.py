@@ -31,7 +31,18 @@ if TYPE_CHECKING:  # the service is imported by the commands that run it
 
 __all__ = ["main"]
 
-COMMANDS = ("run", "replay", "config", "models", "devices", "eval", "bench", "soak", "schemas")
+COMMANDS = (
+    "run",
+    "replay",
+    "config",
+    "models",
+    "devices",
+    "eval",
+    "bench",
+    "soak",
+    "schemas",
+    "proxy",
+)
 
 
 def _profile_args(parser: argparse.ArgumentParser) -> None:
@@ -208,7 +219,54 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run issue 16's attacks beside the sessions the whole time (Wyoming on)",
     )
+    _proxy_parser(commands)
     return parser
+
+
+def _instance_numbers(text: str) -> list[int]:
+    """``--instance 1,2,3`` (or one number): instance numbers."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or N,M,...") from None
+
+
+def _proxy_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proxy = commands.add_parser(
+        "proxy",
+        help="one ZeroMQ stream for agents: every instance's events and transcripts",
+        description="ZeroMQ's own XSUB/XPUB proxy: connects to each instance's events and "
+        "transcripts publishers and publishes them all on one port per stream, where an "
+        "agent of a single instance connects (6552, 6553). Messages pass unchanged; "
+        "catch-up stays per instance (docs/protocol.md). SIGINT or SIGTERM stops it.",
+    )
+    proxy.add_argument(
+        "--instance",
+        type=_instance_numbers,
+        action="extend",
+        default=[],
+        metavar="N[,M...]",
+        help="instance N on --host (rtap@N, --instance N): events 6552+10N, transcripts "
+        "6553+10N; repeatable (default $RTAP_PROXY_INSTANCES)",
+    )
+    proxy.add_argument(
+        "--host", default="127.0.0.1", help="where the --instance ones run (default 127.0.0.1)"
+    )
+    for stream, port in (("events", 6552), ("transcripts", 6553)):
+        proxy.add_argument(
+            f"--{stream}",
+            action="append",
+            default=[],
+            metavar="ENDPOINT",
+            help=f"an instance's {stream} publisher, e.g. tcp://pc2:{port} (repeatable)",
+        )
+        proxy.add_argument(
+            f"--bind-{stream}",
+            default=f"tcp://127.0.0.1:{port}",
+            metavar="ENDPOINT",
+            help=f"where agents subscribe to {stream} (default tcp://127.0.0.1:{port}; "
+            "ZeroMQ has no authentication: firewall any other address)",
+        )
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -247,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _cmd_bench,
         "soak": _cmd_soak,
         "schemas": _cmd_schemas,
+        "proxy": _cmd_proxy,
     }
     try:
         return handlers[args.command](args)
@@ -490,3 +549,54 @@ def _cmd_soak(args: argparse.Namespace) -> int:
     whole = not report["unaccounted"] and not report["frames_dropped"]
     refused = not (report["hostile"] or {}).get("unexpected")
     return 0 if flat and whole and refused else 1
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from loguru import logger
+    from pydantic import ValidationError
+
+    from .errors import validation_problem
+    from .logs import configure_logging
+    from .settings import TelemetrySettings
+    from .zmq_proxy import (
+        STREAMS,
+        check_endpoint,
+        describe,
+        instance_endpoints,
+        make_plans,
+        run_proxy,
+    )
+
+    try:
+        telemetry = TelemetrySettings(log_level=os.environ.get("RTAP_LOG_LEVEL") or "INFO")
+    except ValidationError as exc:
+        raise ConfigError("environment", "RTAP_LOG_LEVEL", validation_problem(exc, "")) from None
+    configure_logging(telemetry, "proxy")
+    instances = args.instance
+    if not instances and not (args.events or args.transcripts):
+        try:
+            instances = _instance_numbers(os.environ.get("RTAP_PROXY_INSTANCES", ""))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError("environment", "RTAP_PROXY_INSTANCES", str(exc)) from None
+    upstream: dict[str, list[str]] = {stream: [] for stream in STREAMS}
+    for number in instances:
+        for stream, endpoint in instance_endpoints(number, args.host).items():
+            upstream[stream].append(endpoint)
+    for stream in STREAMS:
+        upstream[stream] += [check_endpoint(f"--{stream}", e) for e in getattr(args, stream)]
+    binds = {
+        stream: check_endpoint(f"--bind-{stream}", getattr(args, f"bind_{stream}"), bind=True)
+        for stream in STREAMS
+    }
+    plans = make_plans(upstream, binds)
+
+    def ready(bound: dict[str, str]) -> None:
+        print(describe(bound, plans), flush=True)
+        for plan in plans:
+            logger.bind(component="zmq-proxy").info(
+                "{}: {} from {}", plan.name, bound[plan.name], ", ".join(plan.upstream)
+            )
+
+    code = run_proxy(plans, ready=ready)
+    logger.bind(component="zmq-proxy").info("stopped")
+    return code
