@@ -22,7 +22,9 @@ from typing import Any
 OUT = Path(__file__).resolve().parents[1] / "ops" / "monitoring" / "grafana" / "rtap-dashboard.json"
 PROMETHEUS = {"type": "prometheus", "uid": "${prometheus}"}
 LOKI = {"type": "loki", "uid": "${loki}"}
-SEL = 'job=~"$job"'
+SEL = 'job=~"$job", instance=~"$instance"'
+#: HAProxy in front of N instances (ops/monitoring/prometheus-instances.yml: job haproxy)
+HAPROXY = 'job="haproxy"'
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ def summed(metric: str, by: str, fn: str = "rate", extra: str = "") -> str:
     """``sum by (by) (fn(metric{job selector, extra}[$__rate_interval]))``."""
     grouped = f"sum by ({by}) " if by else "sum"
     return f"{grouped}({fn}({metric}{{{SEL}{extra}}}[$__rate_interval]))"
+
+
+def up_share(metric: str) -> str:
+    """``metric`` summed over the HAProxy servers that are UP (taking new sessions), per backend."""
+    return (
+        f"sum by (proxy) ({metric}{{{HAPROXY}}}"
+        f' * ignoring (state) haproxy_server_status{{{HAPROXY}, state="UP"}})'
+    )
 
 
 def logql(selector: str, window: str, by: str) -> str:
@@ -211,6 +221,161 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     (
+        "Instances (N behind HAProxy: one line per instance)",
+        [
+            Panel(
+                "Up",
+                [("{{instance}}", f"up{{{SEL}}}")],
+                width=8,
+                description="1: /metrics answers. Alert RtapInstanceDown: 0 for 1 min (job rtap).",
+            ),
+            Panel(
+                "Active sessions",
+                [("{{instance}}", f"sum by (instance) (rtap_sessions_active{{{SEL}}})")],
+                width=8,
+            ),
+            Panel(
+                "Transcripts per minute",
+                [
+                    (
+                        "{{instance}}",
+                        summed("rtap_utterances_total", "instance", extra=', outcome="transcribed"')
+                        + " * 60",
+                    )
+                ],
+                width=8,
+            ),
+            Panel(
+                "End of speech to transcript, p95",
+                [("{{instance}}", quantile(0.95, "rtap_speech_end_to_emit_seconds", "instance"))],
+                unit="s",
+                width=8,
+            ),
+            Panel(
+                "CPU, share of its cores",
+                [("{{instance}}", f"rtap_cpu_percent{{{SEL}}} / rtap_cpu_cores{{{SEL}}}")],
+                unit="percent",
+                width=8,
+            ),
+            Panel(
+                "Memory (RSS)",
+                [("{{instance}}", f"rtap_memory_rss_bytes{{{SEL}}}")],
+                unit="bytes",
+                width=8,
+            ),
+        ],
+    ),
+    (
+        "Remote STT (stt.engine remote, stt.fallback)",
+        [
+            Panel(
+                "Circuit open",
+                [
+                    (
+                        "{{instance}} {{engine}}",
+                        f"max by (instance, engine) (rtap_stt_circuit_open{{{SEL}}})",
+                    )
+                ],
+                width=6,
+                description="1: every utterance goes to the local fallback. "
+                "Alert RtapSttCircuitOpen: 3 min.",
+            ),
+            Panel(
+                "Fallbacks per minute",
+                [
+                    (
+                        "{{instance}} {{reason}}",
+                        summed("rtap_stt_fallbacks_total", "instance, reason") + " * 60",
+                    )
+                ],
+                width=6,
+                description="Alert RtapSttFallbacksSustained: some in every 5 min, for 15 min.",
+            ),
+            Panel(
+                "Engine time, p95",
+                [
+                    (
+                        "{{instance}} {{engine}}",
+                        quantile(0.95, "rtap_stt_engine_seconds", "instance, engine"),
+                    )
+                ],
+                unit="s",
+                width=6,
+            ),
+            Panel(
+                "Engine failures by reason",
+                [
+                    (
+                        "{{instance}} {{engine}} {{reason}}",
+                        summed("rtap_stt_engine_failures_total", "instance, engine, reason"),
+                    )
+                ],
+                unit="ops",
+                width=6,
+            ),
+        ],
+    ),
+    (
+        "Balancer (HAProxy)",
+        [
+            Panel(
+                "Sessions per instance",
+                [
+                    (
+                        "{{proxy}} {{server}}",
+                        f"sum by (proxy, server) (haproxy_server_current_sessions{{{HAPROXY}}})",
+                    )
+                ],
+                width=8,
+                description="HAProxy's current sessions on each server (instance) of each backend.",
+            ),
+            Panel(
+                "Share of the UP instances' maxconn in use",
+                [
+                    (
+                        "{{proxy}}",
+                        up_share("haproxy_server_current_sessions")
+                        + " / "
+                        + up_share("haproxy_server_limit_sessions"),
+                    )
+                ],
+                unit="percentunit",
+                width=8,
+                description="Alert RtapBalancerSaturated: over 80 % for 5 min. "
+                "Empty where the servers have no maxconn.",
+            ),
+            Panel(
+                "Queued connections and instances up",
+                [
+                    (
+                        "queued {{proxy}}",
+                        f"sum by (proxy) (haproxy_backend_current_queue{{{HAPROXY}}})",
+                    ),
+                    (
+                        "up {{proxy}}",
+                        f"sum by (proxy) (haproxy_backend_active_servers{{{HAPROXY}}})",
+                    ),
+                ],
+                width=8,
+                description="Alerts RtapBalancerQueueing (any queue for 1 min) and "
+                "RtapBalancerNoInstance (no server UP).",
+            ),
+            Panel(
+                "New sessions per second per instance",
+                [
+                    (
+                        "{{proxy}} {{server}}",
+                        f"sum by (proxy, server) (rate(haproxy_server_sessions_total"
+                        f"{{{HAPROXY}}}[$__rate_interval]))",
+                    )
+                ],
+                unit="ops",
+                width=24,
+                description="How evenly leastconn spreads new sessions.",
+            ),
+        ],
+    ),
+    (
         "Logs (Loki)",
         [
             Panel(
@@ -294,7 +459,8 @@ def dashboard() -> dict[str, Any]:
     return {
         "title": "RTAP",
         "uid": "rtap-main",
-        "description": "RTAP on both PCs: latency, sessions, throughput, errors, resources, logs.",
+        "description": "RTAP on both PCs or N instances behind HAProxy: latency, sessions, "
+        "throughput, errors, resources, per instance, remote STT, the balancer, logs.",
         "tags": ["rtap"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -319,6 +485,15 @@ def dashboard() -> dict[str, Any]:
                     "includeAll": True,
                     "current": {"text": "All", "value": "$__all"},
                 },
+                {
+                    "name": "instance",
+                    "type": "query",
+                    "datasource": PROMETHEUS,
+                    "query": 'label_values(rtap_start_time_seconds{job=~"$job"}, instance)',
+                    "multi": True,
+                    "includeAll": True,
+                    "current": {"text": "All", "value": "$__all"},
+                },
             ]
         },
         "panels": panels,
@@ -333,7 +508,10 @@ def promql(board: dict[str, Any]) -> list[str]:
             continue
         for target in panel["targets"]:
             exprs.append(
-                target["expr"].replace("$__rate_interval", "1m").replace('=~"$job"', '=~".+"')
+                target["expr"]
+                .replace("$__rate_interval", "1m")
+                .replace('=~"$job"', '=~".+"')
+                .replace('=~"$instance"', '=~".+"')
             )
     return exprs
 
