@@ -15,7 +15,8 @@ import trio
 
 from .connections import ConnectionCap, descriptor_budget, descriptor_limit, open_descriptors
 from .sessions import SessionStatistics
-from .stt import SttBackend
+from .stt import SttBackend, SttPool
+from .stt.fallback import FallbackEngine
 from .supervisor import TaskState, TaskStatistics
 
 __all__ = [
@@ -109,7 +110,7 @@ def stt_report(stt: SttBackend | None) -> dict[str, Any] | None:
     if stt is None:
         return None
     statistics = stt.statistics()
-    return {
+    report: dict[str, Any] = {
         "model": stt.name,
         "device": stt.device,
         "device_fallback": stt.device_fallback,
@@ -117,3 +118,25 @@ def stt_report(stt: SttBackend | None) -> dict[str, Any] | None:
         "busy": statistics.busy,
         "waiting": statistics.waiting,
     }
+    circuit = _circuit_report(stt)
+    if circuit is not None:
+        report["circuit"] = circuit
+    return report
+
+
+def _circuit_report(stt: SttBackend) -> dict[str, Any] | None:
+    """With a fallback (``stt.fallback``): whether the primary engine is being
+    asked (``closed``), shut out (``open``) or probed (``half_open``). The
+    pool's engines share one circuit: one remote, one state."""
+    if not isinstance(stt, SttPool):
+        return None
+    for engine in stt.engines:
+        if isinstance(engine, FallbackEngine):
+            circuit = engine.circuit
+            return {
+                "state": circuit.state.value,
+                "failures": circuit.failures,
+                "retry_in_s": circuit.retry_in_s,
+                "diverted": circuit.diverted,
+            }
+    return None

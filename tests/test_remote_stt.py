@@ -11,6 +11,7 @@ mid-stream and started again, with real speech through both.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -494,10 +495,15 @@ async def test_drill_the_remote_is_killed_mid_stream_and_comes_back(tmp_path: Pa
                     with trio.fail_after(60):
                         while len(client.transcripts) <= i:
                             await trio.sleep(0.02)
+                    if i == KILLED_AT:  # the operator's view: /health says the circuit is open
+                        _, body = await http_get(client_ports.telemetry, "/health")
+                        circuit_while_down = json.loads(body)["stt"]["circuit"]
                 await client.stop()
             await events.collect_until(lambda m: m.type == "stt_remote_restored", 20)
             events.close()
             _, metrics = await http_get(client_ports.telemetry, "/metrics")
+            _, body = await http_get(client_ports.telemetry, "/health")
+            circuit_at_end = json.loads(body)["stt"]["circuit"]
             service.stop()
     finally:
         if remote.poll() is None:
@@ -529,6 +535,8 @@ async def test_drill_the_remote_is_killed_mid_stream_and_comes_back(tmp_path: Pa
     assert 'rtap_stt_engine_requests_total{engine="remote",outcome="failed"}' in metrics
     assert 'rtap_stt_engine_requests_total{engine="whispercpp",outcome="ok"}' in metrics
     assert 'rtap_stt_circuit_open{engine="remote"} 0.0' in metrics
+    assert circuit_while_down["state"] == "open" and circuit_while_down["failures"] >= 1
+    assert circuit_at_end == {**circuit_at_end, "state": "closed", "failures": 0}
     switched = transcripts[KILLED_AT]
     stt_ms = [round(t.latency_ms.stt) for t in transcripts]
     print(
