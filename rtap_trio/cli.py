@@ -199,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SECTIONS,
         help="run only this section (repeatable)",
     )
+    bench.add_argument(
+        "--balance",
+        type=int,
+        default=0,
+        choices=(0, 1, 2, 3),
+        metavar="N",
+        help="concurrency through HAProxy (ops/haproxy/haproxy.cfg) in front of N "
+        "instances, 1-3 (default 0: the service alone)",
+    )
 
     soak = commands.add_parser(
         "soak",
@@ -519,6 +528,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             settings_dir=args.settings_dir,
             overrides=list(args.overrides),
             argv=list(sys.argv[1:]),
+            balance=args.balance,
         )
     )
     print((args.out / "bench.md").read_text(encoding="utf-8"), end="")

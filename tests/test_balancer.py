@@ -28,6 +28,13 @@ import numpy as np
 import pytest
 import trio
 
+from rtap_trio.bench.balancer import (
+    HAPROXY_CONFIG,
+    BalancerPorts,
+    haproxy_binary,
+    haproxy_environment,
+    servers_up,
+)
 from rtap_trio.bench.common import ServicePorts
 from rtap_trio.client import StreamReport, open_audio_session, stream_audio
 from rtap_trio.devtools import speechgen
@@ -36,12 +43,9 @@ from rtap_trio.items import Float32
 from rtap_trio.settings import for_instance, load_settings
 from rtap_trio.transport.schemas import EventType
 
-from .support import REPO, free_port, http_get, in_process_service, service_settings
+from .support import REPO, http_get, in_process_service, service_settings
 
-HAPROXY = shutil.which("haproxy") or (
-    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
-)
-CONFIG = REPO / "ops" / "haproxy" / "haproxy.cfg"
+HAPROXY = haproxy_binary()
 
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="no haproxy (scripts/setup.sh)")
 
@@ -233,62 +237,37 @@ class Balancer:
     """haproxy with the shipped configuration, its ports from the environment."""
 
     instances: list[Instance]
-    http: int = field(default_factory=free_port)
-    websocket: int = field(default_factory=free_port)
-    stats: int = field(default_factory=free_port)
+    front: BalancerPorts = field(default_factory=BalancerPorts)
     process: subprocess.Popen[str] | None = None
 
-    def env(self, folder: Path) -> dict[str, str]:
-        env = {
-            "RTAP_BALANCER_ADDRESS": "127.0.0.1",
-            "RTAP_BALANCER_HTTP": str(self.http),
-            "RTAP_BALANCER_WS": str(self.websocket),
-            "RTAP_BALANCER_WYOMING": str(free_port()),
-            "RTAP_BALANCER_STATS": str(self.stats),
-            "RTAP_HAPROXY_SOCKET": str(folder / "haproxy.sock"),
-        }
-        for instance in self.instances:
-            n = instance.number
-            env[f"RTAP_HTTP_{n}"] = str(instance.ports.telemetry)
-            env[f"RTAP_WS_{n}"] = str(instance.ports.websocket)
-            env[f"RTAP_WYOMING_{n}"] = str(free_port())
-        return env
+    @property
+    def websocket(self) -> int:
+        return self.front.websocket
 
     def start(self, folder: Path, log: IO[str]) -> None:
         assert HAPROXY is not None
         for instance in self.instances:
             instance.balancer_free = False
-        environment = {**os.environ, **self.env(folder)}
+        ports = [instance.ports for instance in self.instances]
+        environment = {
+            **os.environ,
+            **haproxy_environment(self.front, ports, folder / "haproxy.sock"),
+        }
         checked = subprocess.run(
-            [HAPROXY, "-c", "-q", "-f", str(CONFIG)], env=environment, capture_output=True
+            [HAPROXY, "-c", "-q", "-f", str(HAPROXY_CONFIG)], env=environment, capture_output=True
         )
         assert checked.returncode == 0, checked.stderr.decode()
         self.process = subprocess.Popen(
-            [HAPROXY, "-W", "-db", "-f", str(CONFIG)],
+            [HAPROXY, "-W", "-db", "-f", str(HAPROXY_CONFIG)],
             env=environment,
             stdout=log,
             stderr=log,
             text=True,
         )
 
-    async def servers_up(self, count: int, limit_s: float = 30) -> None:
-        """Until ``count`` WebSocket servers are UP (its Prometheus exporter)."""
-        with trio.fail_after(limit_s):
-            while True:
-                try:
-                    _, metrics = await http_get(self.stats, "/metrics")
-                    up = [
-                        line
-                        for line in metrics.splitlines()
-                        if line.startswith('haproxy_server_status{proxy="rtap_websocket"')
-                        and 'state="UP"' in line
-                        and line.endswith(" 1")
-                    ]
-                    if len(up) == count:
-                        return metrics
-                except OSError:
-                    pass
-                await trio.sleep(0.2)
+    async def servers_up(self, count: int) -> None:
+        """Until HAProxy's own exporter counts ``count`` WebSocket servers UP."""
+        await servers_up(self.front.stats, count)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -12,12 +12,17 @@ for the engine), the service's CPU (percent of one core) and peak RSS, and
 the largest N whose p95 stays within 2x the single-session p95. Before that,
 the cost of idle connected sessions: clients streaming silence (front-end
 only) against the service with no session at all.
+
+With ``balance`` (``bench --balance N``), the same runs go through HAProxy in
+front of N such services (:mod:`.balancer`, the shipped configuration): the
+clients connect to the balancer, and CPU and RSS are the instances' together.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ from ..client import AudioSessionClient, open_audio_session
 from ..events import SpeechEnd, parse_event
 from ..items import Samples
 from ..transport.schemas import EventType
+from .balancer import behind_haproxy
 from .common import (
     SAMPLE_RATE,
     Clip,
@@ -50,19 +56,19 @@ _WITHIN = 2.0
 
 
 class _Resources:
-    """CPU seconds and RSS of the service process, sampled while a run goes on."""
+    """CPU seconds and RSS of the service processes (together), sampled while a run goes on."""
 
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.processes = [psutil.Process(pid) for pid in pids]
         self.peak_rss = 0
 
     def cpu_s(self) -> float:
-        times = self.process.cpu_times()
-        return float(times.user + times.system)
+        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self.processes))
 
     async def watch_rss(self) -> None:
         while True:
-            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            rss = sum(process.memory_info().rss for process in self.processes)
+            self.peak_rss = max(self.peak_rss, rss)
             await trio.sleep(0.25)
 
 
@@ -196,22 +202,38 @@ def _rotations(clips: Sequence[Clip], count: int, seconds: float) -> list[Sample
     return audios
 
 
+@asynccontextmanager
+async def _services(command: list[str], balance: int) -> AsyncIterator[tuple[list[int], int]]:
+    """The service (or ``balance`` of them behind HAProxy): pids, and the clients' port."""
+    if balance:
+        async with behind_haproxy(command, balance) as (children, front):
+            yield [child.pid for child in children], front.websocket
+    else:
+        async with service_child(command) as (child, ports):
+            yield [child.pid], ports.websocket
+
+
 async def _measure(
-    command: list[str], clips: Sequence[Clip], levels: Sequence[int], seconds: float, quick: bool
+    command: list[str],
+    clips: Sequence[Clip],
+    levels: Sequence[int],
+    seconds: float,
+    quick: bool,
+    balance: int,
 ) -> dict[str, Any]:
-    async with service_child(command) as (child, ports):
-        resources = _Resources(child.pid)
+    async with _services(command, balance) as (pids, port):
+        resources = _Resources(pids)
         progress("concurrency: idle sessions")
-        idle = await _idle_cost(ports.websocket, resources, 4, 3.0 if quick else 8.0)
+        idle = await _idle_cost(port, resources, 4, 3.0 if quick else 8.0)
         runs = []
         for count in levels:
             progress(f"concurrency: {count} session(s) streaming")
             runs.append(
                 await _run_level(
-                    ports.websocket, _rotations(clips, count, seconds), resources, 60 + 30 * count
+                    port, _rotations(clips, count, seconds), resources, 60 + 30 * count
                 )
             )
-        hwm = proc_status_kb(child.pid).get("VmHWM", 0)
+        hwm = sum(proc_status_kb(pid).get("VmHWM", 0) for pid in pids)
     single = runs[0]["latency_ms"].get("p95") if runs else None
     within = [
         run["sessions"]
@@ -225,6 +247,8 @@ async def _measure(
         run["p95_vs_single"] = round(p95 / single, 2) if single and p95 else None
     return {
         "command": " ".join(command[1:]),
+        "instances": len(pids),
+        "through": "haproxy (ops/haproxy/haproxy.cfg)" if balance else None,
         "chunk_ms": _CHUNK_S * 1000,
         "idle": idle,
         "runs": runs,
@@ -234,7 +258,8 @@ async def _measure(
             "latency": "end of speech (end of the last voiced frame, the client streaming "
             "at real-time pace) -> transcript received by that client",
             "queue": "waiting in the session for its STT stage plus waiting for an engine",
-            "cpu_percent": "the service process, percent of one core, over the run",
+            "cpu_percent": "the service process (all instances together), percent of one "
+            "core, over the run",
         },
     }
 
@@ -246,10 +271,12 @@ def measure_concurrency(
     settings_dir: Path | None,
     overrides: Sequence[str],
     quick: bool,
+    balance: int = 0,
 ) -> dict[str, Any]:
+    """``balance``: N (1-3) instances behind HAProxy instead of one service."""
     levels = (1, 2) if quick else (1, 2, 4, 8)
     seconds = 5.0 if quick else 30.0
     command = service_command(
         "none", profile=profile, settings_dir=settings_dir, overrides=overrides
     )
-    return trio.run(_measure, command, clips, levels, seconds, quick)
+    return trio.run(_measure, command, clips, levels, seconds, quick, balance)

@@ -364,7 +364,13 @@ def _concurrency_table(concurrency: Any) -> list[str]:
     lines = [
         "",
         f"Concurrent `/v1/audio` sessions, each streaming real speech at real-time pace "
-        f"(`{concurrency['command']}`); latency is end of speech -> transcript at the client:",
+        f"(`{concurrency['command']}`"
+        + (
+            f", {concurrency['instances']} instances behind {concurrency['through']}"
+            if concurrency.get("through")
+            else ""
+        )
+        + "); latency is end of speech -> transcript at the client:",
         "",
         "| sessions | utterances | transcripts | lost | p50 | p95 | p95 / 1 session "
         "| queue p50 | queue p95 | service CPU | peak RSS |",

@@ -57,6 +57,8 @@ class BenchOptions:
     settings_dir: Path | None = None
     overrides: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    #: concurrency through HAProxy in front of this many instances (0: one service)
+    balance: int = 0
 
 
 @dataclass
@@ -146,6 +148,7 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
             settings_dir=options.settings_dir,
             overrides=options.overrides,
             quick=quick,
+            balance=options.balance,
         ),
         # The same English commands through a second RTAP over loopback and
         # through the local engine; quick: the two short ones, twice.
