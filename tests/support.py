@@ -26,6 +26,7 @@ from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
 from rtap_trio.testing import EngineLender
 from rtap_trio.transport.schemas import (
+    CatchupReply,
     EventMessage,
     TranscriptMessage,
     parse_message,
@@ -418,3 +419,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ask_catchup(port: int, request: bytes = b'{"after_seq": -1}') -> CatchupReply:
+    """One request to a service's catch-up port (a REQ socket), its reply parsed."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        socket = context.socket(zmq.REQ)
+        socket.setsockopt(zmq.RCVTIMEO, 5000)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(f"tcp://127.0.0.1:{port}")
+        socket.send(request)
+        return CatchupReply.model_validate_json(socket.recv())
+    finally:
+        context.destroy(linger=0)

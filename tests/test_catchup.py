@@ -7,35 +7,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import trio
-import zmq
 
 from rtap_trio.audio.file import FileSource, load_audio
 from rtap_trio.client import open_audio_session
 from rtap_trio.protocol import json_schemas
-from rtap_trio.transport.schemas import CatchupReply, EventMessage
+from rtap_trio.transport.schemas import EventMessage
 
-from .support import REPO, GatedSource, ZmqCollector, in_process_service, service_settings
+from .support import (
+    REPO,
+    GatedSource,
+    ZmqCollector,
+    ask_catchup,
+    in_process_service,
+    service_settings,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _ask(port: int, request: bytes) -> CatchupReply:
-    context = zmq.Context()
-    try:
-        socket = context.socket(zmq.REQ)
-        socket.setsockopt(zmq.RCVTIMEO, 5000)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.connect(f"tcp://127.0.0.1:{port}")
-        socket.send(request)
-        return CatchupReply.model_validate_json(socket.recv())
-    finally:
-        context.destroy(linger=0)
 
 
 async def test_an_agent_fills_its_gap_by_sequence_number_and_hears_the_heartbeat(
@@ -67,14 +61,15 @@ async def test_an_agent_fills_its_gap_by_sequence_number_and_hears_the_heartbeat
             said = [m for _, m in transcripts.messages]
 
             # Catch-up answers from the kept transcripts, by seq.
-            everything = await trio.to_thread.run_sync(_ask, ports.zmq_catchup, b"{}")
+            everything = await trio.to_thread.run_sync(ask_catchup, ports.zmq_catchup, b"{}")
             assert [t.seq for t in everything.transcripts] == [0, 1]
             assert everything.transcripts == said and everything.lost == 0
             assert everything.service_id == service.service_id
-            after = await trio.to_thread.run_sync(_ask, ports.zmq_catchup, b'{"after_seq": 0}')
+            ask = partial(trio.to_thread.run_sync, ask_catchup, ports.zmq_catchup)
+            after = await ask(b'{"after_seq": 0}')
             assert [t.text for t in after.transcripts] == [said[1].text]
             assert after.next_seq == 2
-            bad = await trio.to_thread.run_sync(_ask, ports.zmq_catchup, b'{"after_seq": "x"}')
+            bad = await ask(b'{"after_seq": "x"}')
             assert bad.error and "after_seq" in bad.error
 
             # The example subscriber, started late, prints the two it missed

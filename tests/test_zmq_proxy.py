@@ -22,11 +22,12 @@ import trio
 import zmq
 
 from rtap_trio.audio.file import FileSource
-from rtap_trio.transport.schemas import CatchupReply, EventMessage, TranscriptMessage, parse_message
+from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
 
 from .support import (
     REPO,
     GatedSource,
+    ask_catchup,
     assert_one_line_error,
     in_process_service,
     rtap,
@@ -45,19 +46,6 @@ def _subscribed(service: Any) -> bool:
     by the proxy (a test watching the service from outside, as /metrics would)."""
     publishers = service._zmq.publishers
     return len(publishers) == 2 and all(p.subscriptions for p, _ in publishers)
-
-
-def _ask_catchup(port: int) -> CatchupReply:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    try:
-        ask = context.socket(zmq.REQ)
-        ask.setsockopt(zmq.RCVTIMEO, 5000)
-        ask.setsockopt(zmq.LINGER, 0)
-        ask.connect(f"tcp://127.0.0.1:{port}")
-        ask.send(b'{"after_seq": -1}')
-        return CatchupReply.model_validate_json(ask.recv())
-    finally:
-        context.destroy(linger=0)
 
 
 async def test_one_sub_on_the_proxy_hears_both_instances_and_sigterm_stops_it(
@@ -163,7 +151,7 @@ async def test_one_sub_on_the_proxy_hears_both_instances_and_sigterm_stops_it(
                 # Catch-up stays per instance: each instance's own answers with
                 # its service id and its own transcript, the one the proxy carried.
                 for service, bound in zip(services, ports, strict=True):
-                    reply = await trio.to_thread.run_sync(_ask_catchup, bound.zmq_catchup)
+                    reply = await trio.to_thread.run_sync(ask_catchup, bound.zmq_catchup)
                     assert reply.service_id == service.service_id
                     assert [t.utterance_id for t in reply.transcripts] == [
                         by_session[service.local_session.id].utterance_id
