@@ -12,6 +12,7 @@ with draining goes through all three.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,8 +23,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import httpx
 import numpy as np
 import pytest
 import trio
@@ -114,16 +116,29 @@ def test_each_instance_listens_on_its_own_ports() -> None:
 
 
 @pytest.mark.slow
-async def test_draining_ends_a_stream_at_its_next_pause_and_takes_no_new_session() -> None:
+async def test_a_drain_ends_streams_at_a_pause_lets_uploads_finish_and_refuses_new_ones(
+    speech: dict[str, Any],
+) -> None:
     audio, said = _speech(SENTENCES[:2], "drain")
+    upload = Path(speech["dir"]) / "two_utterances.wav"
+    uploaded = [u["text"] for u in speech["by_file"]["two_utterances.wav"]["utterances"]]
     settings = service_settings(
         **{"audio.source": "none", "stt.partials": False, "sessions.drain_timeout_s": 20}
     )
     service = in_process_service(settings)
+    answer: list[httpx.Response] = []
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(service.run)
+
+        async def post() -> None:
+            url = f"http://127.0.0.1:{ports.telemetry}/v1/audio/transcriptions"
+            async with httpx.AsyncClient(timeout=60) as http:
+                files = {"file": (upload.name, upload.read_bytes(), "audio/wav")}
+                answer.append(await http.post(url, files=files, data={"model": "whisper-1"}))
+
         async with open_audio_session(ports.websocket, wake_word=False) as client:
-            # Paced; stopped in the middle of the first sentence.
+            # Paced; the stop comes in the middle of the first sentence, with
+            # an upload being transcribed.
             sending = trio.CancelScope()
 
             async def send() -> None:
@@ -131,11 +146,15 @@ async def test_draining_ends_a_stream_at_its_next_pause_and_takes_no_new_session
                     await client.send_audio(audio, realtime=True)
 
             nursery.start_soon(send)
-            await trio.sleep(1.2)
+            await trio.sleep(1.0)
+            nursery.start_soon(post)
+            with trio.fail_after(10):
+                while "openai" not in _health(service)["sessions"]["by_kind"]:
+                    await trio.sleep(0.01)
             service.stop()
-            await trio.sleep(0.1)
+            await trio.sleep(0.05)
             status, body = await http_get(ports.telemetry, "/health")
-            assert status == 503 and '"status":"draining"' in body.replace(" ", ""), body
+            assert status == 503 and json.loads(body)["status"] == "draining", body
             async with open_audio_session(ports.websocket, wake_word=False) as refused:
                 assert refused.session_id is None
                 code, reason = await refused.wait_closed()
@@ -148,6 +167,15 @@ async def test_draining_ends_a_stream_at_its_next_pause_and_takes_no_new_session
     assert len(texts) == 1 and word_error_rate(said[0], texts[0]) <= 0.35, texts
     ended = [e for e in client.events if e.type is EventType.SESSION_ENDED]
     assert ended and ended[0].data["reason"] == "service_stopping"
+    # The upload was not cut: all of it was answered.
+    assert answer and answer[0].status_code == 200, answer
+    heard = answer[0].json()["text"]
+    assert word_error_rate(" ".join(uploaded), heard) <= 0.35, (uploaded, heard)
+
+
+def _health(service: Any) -> dict[str, Any]:
+    report: dict[str, Any] = service.health()
+    return report
 
 
 # ---------------------------------------------------------------------- the drills
