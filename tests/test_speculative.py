@@ -19,7 +19,7 @@ from rtap_trio.devtools import speechgen
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.settings import VadSettings
 from rtap_trio.stages.endpointer import Endpointer, SpeechEnded
-from rtap_trio.stages.partials import LocalAgreement, collapse_repeats
+from rtap_trio.stages.partials import LocalAgreement, collapse_repeats, without_annotations
 from rtap_trio.stages.sentence import SentenceState, sentence_state
 
 from .support import run_service, service_settings
@@ -85,6 +85,61 @@ def test_stable_words_need_two_partials_and_are_never_retracted() -> None:
 )
 def test_a_looping_partial_is_said_once(looped: str, said: str | None) -> None:
     assert collapse_repeats(looped) == (looped if said is None else said)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # what tiny.en wrote for the first second of the fixtures' commands
+        ("*Sh* *Sh* *Sh* *Sh* *Sh*", ""),
+        ("*unintelligible*", ""),
+        ("(upbeat music) Turn on the", "Turn on the"),
+        ("[BLANK_AUDIO]", ""),
+        ("But will be a", "But will be a"),
+    ],
+)
+def test_a_partial_of_notes_on_sounds_has_no_words(text: str, words: str) -> None:
+    assert without_annotations(text) == words
+
+
+@pytest.mark.slow
+async def test_the_first_partial_comes_from_the_first_second_of_speech(tmp_path: Path) -> None:
+    # Issue 18: the first partial is asked stt.first_partial_ms after the first
+    # voiced frame (the share never holds it back) on a small window, and
+    # until one has words the next as soon as the engine is free. Where in
+    # the speech it was heard is asserted, not how soon it came (a busy
+    # machine); bench --only latency measures that.
+    text = "turn off the lights in the living room and lock the front door"
+    wav = tmp_path / "command.wav"
+    pcm, _ = speechgen.render([speechgen.Utterance(text, speechgen.EN_M)], "first-partial")
+    speechgen.write_wav(wav, pcm)
+    settings = service_settings(
+        "pc2", **{"wakeword.enabled": False, "audio.realtime": True, "stt.partials": True}
+    )
+    first_partial_s = settings.stt.first_partial_ms / 1000
+    source = FileSource(
+        wav, frame_samples=settings.audio.frame_samples, realtime=True, trailing_silence_ms=1000
+    )
+    run = await run_service(settings, source, expected_transcripts=1)
+    (final,) = run.transcripts
+    started = next(e for e in run.events if e.type.value == "speech_start")
+    partials = [
+        e
+        for e in run.events
+        if e.type.value == "transcript_partial" and e.utterance_id == final.utterance_id
+    ]
+    heard = [p.data["audio_end_s"] - started.data["offset_s"] for p in partials]
+    print([(round(h, 2), p.data["text"]) for h, p in zip(heard, partials, strict=True)])
+    print(f"first partial {partials[0].emitted_at - started.emitted_at:.2f} s after speech start")
+    # Asked at first_partial_ms, not before; with words by the first second
+    # and a half of speech (tiny.en: from ~0.6 s of the fixtures' speech).
+    assert first_partial_s <= heard[0] <= 1.5, heard
+    assert partials[0].data["text"]
+    stables = [p.data["stable"] for p in partials]
+    for before, after in itertools.pairwise(stables):
+        assert after.startswith(before)  # never retracted
+    assert all(p.emitted_at <= final.emitted_at for p in partials)
+    assert word_error_rate(text, final.text) <= 0.25, final.text
 
 
 def test_a_pause_hangover_holds_for_that_pause_only() -> None:

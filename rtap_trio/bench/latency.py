@@ -134,12 +134,16 @@ def _partials(receiver: ZmqReceiver, source: ArraySource) -> dict[str, Any]:
     for received, topic, message in receiver.received:
         if topic == "transcript_partial":
             by_utterance.setdefault(message["utterance_id"], []).append((received, message))
-    first_ms, counts, unstable, changed = [], [], 0, 0
+    first_ms, heard_ms, counts, unstable, changed = [], [], [], 0, 0
     for utterance_id, partials in by_utterance.items():
         counts.append(len(partials))
         if utterance_id in starts:
             first = partials[0][0] - (source.started_wall + starts[utterance_id])
             first_ms.append(first * 1000)
+            # How much of the speech it heard; the rest of first_ms is its
+            # decode (and any wait for the engine) and the trip to the SUB.
+            audio_end = float(partials[0][1]["data"]["audio_end_s"])
+            heard_ms.append((audio_end - starts[utterance_id]) * 1000)
         for (_, before), (_, after) in itertools.pairwise(partials):
             words, later = before["data"]["text"].split(), after["data"]["text"].split()
             for position in range(before["data"]["stable_words"], len(words)):
@@ -150,6 +154,7 @@ def _partials(receiver: ZmqReceiver, source: ArraySource) -> dict[str, Any]:
         "utterances_with_partials": len(by_utterance),
         "per_utterance": summarize(counts, 1),
         "first_after_speech_start_ms": summarize(first_ms, 1),
+        "first_heard_speech_ms": summarize(heard_ms, 1),
         "unstable_words": unstable,
         "unstable_words_changed_share": round(changed / unstable, 3) if unstable else None,
     }
@@ -283,5 +288,7 @@ def _analyse(receiver: ZmqReceiver, source: ArraySource, settings: Settings) -> 
             "queue": "waiting for a free STT worker (grows when STT is slower than speech)",
             "transport": "message emitted_at -> received by the SUB socket",
             "unattributed": "total minus every named part: frame delivery and scheduling",
+            "first_heard_speech_ms": "speech start -> the end of the audio the first partial "
+            "transcribed (first_after_speech_start_ms minus this: its decode and delivery)",
         },
     }

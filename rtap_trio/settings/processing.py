@@ -189,6 +189,16 @@ class WhisperCppSettings(Section):
     # ~200 ms but looping on 2-4 s of speech ("computer computer computer..."),
     # which a token cap bounds and the stage trims; 384 looped no more than 768.
     partial_audio_ctx_floor: int = Field(384, ge=1, le=1500)
+    # ... and an utterance's first partials (at most 1.6 s of audio: the
+    # pre-roll and about a second of speech) this one: tiny.en on one thread
+    # wrote words from 0.6 s of the fixtures' speech in 6 of 8 at 128 frames,
+    # 1-3 of 8 at 192-384, at ~110 ms of CPU instead of ~290 (issue 18).
+    first_partial_audio_ctx_floor: int = Field(128, ge=1, le=1500)
+    # Partials are decoded on this many threads (finals on n_threads): on two
+    # cores shared with finals and other sessions, ggml's second thread spins
+    # while it waits for a core, and a partial counted 330-450 ms of CPU (up to
+    # seconds) against ~290 ms on one thread (384 frames, tiny.en).
+    partial_threads: int = Field(1, ge=1, le=64)
     flash_attn: bool = Field(True, description="whisper.cpp flash attention")
     # language auto over the full window: detect the language on the encoder
     # pass that transcribes (greedy, through libwhisper; see
@@ -273,6 +283,12 @@ class SttSettings(Section):
     # it where the model is fast: pc2's tiny.en, main_pc's GPU.
     partials: bool = False
     partial_interval_ms: int = Field(500, ge=100, le=10_000)
+    # ... the first of an utterance this long after its first voiced frame
+    # (the share never holds it back), and until one has words the next as
+    # soon as the engine is free, within the share: Whisper writes nothing of
+    # a command's first half second, and a partial asked then was wasted work
+    # (issue 18: the first partial 1430 ms after speech start at 500 ms).
+    first_partial_ms: int = Field(600, ge=100, le=10_000)
     # ... and no more often than keeps one session's partials within this
     # share of one core: a partial is asked for only while the CPU its engine
     # spent on the utterance's partials so far is under this share of the

@@ -64,6 +64,9 @@ _CUT_AT_START_DBFS = -45.0
 #: After an utterance ends, partials stay held back this long: the hand-over
 #: to the STT stage and its preprocessing (~1-2 ms) before the final's request.
 _FINAL_HANDOVER_S = 0.1
+#: Until a partial of the utterance has had words, the next is due this soon
+#: after the last was asked (in effect: once the engine is free, within the share).
+_NO_WORDS_YET_MS = 100
 #: A drain ends a stream only after this much unvoiced audio outside an
 #: utterance: speech whose start the VAD has not yet called (it needs a few
 #: voiced frames) is not cut off before it opens an utterance.
@@ -115,7 +118,8 @@ class FrontEnd:
         ``early_transcriber``: transcribe each pause's utterance so far after
         ``vad.early_ms`` of silence, and let its words move the end; and, every
         ``partial_interval_ms`` of speech (0: never), the audio so far for a
-        partial transcript.
+        partial transcript: the first its ``first_partial_ms`` after the first
+        voiced frame, and until one has words the next as soon as it is idle.
 
         ``live_from_start``: the source was live before capture began (a
         microphone, a room): speech already under way on the first frames was
@@ -147,6 +151,13 @@ class FrontEnd:
         self._early_transcriber = (
             early_transcriber if self._early_on or self._partial_frames else None
         )
+        #: the first partial this many frames after the first voiced one
+        self._first_partial_frames = (
+            max(1, early_transcriber.first_partial_ms // audio.frame_ms)
+            if early_transcriber is not None
+            else 0
+        )
+        self._no_words_frames = _NO_WORDS_YET_MS // audio.frame_ms
         self._early_frames = max(1, vad.early_ms // audio.frame_ms)
         self._sentence_endpointing = vad.sentence_endpointing
         self._min_hangover = min(vad.min_hangover_ms, vad.hangover_ms) // audio.frame_ms
@@ -162,6 +173,9 @@ class FrontEnd:
         self._turn_question: TurnQuestion | None = None
         self._turn_decided = False
         self._next_partial = 0
+        #: the frame the latest partial was asked at, and whether none had words yet
+        self._partial_asked = 0
+        self._partials_without_words = True
         self._utterance_id = ""
         self._wake_only = wake_only and wake is not None
         self._client_turns = client_turns
@@ -374,8 +388,9 @@ class FrontEnd:
             and decision.first_frame <= first + _CUT_AT_START_FRAMES
         )
         self._chunks = [self._ring.since(start, index + 1)]
-        # the interval counts from the first voiced frame, not the decision
-        self._next_partial = decision.first_frame + self._partial_frames
+        # counted from the first voiced frame, not the decision
+        self._next_partial = decision.first_frame + self._first_partial_frames
+        self._partials_without_words = True
         capture = "speech" if self._detection is None else None  # else the wake word's
         self._open_utterance(start, decision.first_frame, capture)
 
@@ -487,13 +502,23 @@ class FrontEnd:
         heard = (stop - self._chunks_start) * self._frame_samples
         if not self._early_transcriber.ready_for_partial(self._utterance_id, heard):
             return  # busy or over its share: not worth gathering the audio each frame
+        # Whether the partials so far had words is known now: the transcriber is idle.
+        words = self._early_transcriber.has_words(self._utterance_id)
+        if words and self._partials_without_words:
+            # The first with words: the interval runs from when it was asked.
+            self._partials_without_words = False
+            self._next_partial = self._partial_asked + self._partial_frames
+            if self._last_index < self._next_partial:
+                return
         if self._early_transcriber.partial(
             self._utterance_id,
             self._samples_until(stop),
             round(stop * self._frame_s, 3),
             self._language,
         ):
-            self._next_partial = self._last_index + self._partial_frames
+            self._partial_asked = self._last_index
+            interval = self._partial_frames if words else self._no_words_frames
+            self._next_partial = self._last_index + interval
 
     def _on_speech_end(
         self, decision: SpeechEnded, language: str | None = None

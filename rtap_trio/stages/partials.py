@@ -12,10 +12,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["LocalAgreement", "Partial", "collapse_repeats"]
+__all__ = ["LocalAgreement", "Partial", "collapse_repeats", "without_annotations"]
 
 #: The longest run of words looked for repeating itself.
 _LONGEST_REPEAT = 8
+#: What Whisper writes for sounds, not words: "*Sh*", "(music)", "[BLANK_AUDIO]".
+_ANNOTATION = re.compile(r"\*[^*]*\*|\([^)]*\)|\[[^\]]*\]")
+
+
+def without_annotations(text: str) -> str:
+    """``text`` without Whisper's notes on sounds (``*mumbling*``, ``(music)``).
+
+    On an utterance's first second tiny.en writes them as often as words
+    ("*Sh* *Sh* *Sh*" for the start of "Jarvis"): a partial of nothing but
+    those has no words, and the next is asked at once.
+    """
+    return " ".join(_ANNOTATION.sub(" ", text).split())
 
 
 def _key(word: str) -> str:

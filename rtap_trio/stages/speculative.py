@@ -11,7 +11,10 @@ still speaks, the front-end also hands it the audio so far every
 ``transcript_partial`` event with its stable prefix (LocalAgreement-2), as
 long as this session's partials of the utterance have cost its engine less
 than ``stt.partial_core_share`` of one core over the speech heard (engines
-that cannot tell their CPU time are held to the interval alone).
+that cannot tell their CPU time are held to the interval alone). The first
+of an utterance (``stt.first_partial_ms`` after its start) is never held back
+by the share: it is the one a user sees first. Every partial counts, those
+that came back without words too.
 
 All of it is speculative work on the shared backend: after every final, on
 an engine free at once (else skipped), given up when a final needs the
@@ -34,7 +37,7 @@ from ..items import EarlyTranscript, Samples, SttResult
 from ..session_context import SessionContext
 from ..settings import PreprocessSettings, SttSettings
 from ..stt import Decoding, SttBackend
-from .partials import LocalAgreement, collapse_repeats
+from .partials import LocalAgreement, collapse_repeats, without_annotations
 from .preprocess import prepare_for_stt
 
 __all__ = ["SpeculativeTranscriber"]
@@ -50,6 +53,8 @@ class _OpenUtterance:
     agreement: LocalAgreement
     #: what its partials have cost the engine so far
     cpu_ms: float = 0.0
+    #: whether one of them had words
+    words: bool = False
 
 
 @dataclass
@@ -79,6 +84,8 @@ class SpeculativeTranscriber:
         self._backend = backend
         self._budget_s = stt.budget_ms / 1000
         self._core_share = stt.partial_core_share
+        #: the first partial of an utterance, this long after its first voiced frame
+        self.first_partial_ms = stt.first_partial_ms
         self._preprocess = preprocess
         self._sample_rate = sample_rate
         self._pending: EarlyTranscript | _PartialJob | None = None
@@ -128,6 +135,15 @@ class SpeculativeTranscriber:
             return True
         heard_ms = heard_samples * 1000 / self._sample_rate
         return open_utterance.cpu_ms <= self._core_share * heard_ms
+
+    def has_words(self, utterance_id: str) -> bool:
+        """Whether a partial of this utterance has had words yet."""
+        open_utterance = self._open
+        return (
+            open_utterance is not None
+            and open_utterance.id == utterance_id
+            and (open_utterance.words)
+        )
 
     def pause_began(self) -> None:
         """The speaker paused: a final may follow within a hangover."""
@@ -232,14 +248,14 @@ class SpeculativeTranscriber:
         open_utterance = self._open
         if open_utterance is None or open_utterance.id != job.utterance_id:
             return  # the utterance ended while this was transcribed: the final says it
-        text = collapse_repeats(result.text)
-        if not text:
-            # Whisper makes nothing of a command's first half second or so:
-            # until a partial has words the interval alone paces them, or the
-            # share would hold back the first with words (measured: 2.2 s after
-            # speech start instead of ~1.3 s).
-            return
+        # Counted with words or without: the first partials of an utterance
+        # are cheap (a 2.56 s window on one thread, ~110 ms of tiny.en), so
+        # the share still lets the next ones come as soon as the engine is free.
         open_utterance.cpu_ms += result.cpu_ms or 0.0
+        text = collapse_repeats(without_annotations(result.text))
+        if not text:
+            return  # Whisper makes nothing of a command's first half second or so
+        open_utterance.words = True
         partial = open_utterance.agreement.update(text)
         self._partials_made.inc()
         self._ctx.outbox.event(

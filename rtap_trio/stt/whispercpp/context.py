@@ -40,6 +40,12 @@ MAX_PROMPT_TOKENS = 224
 #: audio (English speech runs at 3-4 tokens a second).
 _PARTIAL_TOKENS = 8
 _PARTIAL_TOKENS_PER_S = 6
+#: A partial of at most this much audio is an utterance's first (the 300 ms
+#: pre-roll and about a second of speech): it gets the first partials' floor.
+_FIRST_PARTIAL_SAMPLES = 16000 * 8 // 5
+#: whisper.cpp's temperature fallback: finals keep its default (0.2 a step);
+#: a partial, a guess the next one replaces, is decoded once (at 0.0).
+_TEMPERATURE_INC = 0.2
 
 
 def is_english_only(model_name: str, model_file: Path | None = None) -> bool:
@@ -105,6 +111,8 @@ class WhisperContext:
         self._audio_ctx_floor = whisper.audio_ctx_floor
         self._audio_ctx_margin = whisper.audio_ctx_margin
         self._partial_floor = whisper.partial_audio_ctx_floor
+        self._first_partial_floor = whisper.first_partial_audio_ctx_floor
+        self._partial_threads = min(whisper.partial_threads, whisper.n_threads)
         #: The audio_ctx of the latest transcription (0: the full window).
         self.last_audio_ctx = 0
         self._lock = threading.Lock()
@@ -211,11 +219,17 @@ class WhisperContext:
             # A guess: a smaller window (auto-sized above its own floor) and a
             # token cap, which bounds what a looping decode costs (a short
             # window made tiny.en loop to the 224-token limit: 2-9 s of CPU
-            # for one partial instead of ~0.3 s).
+            # for one partial instead of ~0.3 s). An utterance's first
+            # partials, on its first second of speech, get a smaller window
+            # still: words sooner and at a third of the CPU (issue 18).
+            first = audio.size <= _FIRST_PARTIAL_SAMPLES
+            floor = self._first_partial_floor if first else self._partial_floor
             audio_ctx = audio_ctx_for(
-                audio.size, "auto", floor=self._partial_floor, margin=self._audio_ctx_margin
+                audio.size, "auto", floor=floor, margin=self._audio_ctx_margin
             )
             max_tokens = _PARTIAL_TOKENS + round(_PARTIAL_TOKENS_PER_S * audio.size / 16000)
+            threads = self._partial_threads
+            temperature_inc = 0.0
         else:
             audio_ctx = audio_ctx_for(
                 audio.size,
@@ -224,6 +238,8 @@ class WhisperContext:
                 margin=self._audio_ctx_margin,
             )
             max_tokens = 0
+            threads = self._params["n_threads"]
+            temperature_inc = _TEMPERATURE_INC
         with self._lock:
             started = time.thread_time()
             self.last_audio_ctx = audio_ctx
@@ -236,7 +252,7 @@ class WhisperContext:
                     decoded.language,
                     decoded.language_probability,
                     decoded.no_speech_probability,
-                    self._cpu_ms(started),
+                    self._cpu_ms(started, self._params["n_threads"]),
                 )
             asked = self.default_language if language is None else language
             # pywhispercpp keeps per-call parameters on the model, so the full
@@ -251,6 +267,8 @@ class WhisperContext:
                     "audio_ctx": audio_ctx,
                     "language": asked,
                     "max_tokens": max_tokens,
+                    "n_threads": threads,
+                    "temperature_inc": temperature_inc,
                     "initial_prompt": prompt,
                     "translate": translate,
                     # whisper.cpp computes DTW times only with token timestamps
@@ -261,7 +279,7 @@ class WhisperContext:
             aborted = should_abort is not None and should_abort()
             pointer = self._words_context if words else self._context
             if pointer is not None and not aborted:  # an aborted result is dropped
-                no_speech = no_speech_after_sot(pointer, self._params["n_threads"])
+                no_speech = no_speech_after_sot(pointer, threads)
             detected = asked
             if not asked:
                 import _pywhispercpp
@@ -269,18 +287,18 @@ class WhisperContext:
                 detected = _pywhispercpp.whisper_lang_str(
                     _pywhispercpp.whisper_full_lang_id(model._ctx)
                 )
-            cpu_ms = self._cpu_ms(started)
+            cpu_ms = self._cpu_ms(started, threads)
             timed = join_words(_timed_tokens(model._ctx), audio) if words and not aborted else ()
         text = clean_transcript(" ".join(segment.text.strip() for segment in segments))
         return EngineResult(text, detected, None, no_speech, cpu_ms, timed)
 
-    def _cpu_ms(self, started: float) -> float:
+    @staticmethod
+    def _cpu_ms(started: float, threads: int) -> float:
         """The CPU a call took, from this thread's CPU time at its start: the
-        calling thread is one of whisper.cpp's ``n_threads`` and they are
+        calling thread is one of the call's ``threads`` and they are
         busy alike from start to end (13.96 s of process CPU for 7.14 s of
         two-thread calls, measured), so its CPU time times the threads. Not
         wall time: on a busy machine that would count the waits for a core."""
-        threads: int = self._params["n_threads"]
         return (time.thread_time() - started) * 1000 * threads
 
     def close(self) -> None:
