@@ -434,7 +434,9 @@ class FrontEnd:
         if transcriber is not None and silence == self._early_frames:
             transcriber.pause_began()
         if self._early_on and transcriber is not None:
-            if silence == self._early_frames and early is None:
+            # A blip too short to keep (it would be discarded if the pause
+            # held) is not worth ~0.9 s of tiny.en that a partial then waits behind.
+            if silence == self._early_frames and early is None and self._endpointer.long_enough:
                 last_voiced = self._endpointer.last_voiced_frame
                 self._early = early = transcriber.start(
                     last_voiced, self._samples_until(last_voiced + 1 + silence), self._language
