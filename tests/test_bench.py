@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from rtap_trio.bench.common import summarize
+from rtap_trio.bench.sections import SECTIONS
 from rtap_trio.bench.stt_ab import ct2_model_dir
 
 from .support import REPO
@@ -40,48 +41,95 @@ def test_tiny_en_ct2_directory_is_loadable_by_faster_whisper() -> None:
         assert (model_dir / name).is_file(), name
 
 
+#: The quick bench's sections in two halves, each a ``bench --quick --only ...``
+#: run, the two at once. A bench run takes its sections one after another so that
+#: they do not measure each other; these tests check a report's structure and
+#: sanity bounds, not its figures, and one run alone left a core idle for half
+#: of its 93 s (the paced sections stream at real-time pace). The end-of-turn
+#: detector's check (turns) depends on the detector answering at a pause: it runs
+#: first, beside the concurrency section's real-time clients, not beside the
+#: busy sections (stt_ab, throughput, vad), which run while latency streams.
+HALVES = (
+    ("turns", "frontend", "latency", "memory", "fanout"),
+    ("concurrency", "remote", "stt_ab", "throughput", "vad"),
+)
+
+
 @pytest.fixture(scope="module")
-def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    out = tmp_path_factory.mktemp("bench")
-    command = ["-m", "rtap_trio", "bench", "--profile", "pc2", "--quick", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, *command],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,  # a hang guard, not a performance assert
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "| figure | value |" in done.stdout  # the Markdown table is printed too
-    report: dict[str, Any] = json.loads((out / "bench.json").read_text(encoding="utf-8"))
-    return report, out
+def quick_reports(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[tuple[dict[str, Any], Path, str]]:
+    """Each half's report, its output folder and what it printed."""
+    assert sorted(name for half in HALVES for name in half) == sorted(SECTIONS)
+    runs = []
+    for half in HALVES:
+        out = tmp_path_factory.mktemp("bench")
+        only = [arg for name in half for arg in ("--only", name)]
+        command = ["-m", "rtap_trio", "bench", "--profile", "pc2", "--quick", *only]
+        process = subprocess.Popen(
+            [sys.executable, *command, "--out", str(out)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs.append((process, out))
+    reports = []
+    try:
+        for process, out in runs:
+            stdout, stderr = process.communicate(timeout=600)  # a hang guard, no speed assert
+            assert process.returncode == 0, stderr[-3000:]
+            report: dict[str, Any] = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+            reports.append((report, out, stdout))
+    finally:
+        for process, _ in runs:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return reports
+
+
+@pytest.fixture(scope="module")
+def quick_report(
+    quick_reports: list[tuple[dict[str, Any], Path, str]],
+) -> dict[str, Any]:
+    """The two halves' sections as one report, as one ``bench --quick`` writes it."""
+    merged: dict[str, Any] = {}
+    for report, _, _ in quick_reports:
+        merged.update({key: value for key, value in report.items() if key != "sections"})
+        merged.setdefault("sections", {}).update(report["sections"])
+    return merged
 
 
 @pytest.mark.slow
-def test_quick_bench_report_structure(quick_report: tuple[dict[str, Any], Path]) -> None:
-    report, out = quick_report
-    assert (out / "bench.md").read_text(encoding="utf-8").startswith("# RTAP benchmark")
-    assert report["quick"] is True and report["model"] == "tiny.en"
-    assert "bench" in report["command"] and "--quick" in report["command"]
-    dt.datetime.fromisoformat(report["date"])
-    machine = report["machine"]
-    assert machine["cores"] >= 1 and machine["cpu_model"]
-    assert {"avx2", "avx512f"} <= set(machine["flags"])
-    assert report["versions"]["pywhispercpp"]
+def test_quick_bench_report_structure(
+    quick_reports: list[tuple[dict[str, Any], Path, str]],
+) -> None:
     fw_installed = importlib.util.find_spec("faster_whisper") is not None
-    for name, section in report["sections"].items():
-        if name == "stt_ab" and not fw_installed:
-            assert section["status"] == "skipped", section
-        else:
-            assert section["status"] == "ok", (name, section)
-    assert report["headline"], "no headline figures"
-    for row in report["headline"]:
-        assert isinstance(row["value"], int | float), row
+    for (report, out, stdout), half in zip(quick_reports, HALVES, strict=True):
+        assert "| figure | value |" in stdout  # the Markdown table is printed too
+        assert (out / "bench.md").read_text(encoding="utf-8").startswith("# RTAP benchmark")
+        assert report["quick"] is True and report["model"] == "tiny.en"
+        assert "bench" in report["command"] and "--quick" in report["command"]
+        dt.datetime.fromisoformat(report["date"])
+        machine = report["machine"]
+        assert machine["cores"] >= 1 and machine["cpu_model"]
+        assert {"avx2", "avx512f"} <= set(machine["flags"])
+        assert report["versions"]["pywhispercpp"]
+        assert list(report["sections"]) == list(half)  # --only, in the order asked
+        for name, section in report["sections"].items():
+            if name == "stt_ab" and not fw_installed:
+                assert section["status"] == "skipped", section
+            else:
+                assert section["status"] == "ok", (name, section)
+        assert report["headline"], "no headline figures"
+        for row in report["headline"]:
+            assert isinstance(row["value"], int | float), row
 
 
 @pytest.mark.slow
-def test_quick_bench_figures_are_sane(quick_report: tuple[dict[str, Any], Path]) -> None:
-    report, _ = quick_report
+def test_quick_bench_figures_are_sane(quick_report: dict[str, Any]) -> None:
+    report = quick_report
     frontend = report["frontend"]
     _ordered(frontend["per_frame_ms"])
     _ordered(frontend["per_frame_cpu_ms"])

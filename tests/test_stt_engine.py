@@ -231,9 +231,12 @@ def _demo(times: int = 1) -> np.ndarray:
 
 @pytest.mark.slow
 async def test_stt_engine_whispercpp_is_a_pool_of_engines_that_abort_promptly() -> None:
-    settings = SttSettings(
-        engine="whispercpp", warmup=False, whispercpp=WhisperCppSettings(model_name="tiny.en")
-    )
+    # The tests' thread count (support.WHISPER_THREADS): with the default two, ggml's
+    # threads spin while they wait for each other, and beside a second test worker
+    # this test once took 35 s of CPU for 7 s of work (the abort is per call, not
+    # per thread: the same check either way).
+    whisper = WhisperCppSettings(model_name="tiny.en", n_threads=WHISPER_THREADS)
+    settings = SttSettings(engine="whispercpp", warmup=False, whispercpp=whisper)
     pool = await load_backend(settings)
     try:
         assert isinstance(pool, SttPool)
