@@ -55,6 +55,7 @@ def speech() -> dict[str, Any]:
 #: order). A file not listed, new or short, counts as UNLISTED_S: a new long drill
 #: still starts early, a short file costs little wherever it runs.
 _SECONDS = {
+    "test_balancer.py": 80,  # three RTAP processes and haproxy, twice; a drain
     "test_soak.py": 62,  # 40 s of hostile soak at real-time pace
     "test_bench.py": 55,  # the quick bench, two halves at once
     "test_stt_engine.py": 55,  # base on three languages, both ways
@@ -75,7 +76,8 @@ _SECONDS = {
     "test_wyoming_bounds.py": 22,
     "test_recovery.py": 20,
     "test_catchup_bounds.py": 20,
-    "test_monitoring.py": 19,  # a real Prometheus
+    "test_monitoring.py": 25,  # a real Prometheus, a service and haproxy
+    "test_zmq_proxy.py": 15,  # two services and the proxy process
     "test_upload_bounds.py": 18,
     "test_fixtures_speech.py": 17,
     "test_model_cache.py": 16,
