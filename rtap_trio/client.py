@@ -210,8 +210,8 @@ class StreamReport:
     resent_s: float = 0.0
     #: connections refused (busy, draining, no instance up) before one was had
     refused: int = 0
-    #: what the service said it dropped, falling behind (utterance_dropped,
-    #: frames_dropped events): lost by the service, not by a move
+    #: what the service said it dropped or gave up on, falling behind
+    #: (utterance_dropped, frames_dropped, stt_timeout): lost by the service, not by a move
     dropped: int = 0
 
     @property
@@ -273,7 +273,8 @@ async def stream_audio(
             report.reconnect_s.append(attempt.started_at - moved_at)
         _place(report, client, base, sample_rate)
         report.dropped += sum(
-            e.type in (EventType.UTTERANCE_DROPPED, EventType.FRAMES_DROPPED) for e in client.events
+            e.type in (EventType.UTTERANCE_DROPPED, EventType.FRAMES_DROPPED, EventType.STT_TIMEOUT)
+            for e in client.events
         )
         if not attempt.moved:
             return report
