@@ -213,6 +213,9 @@ class StreamReport:
     #: what the service said it dropped or gave up on, falling behind
     #: (utterance_dropped, frames_dropped, stt_timeout): lost by the service, not by a move
     dropped: int = 0
+    #: utterances the service heard and found nothing in (utterance_discarded
+    #: other than too_short: no_text, no_speech, a hallucination)
+    discarded: int = 0
 
     @property
     def texts(self) -> list[str]:
@@ -274,6 +277,10 @@ async def stream_audio(
         _place(report, client, base, sample_rate)
         report.dropped += sum(
             e.type in (EventType.UTTERANCE_DROPPED, EventType.FRAMES_DROPPED, EventType.STT_TIMEOUT)
+            for e in client.events
+        )
+        report.discarded += sum(
+            e.type is EventType.UTTERANCE_DISCARDED and e.data.get("reason") != "too_short"
             for e in client.events
         )
         if not attempt.moved:
