@@ -91,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--instance",
         type=int,
-        default=int(os.environ.get("RTAP_INSTANCE") or 0),
         metavar="N",
         help="instance N (1-99) of several on one host: every port + 10 x N, the defaults "
         "left to a balancer (ops/haproxy; default $RTAP_INSTANCE or 0: none)",
@@ -344,11 +343,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.no_wake:
         extra["wakeword.enabled"] = False
     settings = _settings(args, extra)
-    if args.instance:
-        try:
-            settings = for_instance(settings, args.instance)
-        except ValueError as exc:
-            raise ConfigError("command line", "--instance", str(exc)) from None
+    instance, source = args.instance, "command line"
+    if instance is None:
+        instance, source = os.environ.get("RTAP_INSTANCE") or "0", "RTAP_INSTANCE"
+    try:
+        if not str(instance).isdigit():
+            raise ValueError(f"{instance!r}: expected a number, 0 to 99")
+        settings = for_instance(settings, int(instance))
+    except ValueError as exc:
+        raise ConfigError(source, "--instance", str(exc)) from None
     service = Service(settings)
     configure_logging(settings.telemetry, service.service_id)
     show = args.print_transcripts

@@ -253,7 +253,7 @@ async def stream_audio(
     size = max(1, int(sample_rate * chunk_s))
     report = StreamReport()
     base = 0  # where the current session's audio begins in the recording
-    started = trio.current_time()
+    pace = _Pace(trio.current_time(), sample_rate, catch_up) if realtime else None
     moved_at: float | None = None
     for _ in range(_MAX_MOVES):
         attempt = await _stream_once(
@@ -265,7 +265,7 @@ async def stream_audio(
             audio,
             base,
             size,
-            _Pace(started, sample_rate, catch_up) if realtime else None,
+            pace,
             reconnect_for_s,
             report,
         )

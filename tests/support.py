@@ -22,6 +22,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from rtap_trio.audio.base import AudioSource
 from rtap_trio.bench.common import ServicePorts, ZmqSubscriber
+from rtap_trio.bench.common import free_port as free_port  # re-exported for the tests
 from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
 from rtap_trio.testing import EngineLender
@@ -411,14 +412,6 @@ def client_frame(payload: bytes, *, compressed: bool, opcode: int = 1) -> bytes:
     mask = os.urandom(4)
     keys = np.resize(np.frombuffer(mask, np.uint8), size)
     return header + mask + (np.frombuffer(payload, np.uint8) ^ keys).tobytes()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ask_catchup(port: int, request: bytes = b'{"after_seq": -1}') -> CatchupReply:

@@ -45,7 +45,14 @@ from rtap_trio.items import Float32
 from rtap_trio.settings import for_instance, load_settings
 from rtap_trio.transport.schemas import EventType
 
-from .support import REPO, http_get, in_process_service, service_settings
+from .support import (
+    REPO,
+    assert_one_line_error,
+    http_get,
+    in_process_service,
+    rtap,
+    service_settings,
+)
 
 HAPROXY = haproxy_binary()
 
@@ -110,6 +117,16 @@ def test_each_instance_listens_on_its_own_ports() -> None:
     assert for_instance(ephemeral, 3).http.port == 0  # "any port" stays any port
     with pytest.raises(ValueError, match="0 to 99"):
         for_instance(base, 100)
+
+
+def test_an_instance_whose_ports_would_pass_65535_is_refused() -> None:
+    with pytest.raises(ValueError, match="past 65535"):
+        for_instance(service_settings(**{"http.port": 65_530}), 9)
+
+
+def test_a_bad_rtap_instance_is_one_line_before_anything_loads() -> None:
+    result = rtap("--source", "none", env={"RTAP_INSTANCE": "two"})
+    assert_one_line_error(result, 2, "RTAP_INSTANCE", "expected a number")
 
 
 # ---------------------------------------------------------------------- draining

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from .common import REPO, ServicePorts, service_child
+from .common import REPO, ServicePorts, free_port, service_child
 
 __all__ = [
     "HAPROXY_CONFIG",
@@ -47,20 +46,14 @@ def haproxy_binary() -> str | None:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True, slots=True)
 class BalancerPorts:
     """The balancer's own ports, where clients connect (free ones by default)."""
 
-    http: int = field(default_factory=_free_port)
-    websocket: int = field(default_factory=_free_port)
-    wyoming: int = field(default_factory=_free_port)
-    stats: int = field(default_factory=_free_port)
+    http: int = field(default_factory=free_port)
+    websocket: int = field(default_factory=free_port)
+    wyoming: int = field(default_factory=free_port)
+    stats: int = field(default_factory=free_port)
 
 
 def haproxy_environment(
@@ -81,7 +74,7 @@ def haproxy_environment(
     for number, ports in enumerate(instances, start=1):
         env[f"RTAP_HTTP_{number}"] = str(ports.telemetry)
         env[f"RTAP_WS_{number}"] = str(ports.websocket)
-        env[f"RTAP_WYOMING_{number}"] = str(_free_port())
+        env[f"RTAP_WYOMING_{number}"] = str(free_port())
     return env
 
 

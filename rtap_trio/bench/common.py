@@ -28,6 +28,7 @@ from ..items import Samples
 
 __all__ = [
     "REPO",
+    "free_port",
     "ServicePorts",
     "ZmqSubscriber",
     "SAMPLE_RATE",
@@ -212,6 +213,13 @@ class ArraySource(AudioSource):
                 yield frame
         self.finished_perf = time.perf_counter()
         self.finished.set()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the system's choice)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ for its documented refusal, and the child's peak RSS is reported.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -39,7 +38,15 @@ from ..client import open_audio_session
 from ..events import SessionEnded, parse_event
 from ..items import Samples
 from ..transport.schemas import EventType
-from .common import SAMPLE_RATE, Clip, concatenate, progress, service_child, service_command
+from .common import (
+    SAMPLE_RATE,
+    Clip,
+    concatenate,
+    free_port,
+    progress,
+    service_child,
+    service_command,
+)
 from .hostile import HostilePorts, HostileTally, run_hostile_load
 
 __all__ = ["run_soak"]
@@ -199,9 +206,7 @@ def run_soak(
     """Soak the service; the report (and ``out/soak.json`` if ``out`` is given)."""
     wyoming_port = None
     if hostile:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            wyoming_port = int(sock.getsockname()[1])
+        wyoming_port = free_port()
         overrides = [
             *overrides,
             "wyoming.enabled=true",

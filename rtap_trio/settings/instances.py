@@ -21,7 +21,11 @@ MAX_INSTANCE = 99
 
 
 def _moved(port: int | None, offset: int) -> int | None:
-    return port + offset if port else port
+    if not port:
+        return port
+    if port + offset > 65_535:
+        raise ValueError(f"port {port} + {offset} is past 65535")
+    return port + offset
 
 
 def for_instance(settings: Settings, instance: int) -> Settings:

@@ -142,7 +142,7 @@ class SpeculativeTranscriber:
         return (
             open_utterance is not None
             and open_utterance.id == utterance_id
-            and (open_utterance.words)
+            and open_utterance.words
         )
 
     def pause_began(self) -> None:
