@@ -135,6 +135,8 @@ def test_errors_come_in_openai_shape_with_their_status(
     with pytest.raises(openai.APIStatusError) as too_big, big.open("rb") as audio:
         base_client.audio.transcriptions.create(model="whisper-1", file=audio)
     assert too_big.value.status_code == 413
+    # Answered before the body was read, so the connection closes: said in the response.
+    assert too_big.value.response.headers["connection"] == "close"
     # Klingon: a language the multilingual model lacks (tiny.en would refuse any but English).
     with pytest.raises(openai.BadRequestError) as language:
         base_client.audio.transcriptions.create(

@@ -29,7 +29,14 @@ def _guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         try:
             response: Response = await handler(request)
         except ApiError as error:
-            return error.response()
+            refused = error.response()
+            if request.method != "GET":
+                # The body may be unread (a 413 is answered from Content-Length), and
+                # then the server closes the connection after the response: said in
+                # the response, so a client does not send its next request into that
+                # close (the openai SDK did, as "Server disconnected", under load).
+                refused.headers["connection"] = "close"
+            return refused
         return response
 
     return run
