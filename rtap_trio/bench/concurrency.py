@@ -191,14 +191,16 @@ async def _idle_cost(
     }
 
 
-def _rotations(clips: Sequence[Clip], count: int, seconds: float) -> list[Samples]:
+def _rotations(
+    clips: Sequence[Clip], count: int, seconds: float, gap_s: float = 1.5, tail_s: float = 1.5
+) -> list[Samples]:
     """A different order of the clips for each session, ``seconds`` long, silence at the end."""
     audios = []
     for index in range(count):
         shift = index % len(clips)
         order = [*clips[shift:], *clips[:shift]]
-        speech = concatenate(order, 1.5, seconds)
-        audios.append(np.concatenate((speech, np.zeros(int(1.5 * SAMPLE_RATE), np.int16))))
+        speech = concatenate(order, gap_s, seconds)
+        audios.append(np.concatenate((speech, np.zeros(int(tail_s * SAMPLE_RATE), np.int16))))
     return audios
 
 
@@ -224,15 +226,20 @@ async def _measure(
     async with _services(command, balance) as (pids, port):
         resources = _Resources(pids)
         progress("concurrency: idle sessions")
-        idle = await _idle_cost(port, resources, 4, 3.0 if quick else 8.0)
+        # Quick: 1.5 s with and 1.5 s without the idle sessions (3 s each before):
+        # four sessions at ~1.5 % of a core each are still ~90 ms of CPU, nine
+        # ticks of the 10 ms clock the service's CPU time is read with.
+        idle = await _idle_cost(port, resources, 4, 1.5 if quick else 8.0)
+        # Quick: the generated commands end their speech 1.6 s before the clip
+        # does; 0.5 s of gap and 0.5 s of tail still leave 2.6 s of silence after
+        # it (the endpoint needs 0.6 s, at most vad.max_hangover_ms = 1.2 s with
+        # the detector), where 1.5 + 1.5 left 4.6 s: 5.6 s per session, not 7.6.
+        gap_s, tail_s = (0.5, 0.5) if quick else (1.5, 1.5)
         runs = []
         for count in levels:
             progress(f"concurrency: {count} session(s) streaming")
-            runs.append(
-                await _run_level(
-                    port, _rotations(clips, count, seconds), resources, 60 + 30 * count
-                )
-            )
+            audios = _rotations(clips, count, seconds, gap_s, tail_s)
+            runs.append(await _run_level(port, audios, resources, 60 + 30 * count))
         hwm = sum(proc_status_kb(pid).get("VmHWM", 0) for pid in pids)
     single = runs[0]["latency_ms"].get("p95") if runs else None
     within = [
