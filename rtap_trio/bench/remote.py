@@ -5,12 +5,12 @@ A second RTAP process (the same profile, ``--source none``) is the remote;
 this process opens ``stt.engine: remote`` on its OpenAI endpoint and the
 profile's whisper.cpp engine side by side, and times each clip on both, in
 turns (local first on even runs, remote first on odd ones, so neither always
-follows the other's cache misses). Both run on this machine's cores, so the
-figure is what the remote path adds (the WAV, HTTP on loopback, the remote's
-upload session: its VAD, queue and language stage) over the same model, not
-what a GPU across the LAN saves: that is docs/cuda.md's 23 ms against the CPU's
-hundreds. Each side's first request is a warm-up, not counted (connections,
-the remote's first session).
+follows the other's cache misses; with one run, on even and odd clips). Both
+run on this machine's cores, so the figure is what the remote path adds (the
+WAV, HTTP on loopback, the remote's upload session: its VAD, queue and
+language stage) over the same model, not what a GPU across the LAN saves:
+that is docs/cuda.md's 23 ms against the CPU's hundreds. Each side's first
+request is a warm-up, not counted (connections, the remote's first session).
 """
 
 from __future__ import annotations
@@ -108,8 +108,10 @@ async def _measure(settings: Settings, clips: list[Clip], runs: int, url: str) -
         for engine in engines.values():  # warm-up: connections, the remote's first session
             await engine.transcribe(audio[0], request)
         for run in range(runs):
-            order = ["local", "remote"] if run % 2 == 0 else ["remote", "local"]
-            for clip, samples in zip(clips, audio, strict=True):
+            for index, (clip, samples) in enumerate(zip(clips, audio, strict=True)):
+                # One run (quick): the clips take turns at going first instead.
+                first = run if runs > 1 else index
+                order = ["local", "remote"] if first % 2 == 0 else ["remote", "local"]
                 for name in order:
                     started = time.perf_counter()
                     result = await engines[name].transcribe(samples, request)

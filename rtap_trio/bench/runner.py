@@ -124,12 +124,15 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         ),
         "stt_ab": lambda: measure_stt_ab(settings, short if quick else ab_clips, quick=quick),
         "throughput": throughput,
-        # Quick: one command (each variant streams it at real-time pace).
+        # Quick: one command (each variant streams it at real-time pace), without
+        # the 1.5 s gap after it: a generated command's own 1.6 s of silence after
+        # the speech and the trailing hangover + 0.5 s leave 2.7 s for the endpoint
+        # (at most vad.max_hangover_ms, 1.2 s); 3 s less streaming over the variants.
         "latency": lambda: trio.run(
             functools.partial(
                 measure_latency_ab,
                 settings,
-                concatenate(short[:1] if quick else speech[:6], 1.5),
+                concatenate(short[:1], 0.0) if quick else concatenate(speech[:6], 1.5),
                 60 if quick else 240,
                 compare_turn=not quick,
             )
@@ -151,11 +154,13 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
             balance=options.balance,
         ),
         # The same English commands through a second RTAP over loopback and
-        # through the local engine; quick: the two short ones, twice.
+        # through the local engine; quick: the two short ones, once each (a
+        # second run was 4 more whisper passes of ~0.65 s, one thread, for
+        # medians the tests do not read).
         "remote": lambda: measure_remote(
             settings,
             short if quick else english[:6],
-            runs=2 if quick else 5,
+            runs=1 if quick else 5,
             profile=options.profile,
             settings_dir=options.settings_dir,
         ),
