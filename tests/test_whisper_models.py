@@ -137,8 +137,8 @@ def base(model_cache: Path) -> Converted:
 
 @pytest.fixture(scope="module")
 def tiny_en_bytes(tiny_en: Converted) -> bytes:
-    """The converted tiny.en file's bytes, read once for the module: the damaged
-    copies are made from them (77.7 MB; reading it each time was 16 reads)."""
+    """The converted tiny.en file's bytes (77.7 MB), read once for the module:
+    the 16 damaged copies and two comparisons read it 18 times, 0.05 s of CPU each."""
     return tiny_en.path.read_bytes()
 
 
