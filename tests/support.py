@@ -78,6 +78,10 @@ def service_settings(profile: str = "pc2", **overrides: Any) -> Settings:
         "telemetry.log_level": "WARNING",
         "stt.whispercpp.n_threads": WHISPER_THREADS,
         "stt.budget_ms": STT_BUDGET_MS,
+        # No warm-up, as conftest.py sets it for the child services: ENGINES
+        # loads each STT section once per worker, and base's warm-up (its 30 s
+        # window) was 2.8 s of CPU, tiny.en's 0.6, that no check looks at.
+        "stt.warmup": False,
         # The silence timer alone: where utterances end does not hang on how
         # soon a busy machine answers the end-of-turn detector. The detector's
         # own tests (test_turn.py) and the profiles run as processes use it.

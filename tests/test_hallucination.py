@@ -84,16 +84,13 @@ async def test_music_with_the_wake_word_off_is_discarded_and_speech_still_publis
         # the threshold (0.25), under it with two threads and 0.2506 with one
         # (ggml splits its sums by thread), and the rule shown here is the one
         # for loops that the no-speech rule lets through.
-        # No warm-up: these STT settings are this test's alone, so support.ENGINES
-        # loads an engine for it and its warm-up (a second of zeros through base
-        # on two threads) was 3-4 s of CPU that no check looks at; the loop's
-        # no-speech probability and compression ratio are the same without it
-        # (0.2296, 2.5405: each call encodes and decodes afresh).
+        # No warm-up (service_settings): the loop's no-speech probability and
+        # compression ratio are the same without it (0.2296, 2.5405: each call
+        # encodes and decodes afresh), and it was 3-4 s of CPU on two threads.
         **{
             "wakeword.enabled": False,
             "stt.budget_ms": 300_000,
             "stt.whispercpp.n_threads": 2,
-            "stt.warmup": False,
         },
     )
     source = FileSource(path, frame_samples=settings.audio.frame_samples, realtime=False)
@@ -185,6 +182,7 @@ async def test_music_on_pc2_is_discarded_as_no_speech(
             # engines whose words for music depend on what it decoded before,
             # and without it the two music utterances came out as no text
             # (no-speech 0.73 and 0.85), not the no-speech discard checked here.
+            "stt.warmup": True,
         },
     )
     source = FileSource(path, frame_samples=settings.audio.frame_samples, realtime=False)

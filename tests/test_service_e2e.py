@@ -40,7 +40,7 @@ def default_profile() -> Settings:
     every utterance afresh, so the tests see the same without it (the same
     texts, languages and no-speech probabilities, measured).
     """
-    return service_settings("default", **{"wakeword.enabled": False, "stt.warmup": False})
+    return service_settings("default", **{"wakeword.enabled": False})
 
 
 def settings_for(entry: dict[str, Any]) -> Settings:
