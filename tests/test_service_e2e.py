@@ -32,13 +32,11 @@ ALL_WAKE_WORDS = ["computer", "jarvis", "porcupine", "bumblebee"]
 
 
 def default_profile() -> Settings:
-    """The default profile's service (base, one pass), no wake word, no warm-up.
+    """The default profile's service (base, one pass), no wake word.
 
-    No other test runs the default profile's STT settings in-process, so
-    support.ENGINES loads and warms base up for this file alone; the warm-up (a
-    second of zeros through base) was 2.8 s of CPU, and the one pass decodes
-    every utterance afresh, so the tests see the same without it (the same
-    texts, languages and no-speech probabilities, measured).
+    Without the warm-up (service_settings) these tests see the same texts,
+    languages and no-speech probabilities: the one pass decodes every utterance
+    afresh (measured).
     """
     return service_settings("default", **{"wakeword.enabled": False})
 

@@ -73,6 +73,10 @@ class Endpointer:
         reaches it (at the next frame, if it already has)."""
         self._hangover_frames = max(1, frames)
 
+    def default_pause_hangover(self) -> None:
+        """The current pause ends at ``hangover_ms`` again, as if never changed."""
+        self._hangover_frames = self._default_hangover
+
     def reset(self) -> None:
         self._hangover_frames = self._default_hangover
         self._run_start: int | None = None  # first frame of the current voiced run

@@ -162,7 +162,6 @@ class FrontEnd:
         self._sentence_endpointing = vad.sentence_endpointing
         self._min_hangover = min(vad.min_hangover_ms, vad.hangover_ms) // audio.frame_ms
         self._max_hangover = max(vad.max_hangover_ms, vad.hangover_ms) // audio.frame_ms
-        self._hangover = vad.hangover_ms // audio.frame_ms
         self._early: EarlyTranscript | None = None
         self._pause_judged = False
         self._turn_judge = turn_judge
@@ -497,7 +496,7 @@ class FrontEnd:
             return
         if early is not None and not early.done.is_set():
             # Its words may yet say the sentence goes on; the timer as before.
-            self._endpointer.set_pause_hangover(self._hangover)
+            self._endpointer.default_pause_hangover()
             return
         self._turn_decided = True
         words = early.result.text if early is not None and early.result is not None else ""
