@@ -38,6 +38,8 @@ def test_a_short_hostile_soak_stays_flat_and_accounts_for_every_utterance() -> N
     # Between the first and the last third: no thread, descriptor or task left
     # behind (a leaked one is there at every sample: the least of each third).
     floor = {key: (g["first_third_min"], g["last_third_min"]) for key, g in growth.items()}
-    assert floor["threads"][1] <= floor["threads"][0] + 2, floor
+    # Threads: once the load has gone and trio's idle workers have ended (while
+    # it runs, how many are busy or cached follows the load, not a leak).
+    assert report["settled"]["threads"] <= floor["threads"][0] + 2, (report["settled"], floor)
     assert floor["fds"][1] <= floor["fds"][0] + 4, floor
     assert floor["trio_tasks"][1] <= 1.25 * floor["trio_tasks"][0] + 5, floor
