@@ -40,6 +40,7 @@ from rtap_trio.bench.balancer import (
 from rtap_trio.bench.common import ServicePorts
 from rtap_trio.client import StreamReport, open_audio_session, stream_audio
 from rtap_trio.devtools import speechgen
+from rtap_trio.devtools.speechgen.rendering import silence, to_pcm
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.items import Float32
 from rtap_trio.settings import for_instance, load_settings
@@ -80,6 +81,22 @@ def _speech(sentences: list[str], name: str) -> tuple[Float32, list[str]]:
         [speechgen.Utterance(s, speechgen.EN_M) for s in sentences], f"balancer-{name}"
     )
     return pcm.astype(np.float32) / 32768, sentences
+
+
+def _spaced_speech(sentences: list[str], name: str, pause_s: float) -> tuple[Float32, list[str]]:
+    """One recording of ``sentences``, ``pause_s`` apart (at least 2 s), as float32.
+
+    Each sentence rendered alone (0.5 s before it, 1.5 s after) and the rest
+    of the pause on the same noise floor between them.
+    """
+    rest = to_pcm(silence(pause_s - 2.0), f"balancer-{name}-pause")
+    parts: list[Any] = []
+    for k, sentence in enumerate(sentences):
+        pcm, _ = speechgen.render(
+            [speechgen.Utterance(sentence, speechgen.EN_M)], f"balancer-{name}-{k}"
+        )
+        parts += [rest, pcm] if k else [pcm]
+    return np.concatenate(parts).astype(np.float32) / 32768, sentences
 
 
 def _lost_and_doubled(said: list[str], heard: list[str]) -> tuple[list[str], list[str]]:
@@ -396,8 +413,14 @@ def _check_every_sentence_once(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_drill_one_of_three_instances_is_killed_under_nine_streams() -> None:
+    # Two sentences a stream: at the kill (4 s in, the streams a quarter second
+    # apart) each is in its first sentence, the pause after it or just into
+    # its second, so a moved stream has its utterance in flight sent again and
+    # goes on at the next instance. A third sentence, after the move, tested
+    # nothing more and was a third of the drill's transcriptions (tiny.en's
+    # 15 s window, ~0.6 s of CPU each), which the streams wait for at the end.
     recordings = [
-        _speech([SENTENCES[(i + k) % len(SENTENCES)] for k in range(3)], f"kill-{i}")
+        _speech([SENTENCES[(i + k) % len(SENTENCES)] for k in range(2)], f"kill-{i}")
         for i in range(9)
     ]
     async with _farm(3) as (instances, balancer):
@@ -424,8 +447,15 @@ async def test_drill_one_of_three_instances_is_killed_under_nine_streams() -> No
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_drill_a_rolling_restart_with_draining_loses_nothing() -> None:
+    # Streams as long as three restarts take on a busy machine (each 7-11 s:
+    # the drain, a start, two health checks; the last SIGTERM 18-24 s in),
+    # spoken sparsely: six sentences 3 s apart rather than eight 1.5 s apart,
+    # 27-28 s as before. What costs is each utterance's transcription (tiny.en's
+    # 15 s window, ~0.6 s of CPU), not the time between them.
     recordings = [
-        _speech([SENTENCES[(3 * i + k) % len(SENTENCES)] for k in range(8)], f"roll-{i}")
+        _spaced_speech(
+            [SENTENCES[(2 * i + k) % len(SENTENCES)] for k in range(6)], f"roll-{i}", 3.0
+        )
         for i in range(4)
     ]
     restarts: list[str] = []
