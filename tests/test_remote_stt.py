@@ -398,17 +398,18 @@ async def test_a_refused_url_is_skipped_for_the_next() -> None:
 
 # ---------------------------------------------------------------------- the drill
 
-#: Said one after another into a pc2-like service whose STT is another RTAP.
+#: Said one after another into a pc2-like service whose STT is another RTAP:
+#: one answered by the remote over its kept-alive connection is enough before
+#: the kill (a second one there tested nothing more, for a transcription).
 DRILL = [
     "turn on the lights in the kitchen",
-    "set a timer for ten minutes",
     "what is the weather like tomorrow",  # sent, then the remote is SIGKILLed
     "close the blinds in the bedroom",  # the remote is gone
     "play some music in the living room",  # the remote is back
-    "lock the front door and turn off the lights",
+    "lock the front door and turn off the lights",  # the remote's, if the one before was not
 ]
-KILLED_AT = 2
-RESTARTED_BEFORE = 4
+KILLED_AT = 1
+RESTARTED_BEFORE = 3
 TOKEN = "drill-token-0123456789"
 
 
@@ -423,6 +424,9 @@ def _start_remote(ports: ServicePorts, log: IO[str]) -> subprocess.Popen[str]:
             "RTAP_LOG_LEVEL": "WARNING",
             "RTAP_SECURITY__TOKEN": TOKEN,
             "RTAP_STT__PARTIALS": "false",
+            # It only answers uploads, which never ask the end-of-turn
+            # detector: not loaded (0.2 s of CPU a start, and it starts twice).
+            "RTAP_TURN__ENGINE": "none",
         },
         stdout=subprocess.DEVNULL,
         stderr=log,
