@@ -5,6 +5,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ from rtap_trio.devtools import speechgen
 from .support import ENGINES, STT_BUDGET_MS, WHISPER_THREADS
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tests' own modules keep pytest's rewritten bytecode (git-ignored
+# __pycache__) even where PYTHONDONTWRITEBYTECODE is set (containers, CI): each
+# test worker collects every file, 5.2 CPU-s with nothing cached, 2.8 with it.
+sys.dont_write_bytecode = False
 
 # The services the tests start as child processes read these from the environment.
 os.environ.setdefault("RTAP_STT__WHISPERCPP__N_THREADS", str(WHISPER_THREADS))
