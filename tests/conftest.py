@@ -69,7 +69,7 @@ def speech() -> dict[str, Any]:
 #: still starts early, a short file costs little wherever it runs.
 _SECONDS = {
     "test_balancer.py": 80,  # three RTAP processes and haproxy, twice; a drain
-    "test_soak.py": 76,  # 40 s of hostile soak at real-time pace, 14 s to settle
+    "test_soak.py": 50,  # two sessions a client (~26 s) beside attacks, 14 s to settle
     "test_bench.py": 55,  # the quick bench, two halves at once
     "test_stt_engine.py": 55,  # base on three languages, both ways
     "test_failover.py": 50,  # two services, a kill and a restart at real-time pace

@@ -324,6 +324,10 @@ def _remote_table(remote: Any) -> list[str]:
     return lines
 
 
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def _vad_table(vad: Any) -> list[str]:
     if not isinstance(vad, dict) or not vad.get("levels"):
         return []
@@ -334,8 +338,13 @@ def _vad_table(vad: Any) -> list[str]:
         f"generated commands ({vad['words']} words, {vad['audio_s']} s) in {vad['noise']}; "
         f"false starts on {vad['noise_only_s']:g} s of the noise alone (clean: room noise). "
         f"Words lost are counted on the clean audio cut where the engine cut the noisy one "
-        f"({vad['model']}); cut at the true boundaries, {floor['words_lost_start']} + "
-        f"{floor['words_lost_end']} are lost anyway:",
+        f"({vad['model']}); "
+        + (
+            f"cut at the true boundaries, {floor['words_lost_start']} + "
+            f"{floor['words_lost_end']} are lost anyway:"
+            if floor["words_lost_start"] is not None
+            else "quick: only where clean, and no floor:"
+        ),
         "",
         "| SNR | engine | whole | split | merged | missed | words lost start | end "
         "| false starts |",
@@ -347,7 +356,7 @@ def _vad_table(vad: Any) -> list[str]:
             lines.append(
                 f"| {snr} | {engine} | {row['found_whole']}/{row['utterances']} "
                 f"| {row['split']} | {row['merged']} | {row['missed']} "
-                f"| {row['words_lost_start']} | {row['words_lost_end']} "
+                f"| {_or_dash(row['words_lost_start'])} | {_or_dash(row['words_lost_end'])} "
                 f"| {row['false_starts_noise_only']} |"
             )
     cpu = ", ".join(

@@ -88,7 +88,9 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         raise RuntimeError("no speech to measure: neither generated fixtures nor a corpus")
     jfk = audio.named("jfk.wav") or speech[:1]
     english = [clip for clip in speech if clip.language == "en"]
-    # Quick: two short English utterances (whisper pads every one to 30 s anyway).
+    # Quick: short English utterances (whisper pads every one to 30 s anyway), one
+    # where a figure of one is enough: each is a whisper pass (0.6-0.8 s of CPU,
+    # tiny.en on one thread) per engine, and the quick figures are not medians.
     short = english[:2] if len(english) >= 2 else speech[:2]
     # An English-only model on German says nothing about speed that English does not.
     whisper = settings.stt.whispercpp
@@ -96,7 +98,12 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
     # Real speech first, then the generated; six utterances keep the full run short.
     ab_clips = [c for c in audio.corpus + speech if c.language == "en" or not english_only]
     ab_clips = list({clip.name: clip for clip in ab_clips}.values())[:6]
-    long_audio = concatenate(jfk if audio.corpus else speech, 1.0, 12 if quick else 45)
+    # Quick: one short command (one transcript, 5.6 s) rather than 12 s of JFK (two).
+    long_audio = (
+        concatenate(short[:1], 1.0)
+        if quick
+        else concatenate(jfk if audio.corpus else speech, 1.0, 45)
+    )
 
     def throughput() -> dict[str, Any]:
         result = trio.run(measure_throughput, settings, long_audio)
@@ -122,7 +129,9 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
         "frontend": lambda: measure_frontend(
             settings, concatenate(audio.fixtures or speech, 1.0), quick=quick
         ),
-        "stt_ab": lambda: measure_stt_ab(settings, short if quick else ab_clips, quick=quick),
+        # Quick: one command, each engine once after its warm-up (two commands were
+        # two more passes for a ratio the tests only check is positive).
+        "stt_ab": lambda: measure_stt_ab(settings, short[:1] if quick else ab_clips, quick=quick),
         "throughput": throughput,
         # Quick: one command (each variant streams it at real-time pace), without
         # the 1.5 s gap after it: a generated command's own 1.6 s of silence after
@@ -154,12 +163,12 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
             balance=options.balance,
         ),
         # The same English commands through a second RTAP over loopback and
-        # through the local engine; quick: the two short ones, once each (a
-        # second run was 4 more whisper passes of ~0.65 s, one thread, for
-        # medians the tests do not read).
+        # through the local engine; quick: one short one, once each after the
+        # warm-ups (a second run was 4 more whisper passes of ~0.65 s, one
+        # thread, a second command 2 more, for medians the tests do not read).
         "remote": lambda: measure_remote(
             settings,
-            short if quick else english[:6],
+            short[:1] if quick else english[:6],
             runs=1 if quick else 5,
             profile=options.profile,
             settings_dir=options.settings_dir,

@@ -11,7 +11,8 @@ descriptors and trio tasks are read (``/proc`` through psutil, and
 * growth: each figure's mean (and least) over the last third of the run
   against the first third after the warm-up;
 * settled: the least threads, descriptors and trio tasks once the clients
-  have gone and trio's idle worker threads have ended (the demo still runs);
+  have gone and trio's idle worker threads have ended (the demo still runs),
+  beside ``before``, the first sample, taken before the clients start;
 * accounting: every utterance a session ended (``speech_end``) has a
   transcript or says why not (``utterance_discarded``, ``utterance_dropped``,
   ``stt_timeout``), and no session dropped a frame.
@@ -81,10 +82,15 @@ def _health(port: int) -> dict[str, Any]:
         return report
 
 
-async def _client(port: int, audio: Samples, until: float, accounts: _Accounts) -> None:
-    """Sessions one after another, each streaming ``audio`` at real-time pace."""
+async def _client(
+    port: int, audio: Samples, until: float, accounts: _Accounts, passes: int | None
+) -> None:
+    """Sessions one after another, each streaming ``audio`` at real-time pace:
+    ``passes`` of them, else as many as start before ``until``."""
     samples = pcm_to_float(audio)
-    while trio.current_time() < until:
+    done = 0
+    while (trio.current_time() < until) if passes is None else (done < passes):
+        done += 1
         async with open_audio_session(port, wake_word=False) as session:
             await session.send_audio(samples, chunk_s=0.02, realtime=True)
             await session.stop(60)
@@ -106,7 +112,15 @@ async def _client(port: int, audio: Samples, until: float, accounts: _Accounts) 
             accounts.frames_dropped += final.frames_dropped
 
 
-async def _sample(pid: int, port: int, into: list[dict[str, float]], started: float) -> None:
+async def _sample(
+    pid: int,
+    port: int,
+    into: list[dict[str, float]],
+    started: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A sample every few seconds; started once the first is in (the service
+    before the load: the clients start after it)."""
     process = psutil.Process(pid)
     while True:
         health = await trio.to_thread.run_sync(_health, port)
@@ -120,6 +134,8 @@ async def _sample(pid: int, port: int, into: list[dict[str, float]], started: fl
                 "sessions": health["sessions"]["active"],
             }
         )
+        if len(into) == 1:
+            task_status.started()
         await trio.sleep(_SAMPLE_EVERY_S)
 
 
@@ -157,6 +173,7 @@ async def _soak(
     seconds: float,
     warmup_s: float,
     wyoming_port: int | None,
+    passes: int | None,
 ) -> dict[str, Any]:
     accounts = _Accounts()
     tally = HostileTally()
@@ -165,10 +182,10 @@ async def _soak(
         started = trio.current_time()
         until = started + seconds
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_sample, child.pid, ports.telemetry, samples, started)
+            await nursery.start(_sample, child.pid, ports.telemetry, samples, started)
             async with trio.open_nursery() as clients:
                 for audio in audios:
-                    clients.start_soon(_client, ports.websocket, audio, until, accounts)
+                    clients.start_soon(_client, ports.websocket, audio, until, accounts, passes)
                 if wyoming_port is not None:
                     hostile = HostilePorts(
                         ports.telemetry, ports.websocket, wyoming_port, ports.catchup, ports.events
@@ -185,10 +202,12 @@ async def _soak(
     return {
         "command": " ".join(command[1:]),
         "seconds": seconds,
+        "passes": passes,
         "clients": len(audios),
         "warmup_s": warmup_s,
         "samples": samples,
         "growth": growth,
+        "before": samples[0],
         # The least of each figure once the clients had gone and idle worker
         # threads had had time to end (the demo still running).
         "settled": {key: min(x[key] for x in settled) for key in ("threads", "fds", "trio_tasks")}
@@ -219,8 +238,14 @@ def run_soak(
     overrides: Sequence[str] = (),
     out: Path | None = None,
     hostile: bool = False,
+    passes: int | None = None,
 ) -> dict[str, Any]:
-    """Soak the service; the report (and ``out/soak.json`` if ``out`` is given)."""
+    """Soak the service; the report (and ``out/soak.json`` if ``out`` is given).
+
+    ``passes``: each client's sessions, however long they take (the tests: a
+    busy machine cannot cut the count short); None: as many as start within
+    ``seconds``. The hostile clients attack for ``seconds`` either way.
+    """
     wyoming_port = None
     if hostile:
         wyoming_port = free_port()
@@ -242,7 +267,7 @@ def run_soak(
     against = " and hostile clients" if hostile else ""
     progress(f"soak: {clients} client(s){against} and the demo for {seconds:g} s")
     started = time.perf_counter()
-    report = trio.run(_soak, command, audios, seconds, warmup_s, wyoming_port)
+    report = trio.run(_soak, command, audios, seconds, warmup_s, wyoming_port, passes)
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -147,8 +147,10 @@ class _Transcriber:
 async def _score(
     segments: Sequence[_Segment],
     timings: Sequence[dict[str, Any]],
-    transcriber: _Transcriber,
+    transcriber: _Transcriber | None,
 ) -> dict[str, Any]:
+    """How the segments cover the commands; without a transcriber, no words lost
+    are counted (None)."""
     whole = split = merged = missed = 0
     lost_start: list[int] = []
     lost_end: list[int] = []
@@ -171,10 +173,11 @@ async def _score(
             merged += 1
         else:
             whole += 1
-        heard = " ".join([await transcriber.text(s.start_s, s.end_s) for s in over])
-        first, last = _lost_words(timing["text"], heard)
-        lost_start.append(first)
-        lost_end.append(last)
+        if transcriber is not None:
+            heard = " ".join([await transcriber.text(s.start_s, s.end_s) for s in over])
+            first, last = _lost_words(timing["text"], heard)
+            lost_start.append(first)
+            lost_end.append(last)
     return {
         "utterances": len(timings),
         "found_whole": whole,
@@ -182,8 +185,8 @@ async def _score(
         "merged": merged,
         "missed": missed,
         "segments": len(segments),
-        "words_lost_start": sum(lost_start),
-        "words_lost_end": sum(lost_end),
+        "words_lost_start": sum(lost_start) if transcriber is not None else None,
+        "words_lost_end": sum(lost_end) if transcriber is not None else None,
     }
 
 
@@ -206,7 +209,9 @@ async def _run(settings: Settings, quick: bool) -> dict[str, Any]:
         "words": words,
         "noise": "white, near-Gaussian, at the SNR below the speech's RMS over its spans",
         "noise_only_s": noise_s,
-        "true_boundaries": await _score(oracle, timings, transcriber),
+        # Quick: words lost only where the tests read them (clean), and no floor:
+        # each distinct cut is a whisper pass (~0.6 s of CPU on tiny.en), 9 -> 4.
+        "true_boundaries": await _score(oracle, timings, None if quick else transcriber),
         "levels": [],
     }
     for snr in levels:
@@ -221,7 +226,8 @@ async def _run(settings: Settings, quick: bool) -> dict[str, Any]:
         level: dict[str, Any] = {"snr_db": snr, "engines": {}}
         for engine in ENGINES:
             progress(f"vad: {engine} at {'clean' if snr is None else f'{snr:g} dB'}")
-            row = await _score(_segments(settings, engine, noisy), timings, transcriber)
+            scorer = None if quick and snr is not None else transcriber
+            row = await _score(_segments(settings, engine, noisy), timings, scorer)
             row["false_starts_noise_only"] = len(_segments(settings, engine, noise_only))
             level["engines"][engine] = row
         result["levels"].append(level)
