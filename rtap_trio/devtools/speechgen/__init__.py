@@ -45,6 +45,7 @@ from .checks import (
     check_wake_words,
     demo_entry,
     detect_wake_word,
+    detect_wake_words,
     vad_flags,
 )
 from .manifest import (
@@ -97,6 +98,7 @@ __all__ = [
     "demo_entry",
     "demo_path",
     "detect_wake_word",
+    "detect_wake_words",
     "generate_demo",
     "generate_fixtures",
     "generator_hash",
