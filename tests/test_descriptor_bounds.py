@@ -229,8 +229,17 @@ def test_floods_meet_each_servers_cap_and_running_out_is_waited_out(tmp_path: Pa
         normal_clients_work(ports)
         log = service.stderr()
     # Said once per episode, not at every retry (trio's own loop logs ten a second).
-    starved = [line for line in log.splitlines() if "Too many open files" in line]
-    assert 1 <= len(starved) <= 4, starved
+    # A listener's episode ends in one "accepting again" line; how many episodes
+    # there are follows the load (4 lines in all seen with two test workers, 5
+    # with three: the catch-up's, HTTP's and the sampler's), while a line per
+    # retry would far outnumber the recoveries. The sampler says it once until a
+    # reading succeeds again.
+    lines = log.splitlines()
+    starved = [line for line in lines if "accept failed: Too many open files" in line]
+    recovered = [line for line in lines if "accepting again after" in line]
+    assert 1 <= len(starved) <= len(recovered) + 1, (starved, recovered)
+    sampler = [line for line in lines if "resource sampling skipped" in line]
+    assert len(sampler) <= 2, sampler
 
 
 def test_caps_that_do_not_fit_under_the_limit_are_reported_at_start() -> None:
