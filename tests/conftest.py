@@ -68,43 +68,43 @@ def speech() -> dict[str, Any]:
 #: order). A file not listed, new or short, counts as UNLISTED_S: a new long drill
 #: still starts early, a short file costs little wherever it runs.
 _SECONDS = {
-    "test_balancer.py": 80,  # three RTAP processes and haproxy, twice; a drain
-    "test_soak.py": 50,  # two sessions a client (~26 s) beside attacks, 14 s to settle
-    "test_bench.py": 55,  # the quick bench, two halves at once
-    "test_stt_engine.py": 55,  # base on three languages, both ways
-    "test_failover.py": 50,  # two services, a kill and a restart at real-time pace
-    "test_console.py": 42,  # four services and a real Chromium
-    "test_service_e2e.py": 39,
-    "test_hallucination.py": 35,  # 15 s and 30 s of music through base
-    "test_speculative.py": 33,
-    "test_cli_errors.py": 32,
-    "test_whisper_features.py": 30,  # two services (tiny.en, base), 18 uploads
-    "test_sessions.py": 30,
-    "test_cli_service.py": 30,  # the default profile's demo at real-time pace
-    "test_whisper_models.py": 30,
-    "test_evaluation.py": 29,
-    "test_openai.py": 25,
-    "test_session_bridge.py": 24,
-    "test_remote_stt.py": 22,  # a remote RTAP killed and started again
-    "test_wyoming_bounds.py": 22,
-    "test_recovery.py": 20,
-    "test_catchup_bounds.py": 20,
-    "test_monitoring.py": 25,  # a real Prometheus, a service and haproxy
-    "test_zmq_proxy.py": 15,  # two services and the proxy process
-    "test_upload_bounds.py": 18,
-    "test_fixtures_speech.py": 17,
-    "test_model_cache.py": 16,
-    "test_wyoming.py": 16,
-    "test_fuzz.py": 16,
-    "test_turn.py": 15,
-    "test_capture_alsa.py": 10,
-    "test_websocket_bounds.py": 10,
-    "test_descriptor_bounds.py": 9,
-    "test_demo.py": 9,
+    "test_balancer.py": 95,  # three RTAP processes and haproxy, twice; a drain
+    "test_soak.py": 44,  # two sessions a client (~26 s) beside attacks, 14 s to settle
+    "test_bench.py": 65,  # the quick bench, two halves at once
+    "test_stt_engine.py": 100,  # base on three languages, both ways
+    "test_failover.py": 48,  # two services, a kill and a restart at real-time pace
+    "test_console.py": 43,  # four services and a real Chromium
+    "test_service_e2e.py": 41,
+    "test_hallucination.py": 18,  # 15 s and 30 s of music through base
+    "test_speculative.py": 34,
+    "test_cli_errors.py": 42,
+    "test_whisper_features.py": 34,  # two services (tiny.en, base), 18 uploads
+    "test_sessions.py": 22,
+    "test_cli_service.py": 20,  # the default profile's demo at real-time pace
+    "test_whisper_models.py": 18,
+    "test_evaluation.py": 48,
+    "test_openai.py": 33,
+    "test_session_bridge.py": 17,
+    "test_remote_stt.py": 23,  # a remote RTAP killed and started again
+    "test_wyoming_bounds.py": 18,
+    "test_recovery.py": 21,
+    "test_catchup_bounds.py": 24,
+    "test_monitoring.py": 28,  # a real Prometheus, a service and haproxy
+    "test_zmq_proxy.py": 5,  # two services and the proxy process
+    "test_upload_bounds.py": 11,
+    "test_fixtures_speech.py": 9,
+    "test_model_cache.py": 10,
+    "test_wyoming.py": 6,
+    "test_fuzz.py": 25,
+    "test_turn.py": 17,
+    "test_capture_alsa.py": 12,
+    "test_websocket_bounds.py": 8,
+    "test_descriptor_bounds.py": 10,
+    "test_demo.py": 6,
     "test_quality.py": 9,  # mypy strict, from a cold cache on a fresh clone
     "test_watchers.py": 7,
-    "test_openai_realtime.py": 7,
-    "test_catchup.py": 6,
+    "test_openai_realtime.py": 5,
+    "test_catchup.py": 5,
     "test_reliability.py": 5,
 }
 UNLISTED_S = 30

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from rtap_trio.bench.balancer import (
     HAPROXY_CONFIG,
@@ -176,7 +177,10 @@ async def test_a_drain_ends_streams_at_a_pause_lets_uploads_finish_and_refuses_n
             sending = trio.CancelScope()
 
             async def send() -> None:
-                with sending:
+                # The drain closes the stream at a pause, maybe while a chunk is
+                # being sent (seen with three test workers): the close code and
+                # the transcripts below say whether it was right.
+                with sending, suppress(ConnectionClosed):
                     await client.send_audio(audio, realtime=True)
 
             nursery.start_soon(send)
