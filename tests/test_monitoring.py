@@ -261,7 +261,16 @@ async def test_a_real_prometheus_scrapes_the_service_and_evaluates_rules_and_das
             assert all(r["health"] == "ok" for r in evaluated), evaluated
             alerts = await trio.to_thread.run_sync(lambda: _api(prometheus_port, "alerts"))
             states = {a["labels"]["alertname"]: a["state"] for a in alerts["alerts"]}
-            assert states == {"RtapStandbyNotReady": "pending"}, states
+            # The demo's base on the full window answers in ~1.8 s (p95); with
+            # three test workers and more on two cores it once took over 4 s, and
+            # the slow-answer rule rightly went pending: allowed only then.
+            p95 = await value(
+                "max(histogram_quantile(0.95, sum by (job, instance, le) "
+                "(rate(rtap_speech_end_to_emit_seconds_bucket[5m]))))"
+            )
+            if p95 is not None and p95 > 4:
+                assert states.pop("RtapSpeechToTranscriptSlow", "pending") == "pending", states
+            assert states == {"RtapStandbyNotReady": "pending"}, (states, p95)
         finally:
             prometheus.terminate()
             haproxy.terminate()
