@@ -105,9 +105,11 @@ async def _speak(port: int, speech_dir: Path) -> None:
 def filled(speech: dict[str, Any]) -> Iterator[Filled]:
     env = {
         "RTAP_LOG_LEVEL": "ERROR",
-        # One transcription per utterance: no partials, no early pass.
+        # One transcription per utterance: no partials, no early pass, and
+        # the silence timer alone ends them (no end-of-turn model to load and ask).
         "RTAP_STT__PARTIALS": "false",
         "RTAP_VAD__EARLY_MS": "0",
+        "RTAP_TURN__ENGINE": "none",
         # Everything is sent at once and queues for the one STT worker: no timeouts.
         "RTAP_STT__BUDGET_MS": "120000",
     }

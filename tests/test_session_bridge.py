@@ -227,6 +227,10 @@ def service() -> Iterator[tuple[RunningService, int]]:
         "RTAP_WYOMING__PORT": str(port),
         # The failures below are logged; hundreds of lines would fill the pipe.
         "RTAP_LOG_LEVEL": "ERROR",
+        # What is checked is slots, close codes and finals: no partials to
+        # pay for, no end-of-turn model (the realtime clients end their own).
+        "RTAP_STT__PARTIALS": "false",
+        "RTAP_TURN__ENGINE": "none",
     }
     with running_service("--source", "none", "--profile", "pc2", env=env) as running:
         yield running, port

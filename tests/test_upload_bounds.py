@@ -59,6 +59,8 @@ def service(spool_dir: Path) -> Iterator[RunningService]:
         "RTAP_OPENAI__MAX_FILE_BYTES": str(MAX_FILE_BYTES),
         "RTAP_OPENAI__MAX_AUDIO_S": str(MAX_AUDIO_S),
         "TMPDIR": str(spool_dir),
+        # Uploads never ask the end-of-turn model: not loaded (0.4 s of CPU).
+        "RTAP_TURN__ENGINE": "none",
     }
     with running_service("--source", "none", "--profile", "pc2", env=env) as running:
         yield running

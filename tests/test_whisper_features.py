@@ -110,9 +110,18 @@ def _client(ports: ServicePorts) -> openai.OpenAI:
 
 @pytest.fixture(scope="module")
 def tiny_service() -> Iterator[tuple[ServicePorts, int]]:
-    """pc2's tiny.en, with its Wyoming server: (ports, Wyoming's port)."""
+    """pc2's tiny.en, with its Wyoming server: (ports, Wyoming's port).
+
+    No partial transcripts and no end-of-turn model: no test here reads a
+    partial or times a turn's end, and the /v1/audio client's speech, sent at
+    once, otherwise paid for partials nobody read."""
     wyoming = free_port()
-    env = {"RTAP_WYOMING__ENABLED": "true", "RTAP_WYOMING__PORT": str(wyoming)}
+    env = {
+        "RTAP_WYOMING__ENABLED": "true",
+        "RTAP_WYOMING__PORT": str(wyoming),
+        "RTAP_STT__PARTIALS": "false",
+        "RTAP_TURN__ENGINE": "none",
+    }
     with service_process("--source", "none", "--profile", "pc2", env=env) as ports:
         yield ports, wyoming
 
