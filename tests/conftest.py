@@ -61,8 +61,9 @@ def speech() -> dict[str, Any]:
     return manifest
 
 
-#: Seconds each file takes (2026-12-03, this 2-core machine beside other work: a
-#: serial run and a two-worker run, the middle of the two). Files run longest first,
+#: Seconds each file takes (2026-12-03, this 2-core machine, a three-worker run:
+#: the times each file takes as the suite runs, its workers sharing the cores).
+#: Files run longest first,
 #: so that with several workers the run does not end on one long file while the
 #: other workers have nothing left (--dist loadfile hands out whole files, in this
 #: order). A file not listed, new or short, counts as UNLISTED_S: a new long drill
