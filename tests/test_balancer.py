@@ -90,14 +90,12 @@ def _spaced_speech(sentences: list[str], name: str, pause_s: float) -> tuple[Flo
     Each sentence rendered alone (0.5 s before it, 1.5 s after) and the rest
     of the pause on the same noise floor between them.
     """
-    rest = to_pcm(silence(pause_s - 2.0), f"balancer-{name}-pause")
-    parts: list[Any] = []
+    rest = to_pcm(silence(pause_s - 2.0), f"balancer-{name}-pause").astype(np.float32) / 32768
+    parts: list[Float32] = []
     for k, sentence in enumerate(sentences):
-        pcm, _ = speechgen.render(
-            [speechgen.Utterance(sentence, speechgen.EN_M)], f"balancer-{name}-{k}"
-        )
-        parts += [rest, pcm] if k else [pcm]
-    return np.concatenate(parts).astype(np.float32) / 32768, sentences
+        audio, _ = _speech([sentence], f"{name}-{k}")
+        parts += [rest, audio] if k else [audio]
+    return np.concatenate(parts), sentences
 
 
 def _lost_and_doubled(said: list[str], heard: list[str]) -> tuple[list[str], list[str]]:
