@@ -158,6 +158,9 @@ class Transcription:
     #: made early, in the trailing silence: how long the final waited for it
     #: after the endpoint (None: transcribed after the endpoint as usual)
     early_wait_ms: float | None = None
+    #: waited for an early transcript that gave no result (preempted, over its
+    #: budget) before transcribing after the endpoint: time waiting for an engine
+    early_lost_ms: float = 0.0
 
     @property
     def text(self) -> str:

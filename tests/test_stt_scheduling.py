@@ -15,9 +15,10 @@ import trio
 import trio.testing
 
 from rtap_trio.errors import SttSkippedError, SttTimeoutError
-from rtap_trio.items import Float32, SttResult
+from rtap_trio.items import EarlyTranscript, EndReason, Float32, SttResult, Transcription, Utterance
 from rtap_trio.settings import PreprocessSettings, SttSettings
 from rtap_trio.stages.speculative import SpeculativeTranscriber
+from rtap_trio.stages.stt import SttStage
 from rtap_trio.stt import EngineCapabilities, FinalsForeseen, PriorityLimiter, SttPool
 from rtap_trio.testing import detached_context
 from rtap_trio.transport.outbox import Outbox
@@ -453,3 +454,66 @@ async def test_a_sessions_partials_keep_to_their_share_of_a_core(
         nursery.cancel_scope.cancel()
     assert taken == [True, False, True, False, True, True]
     assert [p.utterance_id for p in partials] == ["u1", "u1", "u1", "u2"]
+
+
+async def test_a_final_held_by_an_early_transcript_that_came_to_nothing_counts_it_as_queue() -> (
+    None
+):
+    # The early transcript of session A's utterance runs in its trailing
+    # silence; A's utterance ends and its final waits for it; session B's final
+    # then takes the engine, and A's early work comes back with nothing. That
+    # wait was for an engine: it once showed as A's preprocessing (issue 18).
+    # On the real clock (preprocessing runs in a worker thread, which an
+    # autojump clock would skip past); the lost wait is ~0.6 s.
+    engine = TimedEngine(seconds=0.4, abort_s=0.05)
+    pool = SttPool([engine])
+    samples = (utterance(1, 16000) * 100).astype("int16")
+    early = EarlyTranscript(last_voiced_frame=50, samples=samples, language=None)
+    utterances_in, utterances = trio.open_memory_channel[Utterance](1)
+    transcriptions, transcriptions_out = trio.open_memory_channel[Transcription](1)
+    stage = SttStage(
+        detached_context(),
+        backend=pool,
+        stt=SttSettings(),
+        preprocess=PreprocessSettings(normalize=False, highpass_hz=0.0),
+        sample_rate=16000,
+        utterances=utterances,
+        transcriptions=transcriptions,
+    )
+
+    async def early_work() -> None:
+        try:
+            early.result = await pool.transcribe(samples / 32768, speculative=True)
+        except SttSkippedError:
+            pass
+        finally:
+            early.done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stage.run)
+        nursery.start_soon(early_work)
+        await trio.sleep(0.05)
+        ended = trio.current_time()
+        await utterances_in.send(
+            Utterance(
+                id="a-1",
+                session_id="a",
+                samples=samples,
+                start_s=0.0,
+                end_s=1.0,
+                wake_word=None,
+                end_reason=EndReason.SILENCE,
+                endpointed_at=ended,
+                hangover_ms=600.0,
+                early=early,
+            )
+        )
+        await trio.sleep(0.3)  # A's final waits for its early transcript
+        await pool.transcribe(utterance(2), priority=0.0)  # B's final preempts it
+        transcription = await transcriptions_out.receive()
+        nursery.cancel_scope.cancel()
+    assert early.done.is_set() and early.result is None
+    assert transcription.early_wait_ms is None  # transcribed after the endpoint
+    # From the end to A's abort; then A's final queued behind B's.
+    assert transcription.early_lost_ms >= 300 and transcription.stt.queue_ms > 0
+    assert transcription.preprocess_ms < 300  # 1 s of audio: a few ms, not the wait

@@ -188,7 +188,7 @@ class LanguageStage:
         total_ms = (now() - item.utterance.endpointed_at) * 1000
         return LatencyBreakdown(
             endpoint=item.utterance.hangover_ms,
-            queue=round(item.waited_ms + item.stt.queue_ms, 2),
+            queue=round(item.waited_ms + item.early_lost_ms + item.stt.queue_ms, 2),
             preprocess=round(item.preprocess_ms, 2),
             stt=round(item.stt.stt_ms, 2),
             language=round((analysed - started) * 1000, 3),

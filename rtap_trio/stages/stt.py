@@ -70,13 +70,21 @@ class SttStage:
             started = now()
             result, preprocess_ms = await self._early_result(utterance)
             early_wait_ms = (now() - started) * 1000 if result is not None else None
+            early_lost_ms = 0.0
             if result is None:
+                # An early transcript that came back empty-handed (a final of
+                # another session took its engine, or its budget ran out) held
+                # this final as long as it ran: time spent waiting for an
+                # engine, counted as such, not as preprocessing (where it once
+                # showed as "preprocess 7.7 s" on a busy machine, issue 18).
+                preparing = now()
+                early_lost_ms = (preparing - started) * 1000
                 audio = await trio.to_thread.run_sync(
                     prepare_for_stt, utterance.samples, self._sample_rate, self._preprocess
                 )
                 prepared = now()
-                preprocess_ms = (prepared - started) * 1000
-                self._preprocess_time.observe(prepared - started)
+                preprocess_ms = (prepared - preparing) * 1000
+                self._preprocess_time.observe(prepared - preparing)
                 try:
                     result = await self._backend.transcribe(
                         audio,
@@ -88,12 +96,12 @@ class SttStage:
                         task=self._decoding.task,
                     )
                 except SttTimeoutError as exc:
-                    self._queue_wait.observe(exc.queue_ms / 1000)
+                    self._queue_wait.observe((early_lost_ms + exc.queue_ms) / 1000)
                     self._stt_time.observe(exc.elapsed_ms / 1000)
                     self._timed_out(utterance, exc)
                     done = True
                     return
-                self._queue_wait.observe(result.queue_ms / 1000)
+                self._queue_wait.observe((early_lost_ms + result.queue_ms) / 1000)
                 self._stt_time.observe(result.stt_ms / 1000)
             reason = discard_reason(result.text, result.no_speech_probability, self._stt)
             if reason is not None:
@@ -107,6 +115,7 @@ class SttStage:
                     waited_ms=(started - utterance.endpointed_at) * 1000,
                     preprocess_ms=preprocess_ms,
                     early_wait_ms=early_wait_ms,
+                    early_lost_ms=early_lost_ms,
                 )
             )
             done = True
