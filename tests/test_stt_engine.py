@@ -31,6 +31,7 @@ from rtap_trio.stt.whispercpp import (
     WhisperCppEngine,
     audio_ctx_for,
     clean_transcript,
+    final_token_cap,
 )
 
 from .support import REPO, WHISPER_THREADS
@@ -152,6 +153,14 @@ def test_a_window_reaching_30_s_is_whisper_cpps_own_default() -> None:
 def test_fixed_settings_pass_through() -> None:
     assert audio_ctx_for(RATE, 0, floor=512, margin=64) == 0
     assert audio_ctx_for(RATE, 900, floor=512, margin=64) == 900
+
+
+def test_a_finals_token_cap_bounds_a_loop_and_leaves_speech_room() -> None:
+    # Speech runs at 3-4 tokens a second: three times that still fits, while a
+    # command's looping decode stops at a quarter of whisper.cpp's 224.
+    for seconds in (0.5, 3, 11, 15, 30):
+        assert final_token_cap(int(seconds * RATE)) >= min(224, 3 * 4 * seconds)
+    assert final_token_cap(3 * RATE) == 52 and final_token_cap(60 * RATE) == 224
 
 
 def test_settings_reject_a_window_over_30_s() -> None:
