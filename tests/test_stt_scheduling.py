@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from rtap_trio.clock import now
 from rtap_trio.errors import SttSkippedError, SttTimeoutError
 from rtap_trio.items import EarlyTranscript, EndReason, Float32, SttResult, Transcription, Utterance
 from rtap_trio.settings import PreprocessSettings, SttSettings
@@ -464,7 +465,8 @@ async def test_a_final_held_by_an_early_transcript_that_came_to_nothing_counts_i
     # then takes the engine, and A's early work comes back with nothing. That
     # wait was for an engine: it once showed as A's preprocessing (issue 18).
     # On the real clock (preprocessing runs in a worker thread, which an
-    # autojump clock would skip past); the lost wait is ~0.6 s.
+    # autojump clock would skip past); the lost wait, from A's end to its
+    # early work's abort, is ~0.35 s.
     engine = TimedEngine(seconds=0.4, abort_s=0.05)
     pool = SttPool([engine])
     samples = (utterance(1, 16000) * 100).astype("int16")
@@ -493,7 +495,7 @@ async def test_a_final_held_by_an_early_transcript_that_came_to_nothing_counts_i
         nursery.start_soon(stage.run)
         nursery.start_soon(early_work)
         await trio.sleep(0.05)
-        ended = trio.current_time()
+        ended = now()  # the pipeline's clock, as the endpointer stamps it
         await utterances_in.send(
             Utterance(
                 id="a-1",
