@@ -26,10 +26,10 @@ from .direct import DirectWhisper, context_pointer, count_tokens, no_speech_afte
 from .logs import route_whisper_logs
 from .models import resolve_whisper_model
 from .text import clean_transcript
-from .window import audio_ctx_for
+from .window import audio_ctx_for, final_token_cap
 from .words import TimedToken, join_words
 
-__all__ = ["MAX_PROMPT_TOKENS", "WhisperContext", "final_token_cap", "is_english_only"]
+__all__ = ["MAX_PROMPT_TOKENS", "WhisperContext", "is_english_only"]
 
 #: The most prompt tokens whisper.cpp uses: it keeps the last n_text_ctx / 2
 #: (448 / 2 for every Whisper model) before <|startoftranscript|>. A longer
@@ -43,25 +43,6 @@ _PARTIAL_TOKENS_PER_S = 6
 #: A partial of at most this much audio is an utterance's first (the 300 ms
 #: pre-roll and about a second of speech): it gets the first partials' floor.
 _FIRST_PARTIAL_SAMPLES = 16000 * 8 // 5
-#: A final's token cap, as the one-pass decoder's (direct.py): a floor for
-#: short commands plus a generous speech rate (English runs at 3-4 tokens a
-#: second), never past whisper.cpp's own limit of half the decoder's context.
-#: Without it a decode that loops runs to 224 tokens at every step of the
-#: temperature fallback: tiny.en on a 3.1-3.3 s command in a 512-frame window
-#: took 4.1-8.5 s (two threads) and then gave the right words at a higher
-#: temperature; capped, 1.4-3.2 s and the same words. No legitimate final
-#: comes near it: the same words with and without it on 40 held-out generated
-#: commands, the fixtures and the corpus (pc2, issue 18).
-_FINAL_TOKENS = 16
-_FINAL_TOKENS_PER_S = 12
-_MAX_TOKENS = 224
-
-
-def final_token_cap(samples: int) -> int:
-    """The most tokens a final of ``samples`` of 16 kHz audio may decode per segment."""
-    return min(_MAX_TOKENS, _FINAL_TOKENS + _FINAL_TOKENS_PER_S * samples // 16000)
-
-
 #: whisper.cpp's temperature fallback: finals keep its default (0.2 a step);
 #: a partial, a guess the next one replaces, is decoded once (at 0.0).
 _TEMPERATURE_INC = 0.2

@@ -40,6 +40,7 @@ from ...errors import ModelError
 from ...items import Float32
 from ..hallucination import compression_ratio
 from .text import clean_transcript
+from .window import final_token_cap
 
 __all__ = [
     "DecodedUtterance",
@@ -53,10 +54,6 @@ __all__ = [
 
 _NO_SPEECH_THRESHOLD = 0.6  # whisper_full_default_params: no_speech_thold
 _LOGPROB_THRESHOLD = -1.0  # whisper_full_default_params: logprob_thold
-# Tokens allowed per utterance: a floor for short commands plus generous
-# speech rates (about 3 tokens a second is usual), never past half the
-# decoder's context, as whisper_full.
-_MIN_TOKENS = 16
 # A looping decode (what base writes for music: "I'm a man, I'm a man, ...")
 # runs to the budget, 196 tokens for 15 s, for text that is then discarded:
 # 46 s for 15 s of generated chords on two busy cores. Its text passes a
@@ -66,8 +63,6 @@ _MIN_TOKENS = 16
 # fixtures and the corpus).
 _LOOP_CHECK_FROM = 24
 _LOOP_CHECK_EVERY = 8
-_TOKENS_PER_SECOND = 12
-_SAMPLE_RATE = 16_000
 
 
 class _Aheads(ctypes.Structure):
@@ -392,8 +387,8 @@ class DirectWhisper:
             n_past = 1 + len(task)
 
         budget = min(
-            self._max_tokens,
-            _MIN_TOKENS + int(_TOKENS_PER_SECOND * samples.size / _SAMPLE_RATE),
+            # as whisper_full's finals (never past half the decoder's context)
+            final_token_cap(samples.size, self._max_tokens),
             # the decoder's context holds the prompt and every token decoded
             self._n_text_ctx - n_past - 1,
         )

@@ -1,15 +1,36 @@
-"""How much of whisper.cpp's 30 s encoder window an utterance gets (``audio_ctx``)."""
+"""How much whisper.cpp may spend on an utterance: the part of its 30 s encoder
+window it gets (``audio_ctx``) and the tokens a final may decode."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["FULL_AUDIO_CTX", "SAMPLES_PER_AUDIO_FRAME", "audio_ctx_for"]
+__all__ = [
+    "FULL_AUDIO_CTX",
+    "SAMPLES_PER_AUDIO_FRAME",
+    "audio_ctx_for",
+    "final_token_cap",
+]
 
 #: whisper.cpp's encoder sees 20 ms frames (hop 160, stride-2 convolution)
 #: and at most 30 s of them.
 SAMPLES_PER_AUDIO_FRAME = 320
 FULL_AUDIO_CTX = 1500
+#: whisper.cpp decodes at most half its decoder's context (448 / 2 for every
+#: Whisper model) per segment.
+_MAX_TOKENS = 224
+
+#: A final's token cap: a floor for short commands plus a generous speech rate
+#: (English runs at 3-4 tokens a second). Without it a decode that loops runs
+#: to _MAX_TOKENS, and through whisper_full at every step of the temperature
+#: fallback: tiny.en on a 3.1-3.3 s command in a 512-frame window took 4.1-8.5 s
+#: (two threads) and then gave the right words at a higher temperature; capped,
+#: 1.4-3.2 s and the same words. No legitimate final comes near it: the same
+#: words with and without it on 40 held-out generated commands, the fixtures
+#: and the corpus (pc2, issue 18).
+_FINAL_TOKENS = 16
+_FINAL_TOKENS_PER_S = 12
+_SAMPLE_RATE = 16_000
 
 
 def audio_ctx_for(samples: int, setting: Literal["auto"] | int, *, floor: int, margin: int) -> int:
@@ -25,3 +46,9 @@ def audio_ctx_for(samples: int, setting: Literal["auto"] | int, *, floor: int, m
     frames = -(-samples // SAMPLES_PER_AUDIO_FRAME)
     ctx = max(floor, frames + margin)
     return 0 if ctx >= FULL_AUDIO_CTX else ctx
+
+
+def final_token_cap(samples: int, limit: int = _MAX_TOKENS) -> int:
+    """The most tokens a final of ``samples`` of 16 kHz audio may decode, never
+    past ``limit``."""
+    return min(limit, _FINAL_TOKENS + _FINAL_TOKENS_PER_S * samples // _SAMPLE_RATE)
