@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 # test worker collects every file, 5.2 CPU-s with nothing cached, 2.8 with it.
 sys.dont_write_bytecode = False
 
-# The services the tests start as child processes read these from the environment.
-os.environ.setdefault("RTAP_STT__WHISPERCPP__N_THREADS", str(WHISPER_THREADS))
+# The services the tests start as child processes read these from the environment
+# (the thread count: pytest_configure, where it is known whether tests run here).
 os.environ.setdefault("RTAP_STT__BUDGET_MS", str(STT_BUDGET_MS))
 # No warm-up transcription before a test's service says it runs: it is 3.1 s of
 # CPU for base's 30 s window (a service start: 4.3 s of CPU to ready with it,
@@ -131,6 +131,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if not hasattr(config, "workerinput"):  # the controller, or a run without workers
         compileall.compile_dir(REPO / "rtap_trio", quiet=2)
+    # The test services' whisper.cpp threads (support.WHISPER_THREADS), set where
+    # tests run: in each worker, or here without workers. Not in a controller
+    # with workers: they inherit its environment, and its count (two: it has no
+    # worker count) kept theirs from being set, so every child service of the
+    # suite ran whisper.cpp on two spinning threads beside two other workers
+    # (libgomp's spin-wait alone was 8 % of the suite's CPU, perf, 2026-12-03).
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        os.environ.setdefault("RTAP_STT__WHISPERCPP__N_THREADS", str(WHISPER_THREADS))
 
 
 def pytest_sessionfinish() -> None:
