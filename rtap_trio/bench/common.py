@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -215,10 +216,43 @@ class ArraySource(AudioSource):
         self.finished.set()
 
 
+def _quiet_ports() -> range:
+    """Ports below the range the kernel takes local ports of outgoing connections
+    from (``ip_local_port_range``, 32768 and up by default), empty if unknown.
+
+    A port picked with bind(0) comes from that range too, so between picking it
+    and a child service binding it any client connecting anywhere may be given
+    it as its own end: seen in CI as "cannot bind 127.0.0.1:47655: Address
+    already in use" while the suite's other tests made connections.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(max(1024, low - 12_000), low)
+
+
+_QUIET_PORTS = _quiet_ports()
+#: not the random module's state, which a property-based test may have seeded
+_PICK = random.SystemRandom()
+
+
+def _bind_free(sock: socket.socket) -> None:
+    """Bind ``sock`` on 127.0.0.1 to a free port outside the outgoing range if
+    one is found in a few tries, else to the system's choice."""
+    for _ in range(20 if len(_QUIET_PORTS) > 1000 else 0):
+        try:
+            sock.bind(("127.0.0.1", _PICK.choice(_QUIET_PORTS)))
+            return
+        except OSError:  # taken (or not ours to take): another one
+            continue
+    sock.bind(("127.0.0.1", 0))
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the system's choice)."""
+    """A port free on 127.0.0.1 right now, where no outgoing connection takes it."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        _bind_free(sock)
         return int(sock.getsockname()[1])
 
 
@@ -238,7 +272,7 @@ class ServicePorts:
         sockets = [socket.socket() for _ in range(5)]
         try:
             for sock in sockets:
-                sock.bind(("127.0.0.1", 0))
+                _bind_free(sock)
             return cls(*(sock.getsockname()[1] for sock in sockets))
         finally:
             for sock in sockets:
