@@ -23,7 +23,6 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from rtap_trio.audio.base import AudioSource
 from rtap_trio.bench.common import ServicePorts, ZmqSubscriber
 from rtap_trio.bench.common import free_port as free_port  # re-exported for the tests
-from rtap_trio.errors import PortInUseError
 from rtap_trio.items import Samples
 from rtap_trio.settings import Settings, load_settings
 from rtap_trio.testing import EngineLender
@@ -367,7 +366,6 @@ def running_service(
     import tempfile
     import time
 
-    chosen = ports is None
     ports = ports or ServicePorts.free()
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as stderr:
 
@@ -375,28 +373,16 @@ def running_service(
             stderr.seek(0)
             return stderr.read()[-3000:]
 
-        def start(ports: ServicePorts) -> subprocess.Popen[str]:
-            return subprocess.Popen(
-                [sys.executable, "-m", "rtap_trio", *args],
-                cwd=REPO,
-                env={**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING", **(env or {})},
-                stderr=stderr,
-                text=True,
-            )
-
-        process = start(ports)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rtap_trio", *args],
+            cwd=REPO,
+            env={**os.environ, **ports.env(), "RTAP_LOG_LEVEL": "WARNING", **(env or {})},
+            stderr=stderr,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + limit_s
             while True:
-                if process.poll() == PortInUseError.exit_code and chosen:
-                    # A port picked free was taken before the service bound
-                    # it: by another test's client, whose outgoing connection
-                    # got it as its local port (seen in CI as "cannot bind
-                    # 127.0.0.1:47655"). Nobody knows these ports yet: others.
-                    ports = ServicePorts.free()
-                    stderr.seek(0)
-                    stderr.truncate()
-                    process = start(ports)
                 assert process.poll() is None, stderr_tail()
                 assert time.monotonic() < deadline, "the service did not come up"
                 try:

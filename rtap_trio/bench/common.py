@@ -222,8 +222,8 @@ def _quiet_ports() -> range:
 
     A port picked with bind(0) comes from that range too, so between picking it
     and a child service binding it any client connecting anywhere may be given
-    it as its own end: seen in CI as "cannot bind 127.0.0.1:47655: Address
-    already in use" while the suite's other tests made connections.
+    it as its own end: seen in a test suite run as "cannot bind 127.0.0.1:47655:
+    Address already in use" while its other tests made connections.
     """
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
