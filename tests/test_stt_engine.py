@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import trio
 
 from rtap_trio.audio.file import load_audio
 from rtap_trio.devtools.textmetrics import word_error_rate
-from rtap_trio.settings import PreprocessSettings, SttSettings, WhisperCppSettings
+from rtap_trio.settings import PreprocessSettings, SttSettings, WhisperCppSettings, load_settings
 from rtap_trio.stages.partials import collapse_repeats
 from rtap_trio.stages.preprocess import prepare_for_stt
 from rtap_trio.stt import EngineRequest, SttPool, load_backend
@@ -32,6 +33,8 @@ from rtap_trio.stt.whispercpp import (
     audio_ctx_for,
     clean_transcript,
     final_token_cap,
+    first_try_failed,
+    first_try_token_cap,
 )
 
 from .support import REPO, WHISPER_THREADS
@@ -163,6 +166,19 @@ def test_a_finals_token_cap_bounds_a_loop_and_leaves_speech_room() -> None:
     assert final_token_cap(3 * RATE) == 52 and final_token_cap(60 * RATE) == 224
 
 
+def test_a_first_try_is_done_again_when_it_fills_its_cap_or_repeats_itself() -> None:
+    # The first try's cap is the partials': 8 tokens and 6 a second, twice the
+    # rate of English speech, about half the finals' cap.
+    assert first_try_token_cap(3 * RATE) == 26 < final_token_cap(3 * RATE)
+    assert first_try_token_cap(60 * RATE) == 224
+    command = "Turn on the lights in the kitchen and in the hallway."
+    assert not first_try_failed(command, 13, 26, 2.4)
+    assert first_try_failed(command, 26, 26, 2.4)  # it ran to its cap
+    loop = "Turn on the living room lamp. " * 5
+    assert first_try_failed(loop, 25, 200, 2.4)  # it repeats itself
+    assert not first_try_failed(loop, 25, 200, 0.0)  # that rule off
+
+
 def test_settings_reject_a_window_over_30_s() -> None:
     with pytest.raises(ValueError, match="audio_ctx"):
         WhisperCppSettings(audio_ctx=1501)
@@ -234,6 +250,49 @@ def test_a_partial_gets_a_smaller_window_and_a_token_cap(engine: WhisperContext)
             print(seconds, " ".join(words), "->", collapse_repeats(" ".join(words)))
     finally:
         looping.close()
+
+
+@pytest.fixture(scope="module")
+def first_try_engine() -> Iterator[WhisperContext]:
+    # pc2's finals: tiny.en, first at a 512-frame floor, at 768 if that loops.
+    settings = load_settings("pc2", environ={}, overrides={"stt.whispercpp.n_threads": 1})
+    assert settings.stt.whispercpp.audio_ctx_first_floor == 512
+    context = WhisperContext(settings.stt)
+    yield context
+    context.close()
+
+
+@pytest.mark.slow
+def test_a_final_is_tried_in_the_smaller_window_and_kept_when_it_did_not_loop(
+    first_try_engine: WhisperContext,
+) -> None:
+    for name in ("jarvis_lights.wav", "en_no_wake.wav", "computer_garage.wav"):
+        audio, text = _command(name)
+        result = first_try_engine.transcribe(audio)
+        assert first_try_engine.last_audio_ctx == 512, name
+        assert word_error_rate(text, result.text) <= WER_BOUND, (name, result.text)
+    assert first_try_engine.retried_first_tries == 0
+
+
+@pytest.mark.slow
+def test_a_first_try_that_loops_is_decoded_again_in_the_full_size_window(
+    first_try_engine: WhisperContext,
+) -> None:
+    # The whole recording of "Computer, open the garage door", its end cut
+    # where the pipeline may cut it: at 512 frames tiny.en loops on some of
+    # these cuts (on 3 of 280 cuts of the fixtures, this among them, measured)
+    # and writes the words at 768.
+    recording = load_audio(FIXTURES / "computer_garage.wav", RATE).astype(np.float32) / 32768
+    retried = first_try_engine.retried_first_tries
+    windows = []
+    for cut_s in (0.75, 0.9, 1.05):
+        before = first_try_engine.retried_first_tries
+        result = first_try_engine.transcribe(recording[: -int(cut_s * RATE)])
+        again = first_try_engine.retried_first_tries > before
+        windows.append(first_try_engine.last_audio_ctx)
+        assert first_try_engine.last_audio_ctx == (768 if again else 512), cut_s
+        assert word_error_rate("computer open the garage door", result.text) == 0, result.text
+    assert first_try_engine.retried_first_tries > retried, windows
 
 
 # --------------------------------------------------------------------------- as an SttEngine

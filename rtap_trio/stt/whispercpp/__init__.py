@@ -8,7 +8,13 @@ from __future__ import annotations
 from .context import WhisperContext, is_english_only
 from .engine import WhisperCppEngine, open_whispercpp_engines
 from .text import clean_transcript
-from .window import FULL_AUDIO_CTX, audio_ctx_for, final_token_cap
+from .window import (
+    FULL_AUDIO_CTX,
+    audio_ctx_for,
+    final_token_cap,
+    first_try_failed,
+    first_try_token_cap,
+)
 
 __all__ = [
     "FULL_AUDIO_CTX",
@@ -17,6 +23,8 @@ __all__ = [
     "audio_ctx_for",
     "clean_transcript",
     "final_token_cap",
+    "first_try_failed",
+    "first_try_token_cap",
     "is_english_only",
     "open_whispercpp_engines",
 ]

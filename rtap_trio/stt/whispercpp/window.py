@@ -1,15 +1,20 @@
 """How much whisper.cpp may spend on an utterance: the part of its 30 s encoder
-window it gets (``audio_ctx``) and the tokens a final may decode."""
+window it gets (``audio_ctx``), the tokens a final may decode, and when a final's
+first try in a smaller window is decoded again."""
 
 from __future__ import annotations
 
 from typing import Literal
+
+from ..hallucination import compression_ratio
 
 __all__ = [
     "FULL_AUDIO_CTX",
     "SAMPLES_PER_AUDIO_FRAME",
     "audio_ctx_for",
     "final_token_cap",
+    "first_try_failed",
+    "first_try_token_cap",
 ]
 
 #: whisper.cpp's encoder sees 20 ms frames (hop 160, stride-2 convolution)
@@ -30,6 +35,12 @@ _MAX_TOKENS = 224
 #: and the corpus (pc2, issue 18).
 _FINAL_TOKENS = 16
 _FINAL_TOKENS_PER_S = 12
+#: A final's first try in the smaller window (``audio_ctx_first_floor``) has the
+#: partials' cap: a decode that fills it is taken as looping and done again in
+#: the full-size window, so a loop costs its encoder pass and a few dozen
+#: tokens, not 12 a second (English runs at 3-4).
+_FIRST_TRY_TOKENS = 8
+_FIRST_TRY_TOKENS_PER_S = 6
 _SAMPLE_RATE = 16_000
 
 
@@ -52,3 +63,16 @@ def final_token_cap(samples: int, limit: int = _MAX_TOKENS) -> int:
     """The most tokens a final of ``samples`` of 16 kHz audio may decode, never
     past ``limit``."""
     return min(limit, _FINAL_TOKENS + _FINAL_TOKENS_PER_S * samples // _SAMPLE_RATE)
+
+
+def first_try_token_cap(samples: int, limit: int = _MAX_TOKENS) -> int:
+    """The most tokens a final's first try in the smaller window may decode."""
+    return min(limit, _FIRST_TRY_TOKENS + _FIRST_TRY_TOKENS_PER_S * samples // _SAMPLE_RATE)
+
+
+def first_try_failed(text: str, tokens: int, cap: int, max_compression_ratio: float) -> bool:
+    """A first try's decode looped: it filled its token cap, or its text repeats
+    itself past ``max_compression_ratio`` (0: that rule off)."""
+    if tokens >= cap:
+        return True
+    return bool(max_compression_ratio) and compression_ratio(text) > max_compression_ratio
