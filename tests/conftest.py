@@ -28,6 +28,10 @@ sys.dont_write_bytecode = False
 # The services the tests start as child processes read these from the environment
 # (the thread count: pytest_configure, where it is known whether tests run here).
 os.environ.setdefault("RTAP_STT__BUDGET_MS", str(STT_BUDGET_MS))
+# The in-process services run as `python -m rtap_trio` does (rtap_trio/__main__.py):
+# numpy's BLAS on one thread. The controller imported numpy already; the test
+# workers it starts inherit this before they import it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # No warm-up transcription before a test's service says it runs: it is 3.1 s of
 # CPU for base's 30 s window (a service start: 4.3 s of CPU to ready with it,
 # 1.2 s without) and 0.5 s for tiny.en, and the suite starts about 80 services.
