@@ -34,7 +34,7 @@ from rtap_trio.stt.whispercpp import (
     clean_transcript,
     final_token_cap,
     first_try_failed,
-    first_try_token_cap,
+    partial_token_cap,
 )
 
 from .support import REPO, WHISPER_THREADS
@@ -169,8 +169,8 @@ def test_a_finals_token_cap_bounds_a_loop_and_leaves_speech_room() -> None:
 def test_a_first_try_is_done_again_when_it_fills_its_cap_or_repeats_itself() -> None:
     # The first try's cap is the partials': 8 tokens and 6 a second, twice the
     # rate of English speech, about half the finals' cap.
-    assert first_try_token_cap(3 * RATE) == 26 < final_token_cap(3 * RATE)
-    assert first_try_token_cap(60 * RATE) == 224
+    assert partial_token_cap(3 * RATE) == 26 < final_token_cap(3 * RATE)
+    assert partial_token_cap(60 * RATE) == 224
     command = "Turn on the lights in the kitchen and in the hallway."
     assert not first_try_failed(command, 13, 26, 2.4)
     assert first_try_failed(command, 26, 26, 2.4)  # it ran to its cap

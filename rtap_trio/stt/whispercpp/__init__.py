@@ -13,7 +13,7 @@ from .window import (
     audio_ctx_for,
     final_token_cap,
     first_try_failed,
-    first_try_token_cap,
+    partial_token_cap,
 )
 
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
     "clean_transcript",
     "final_token_cap",
     "first_try_failed",
-    "first_try_token_cap",
+    "partial_token_cap",
     "is_english_only",
     "open_whispercpp_engines",
 ]

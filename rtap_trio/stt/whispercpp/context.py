@@ -26,7 +26,7 @@ from .direct import DirectWhisper, context_pointer, count_tokens, no_speech_afte
 from .logs import route_whisper_logs
 from .models import resolve_whisper_model
 from .text import clean_transcript
-from .window import audio_ctx_for, final_token_cap, first_try_failed, first_try_token_cap
+from .window import audio_ctx_for, final_token_cap, first_try_failed, partial_token_cap
 from .words import TimedToken, join_words
 
 __all__ = ["MAX_PROMPT_TOKENS", "WhisperContext", "is_english_only"]
@@ -36,10 +36,6 @@ __all__ = ["MAX_PROMPT_TOKENS", "WhisperContext", "is_english_only"]
 #: prompt is refused rather than silently cut.
 MAX_PROMPT_TOKENS = 224
 
-#: A partial transcript's token cap: this many, plus this many per second of
-#: audio (English speech runs at 3-4 tokens a second).
-_PARTIAL_TOKENS = 8
-_PARTIAL_TOKENS_PER_S = 6
 #: A partial of at most this much audio is an utterance's first (the 300 ms
 #: pre-roll and about a second of speech): it gets the first partials' floor.
 _FIRST_PARTIAL_SAMPLES = 16000 * 8 // 5
@@ -231,7 +227,7 @@ class WhisperContext:
             audio_ctx = audio_ctx_for(
                 audio.size, "auto", floor=floor, margin=self._audio_ctx_margin
             )
-            max_tokens = _PARTIAL_TOKENS + round(_PARTIAL_TOKENS_PER_S * audio.size / 16000)
+            max_tokens = partial_token_cap(audio.size)
             threads = self._partial_threads
             temperature_inc = 0.0
         else:
@@ -307,6 +303,13 @@ class WhisperContext:
                 ):
                     self.retried_first_tries += 1
                     segments = None
+                    logger.bind(component="stt").debug(
+                        "first try at {} frames looped ({} tokens: {!r}); again at {}",
+                        try_ctx,
+                        tokens,
+                        text[:80],
+                        audio_ctx,
+                    )
                 else:
                     self.last_audio_ctx = try_ctx
             if segments is None:
@@ -336,7 +339,7 @@ class WhisperContext:
         try_ctx = audio_ctx_for(
             samples, "auto", floor=self._first_floor, margin=self._audio_ctx_margin
         )
-        return (try_ctx, first_try_token_cap(samples)) if try_ctx < audio_ctx else None
+        return (try_ctx, partial_token_cap(samples)) if try_ctx < audio_ctx else None
 
     @staticmethod
     def _decoded_tokens(context: Any) -> int:

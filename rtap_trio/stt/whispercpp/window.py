@@ -14,7 +14,7 @@ __all__ = [
     "audio_ctx_for",
     "final_token_cap",
     "first_try_failed",
-    "first_try_token_cap",
+    "partial_token_cap",
 ]
 
 #: whisper.cpp's encoder sees 20 ms frames (hop 160, stride-2 convolution)
@@ -35,12 +35,13 @@ _MAX_TOKENS = 224
 #: and the corpus (pc2, issue 18).
 _FINAL_TOKENS = 16
 _FINAL_TOKENS_PER_S = 12
-#: A final's first try in the smaller window (``audio_ctx_first_floor``) has the
-#: partials' cap: a decode that fills it is taken as looping and done again in
-#: the full-size window, so a loop costs its encoder pass and a few dozen
-#: tokens, not 12 a second (English runs at 3-4).
-_FIRST_TRY_TOKENS = 8
-_FIRST_TRY_TOKENS_PER_S = 6
+#: A partial transcript's token cap: this many, plus this many a second of
+#: audio, twice the rate of English speech (3-4 tokens a second). A final's first
+#: try in the smaller window (``audio_ctx_first_floor``) gets it too: a decode
+#: that fills it is taken as looping and done again in the full-size window, so
+#: a loop costs its encoder pass and a few dozen tokens.
+_PARTIAL_TOKENS = 8
+_PARTIAL_TOKENS_PER_S = 6
 _SAMPLE_RATE = 16_000
 
 
@@ -65,9 +66,9 @@ def final_token_cap(samples: int, limit: int = _MAX_TOKENS) -> int:
     return min(limit, _FINAL_TOKENS + _FINAL_TOKENS_PER_S * samples // _SAMPLE_RATE)
 
 
-def first_try_token_cap(samples: int, limit: int = _MAX_TOKENS) -> int:
-    """The most tokens a final's first try in the smaller window may decode."""
-    return min(limit, _FIRST_TRY_TOKENS + _FIRST_TRY_TOKENS_PER_S * samples // _SAMPLE_RATE)
+def partial_token_cap(samples: int, limit: int = _MAX_TOKENS) -> int:
+    """The most tokens a partial, or a final's first try, of ``samples`` may decode."""
+    return min(limit, _PARTIAL_TOKENS + round(_PARTIAL_TOKENS_PER_S * samples / _SAMPLE_RATE))
 
 
 def first_try_failed(text: str, tokens: int, cap: int, max_compression_ratio: float) -> bool:
