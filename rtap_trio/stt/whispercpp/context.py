@@ -334,7 +334,7 @@ class WhisperContext:
     def _first_try(self, samples: int, audio_ctx: int) -> tuple[int, int] | None:
         """The smaller window and token cap a final is decoded in first (see
         ``audio_ctx_first_floor``), or None where it would not be smaller."""
-        if self._audio_ctx != "auto" or not self._first_floor or audio_ctx == 0:
+        if self._audio_ctx != "auto" or not self._first_floor:
             return None
         try_ctx = audio_ctx_for(
             samples, "auto", floor=self._first_floor, margin=self._audio_ctx_margin
