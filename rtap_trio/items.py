@@ -145,6 +145,8 @@ class SttResult:
     words: tuple[Word, ...] = ()
     #: which engine answered, when the service has more than one (stt.fallback)
     engine: str | None = None
+    #: the engine's cheaper first try looped and it decoded the utterance again
+    decoded_again: bool = False
 
 
 @dataclass(frozen=True, slots=True)

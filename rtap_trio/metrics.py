@@ -252,6 +252,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.stt_decoded_again = Counter(
+            "rtap_stt_decoded_again_total",
+            "Finals whose cheaper first try (stt.whispercpp.audio_ctx_first_floor) looped "
+            "and were decoded again in the full-size window.",
+            registry=r,
+        )
         self.stt_fallbacks = Counter(
             "rtap_stt_fallbacks_total",
             "Utterances the fallback engine answered instead, by reason (circuit_open, ...).",

@@ -270,6 +270,7 @@ def test_a_final_is_tried_in_the_smaller_window_and_kept_when_it_did_not_loop(
         audio, text = _command(name)
         result = first_try_engine.transcribe(audio)
         assert first_try_engine.last_audio_ctx == 512, name
+        assert not result.decoded_again
         assert word_error_rate(text, result.text) <= WER_BOUND, (name, result.text)
     assert first_try_engine.retried_first_tries == 0
 
@@ -289,6 +290,7 @@ def test_a_first_try_that_loops_is_decoded_again_in_the_full_size_window(
         before = first_try_engine.retried_first_tries
         result = first_try_engine.transcribe(recording[: -int(cut_s * RATE)])
         again = first_try_engine.retried_first_tries > before
+        assert result.decoded_again is again  # what the service counts
         windows.append(first_try_engine.last_audio_ctx)
         assert first_try_engine.last_audio_ctx == (768 if again else 512), cut_s
         assert word_error_rate("computer open the garage door", result.text) == 0, result.text

@@ -103,6 +103,8 @@ class SttStage:
                     return
                 self._queue_wait.observe((early_lost_ms + result.queue_ms) / 1000)
                 self._stt_time.observe(result.stt_ms / 1000)
+            if result.decoded_again:
+                self._ctx.metrics.stt_decoded_again.inc()
             reason = discard_reason(result.text, result.no_speech_probability, self._stt)
             if reason is not None:
                 self._discard(utterance, reason, result.text, result.no_speech_probability)

@@ -120,6 +120,9 @@ class EngineResult:
     #: which engine answered ("remote", "whispercpp") when a service has more
     #: than one (``stt.fallback``); None: the only one there is
     engine: str | None = None
+    #: a cheaper first try (whisper.cpp: a smaller window) looped, and the
+    #: engine decoded the utterance again the usual way
+    decoded_again: bool = False
 
 
 class SttEngine(abc.ABC):

@@ -180,6 +180,7 @@ class SttPool(SttBackend):
             cpu_ms=result.cpu_ms,
             words=result.words,
             engine=result.engine,
+            decoded_again=result.decoded_again,
         )
 
     def language_name(self, code: str) -> str:

@@ -278,6 +278,7 @@ class WhisperContext:
                 "token_timestamps": words,
             }
             segments = None
+            decoded_again = False
             if first_try is not None:
                 # The smaller window first, decoded once at a tight token cap,
                 # and kept unless it looped; then as before. tiny.en, 512 frames
@@ -302,7 +303,7 @@ class WhisperContext:
                     text, tokens, try_tokens, self._max_compression_ratio
                 ):
                     self.retried_first_tries += 1
-                    segments = None
+                    segments, decoded_again = None, True
                     logger.bind(component="stt").debug(
                         "first try at {} frames looped ({} tokens: {!r}); again at {}",
                         try_ctx,
@@ -329,7 +330,9 @@ class WhisperContext:
             cpu_ms = self._cpu_ms(started, threads)
             timed = join_words(_timed_tokens(model._ctx), audio) if words and not aborted else ()
         text = clean_transcript(" ".join(segment.text.strip() for segment in segments))
-        return EngineResult(text, detected, None, no_speech, cpu_ms, timed)
+        return EngineResult(
+            text, detected, None, no_speech, cpu_ms, timed, decoded_again=decoded_again
+        )
 
     def _first_try(self, samples: int, audio_ctx: int) -> tuple[int, int] | None:
         """The smaller window and token cap a final is decoded in first (see
