@@ -272,7 +272,6 @@ def test_a_final_is_tried_in_the_smaller_window_and_kept_when_it_did_not_loop(
         assert first_try_engine.last_audio_ctx == 512, name
         assert not result.decoded_again
         assert word_error_rate(text, result.text) <= WER_BOUND, (name, result.text)
-    assert first_try_engine.retried_first_tries == 0
 
 
 @pytest.mark.slow
@@ -284,17 +283,14 @@ def test_a_first_try_that_loops_is_decoded_again_in_the_full_size_window(
     # these cuts (on 3 of 280 cuts of the fixtures, this among them, measured)
     # and writes the words at 768.
     recording = load_audio(FIXTURES / "computer_garage.wav", RATE).astype(np.float32) / 32768
-    retried = first_try_engine.retried_first_tries
-    windows = []
+    windows, decoded_again = [], []
     for cut_s in (0.75, 0.9, 1.05):
-        before = first_try_engine.retried_first_tries
         result = first_try_engine.transcribe(recording[: -int(cut_s * RATE)])
-        again = first_try_engine.retried_first_tries > before
-        assert result.decoded_again is again  # what the service counts
         windows.append(first_try_engine.last_audio_ctx)
-        assert first_try_engine.last_audio_ctx == (768 if again else 512), cut_s
+        decoded_again.append(result.decoded_again)  # what the service counts
+        assert first_try_engine.last_audio_ctx == (768 if result.decoded_again else 512), cut_s
         assert word_error_rate("computer open the garage door", result.text) == 0, result.text
-    assert first_try_engine.retried_first_tries > retried, windows
+    assert any(decoded_again), windows
 
 
 # --------------------------------------------------------------------------- as an SttEngine

@@ -111,8 +111,6 @@ class WhisperContext:
         self._partial_threads = min(whisper.partial_threads, whisper.n_threads)
         self._first_floor = whisper.audio_ctx_first_floor
         self._max_compression_ratio = settings.max_compression_ratio
-        #: Finals whose first try (the smaller window) looped and were decoded again.
-        self.retried_first_tries = 0
         #: The audio_ctx of the latest transcription (0: the full window).
         self.last_audio_ctx = 0
         self._lock = threading.Lock()
@@ -302,7 +300,6 @@ class WhisperContext:
                 if not aborted and first_try_failed(
                     text, tokens, try_tokens, self._max_compression_ratio
                 ):
-                    self.retried_first_tries += 1
                     segments, decoded_again = None, True
                     logger.bind(component="stt").debug(
                         "first try at {} frames looped ({} tokens: {!r}); again at {}",
