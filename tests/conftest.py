@@ -16,6 +16,7 @@ from hypothesis import settings as hypothesis_settings
 
 from rtap_trio.devtools import speechgen
 
+from . import forkserver
 from .support import ENGINES, STT_BUDGET_MS, WHISPER_THREADS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,8 +147,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish() -> None:
-    """Free the engines lent to the tests' in-process services (support.ENGINES)."""
+    """Free the engines lent to the tests' in-process services (support.ENGINES),
+    and stop this process's fork server (forkserver.py) with its services."""
     trio.run(ENGINES.aclose)
+    forkserver.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -47,6 +46,7 @@ from rtap_trio.items import Float32
 from rtap_trio.settings import for_instance, load_settings
 from rtap_trio.transport.schemas import EventType
 
+from .forkserver import rtap_command
 from .support import (
     REPO,
     assert_one_line_error,
@@ -230,7 +230,7 @@ class Instance:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rtap_trio", "--profile", "pc2", "--source", "none"],
+            [*rtap_command(), "--profile", "pc2", "--source", "none"],
             cwd=REPO,
             env={
                 **os.environ,

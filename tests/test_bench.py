@@ -10,7 +10,6 @@ import datetime as dt
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from rtap_trio.bench.common import summarize
 from rtap_trio.bench.sections import SECTIONS
 from rtap_trio.bench.stt_ab import ct2_model_dir
 
+from .forkserver import rtap_command
 from .support import REPO
 
 
@@ -67,9 +67,9 @@ def quick_reports(
     for half in HALVES:
         out = tmp_path_factory.mktemp("bench")
         only = [arg for name in half for arg in ("--only", name)]
-        command = ["-m", "rtap_trio", "bench", "--profile", "pc2", "--quick", *only]
+        command = ["bench", "--profile", "pc2", "--quick", *only]
         process = subprocess.Popen(
-            [sys.executable, *command, "--out", str(out)],
+            [*rtap_command(), *command, "--out", str(out)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

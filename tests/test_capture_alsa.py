@@ -33,6 +33,7 @@ from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.stt.whispercpp.models import default_cache_dir
 from rtap_trio.transport.schemas import TranscriptMessage, parse_message
 
+from .forkserver import rtap_command
 from .support import REPO
 
 TEXT = "turn on the kitchen lights"
@@ -230,7 +231,7 @@ def test_device_by_index_by_substring_and_unknown(alsa_home: AlsaHome, tmp_path:
 
     # The CLI lists the same inputs.
     result = subprocess.run(
-        [sys.executable, "-m", "rtap_trio", "devices"],
+        [*rtap_command(), "devices"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -270,7 +271,7 @@ def test_service_transcribes_the_alsa_device(alsa_home: AlsaHome) -> None:
     subscriber.connect(f"tcp://127.0.0.1:{ports.transcripts}")
     command = ["--profile", "pc2", "--source", "mic", "--device", DEVICE, "--no-wake"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "rtap_trio", *command],
+        [*rtap_command(), *command],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

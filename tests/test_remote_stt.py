@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from rtap_trio.stt.observer import CircuitClosed, CircuitOpened
 from rtap_trio.stt.remote import RemoteClient, RemoteEngine
 from rtap_trio.transport.schemas import EventMessage
 
+from .forkserver import rtap_command
 from .support import REPO, ZmqCollector, free_port, http_get, service_settings
 
 AUDIO: Float32 = np.zeros(16_000, dtype=np.float32)
@@ -416,7 +416,7 @@ TOKEN = "drill-token-0123456789"
 def _start_remote(ports: ServicePorts, log: IO[str]) -> subprocess.Popen[str]:
     """The remote: a plain pc2 RTAP (tiny.en) serving its OpenAI endpoint, with a token."""
     return subprocess.Popen(
-        [sys.executable, "-m", "rtap_trio", "--profile", "pc2", "--source", "none"],
+        [*rtap_command(), "--profile", "pc2", "--source", "none"],
         cwd=REPO,
         env={
             **os.environ,

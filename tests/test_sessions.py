@@ -28,6 +28,7 @@ from rtap_trio.items import Float32
 from rtap_trio.session_context import SessionContext
 from rtap_trio.transport.schemas import EventType
 
+from .forkserver import rtap_command
 from .support import ZmqCollector, http_get, in_process_service, service_settings
 
 pytestmark = pytest.mark.timeout(240)
@@ -257,7 +258,6 @@ def test_source_none_and_four_clients_at_real_time_pace_each_get_their_own_words
     import os
     import signal
     import subprocess
-    import sys
 
     from rtap_trio.bench.common import ServicePorts
 
@@ -271,7 +271,7 @@ def test_source_none_and_four_clients_at_real_time_pace_each_get_their_own_words
     }
     ports = ServicePorts.free()
     process = subprocess.Popen(
-        [sys.executable, "-m", "rtap_trio", "--source", "none", "--profile", "pc2"],
+        [*rtap_command(), "--source", "none", "--profile", "pc2"],
         cwd=REPO,
         env={**os.environ, **ports.env()},
         stderr=subprocess.PIPE,

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rtap_trio.errors import ConfigError
 from rtap_trio.settings import load_settings
+
+from .forkserver import rtap_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -263,7 +264,7 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path: Path) -> None:
         f"extends: {REPO / 'settings' / 'default.yaml'}\nstt:\n  whispercpp:\n    n_threads: -1\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "rtap_trio", "config", "--profile", str(bad)],
+        [*rtap_command(), "config", "--profile", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -281,7 +282,7 @@ def test_cli_loads_an_old_profile_with_a_one_line_warning(tmp_path: Path) -> Non
     old = tmp_path / "old.yaml"
     old.write_text(f"extends: {REPO / 'settings' / 'default.yaml'}\nstt:\n  n_threads: 3\n")
     result = subprocess.run(
-        [sys.executable, "-m", "rtap_trio", "config", "--profile", str(old), "--format", "json"],
+        [*rtap_command(), "config", "--profile", str(old), "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -297,7 +298,7 @@ def test_cli_loads_an_old_profile_with_a_one_line_warning(tmp_path: Path) -> Non
 
 def test_cli_config_prints_merged_settings() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rtap_trio", "config", "--profile", "pc2", "--format", "json"],
+        [*rtap_command(), "config", "--profile", "pc2", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -42,7 +42,7 @@ from rtap_trio.stt.whispercpp.models import (
 from rtap_trio.stt.whispercpp.models import convert as whisper_convert
 from rtap_trio.stt.whispercpp.models import registry as whisper_registry
 
-from .support import WHISPER_THREADS
+from .support import WHISPER_THREADS, scratch_folder
 
 TINY_EN_F16_SIZE = 77_704_715  # official ggml-tiny.en.bin
 BASE_F16_SIZE = 147_951_465  # official ggml-base.bin
@@ -122,8 +122,17 @@ class Converted:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("whisper-cache")
+def model_cache() -> Iterator[Path]:
+    with scratch_folder("rtap-whisper-cache-") as folder:
+        yield folder
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """pytest's per-test folder, in RAM where there is room: these tests write
+    copies of a 78 MB model (support.scratch_folder says what it saves)."""
+    with scratch_folder() as folder:
+        yield folder
 
 
 def _convert_once(name: str, cache: Path) -> Converted:

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import zmq
 from rtap_trio.audio.file import FileSource
 from rtap_trio.transport.schemas import EventMessage, TranscriptMessage, parse_message
 
+from .forkserver import rtap_command
 from .support import (
     REPO,
     GatedSource,
@@ -95,7 +95,7 @@ async def test_one_sub_on_the_proxy_hears_both_instances_and_sigterm_stops_it(
         try:
             async with trio.open_nursery() as nursery:
                 ports = [await nursery.start(service.run) for service in services]
-                command = [sys.executable, "-m", "rtap_trio", "proxy"]
+                command = [*rtap_command(), "proxy"]
                 for bound in ports:
                     command += [
                         f"--events=tcp://127.0.0.1:{bound.zmq_events}",
