@@ -25,7 +25,34 @@ MAX_YAML_VALUES = 10_000
 MAX_YAML_DEPTH = 32
 
 
-class _LimitedLoader(yaml.SafeLoader):
+def _safe_loader_base() -> type[Any]:
+    """PyYAML's safe loader, with libyaml's scanner and parser where PyYAML has it.
+
+    The wheels are built with libyaml: a profile chain reads in 8 ms instead of
+    30 (every start, every ``config``). The nodes are still composed in Python
+    (:class:`yaml.composer.Composer` comes first), where the nesting limit is
+    checked: libyaml's own composer recurses in C without one.
+    """
+    if not getattr(yaml, "__with_libyaml__", False):
+        return yaml.SafeLoader
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
+
+    class SafeEventLoader(
+        yaml.composer.Composer,
+        CParser,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+    ):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return SafeEventLoader
+
+
+class _LimitedLoader(_safe_loader_base()):  # type: ignore[misc]
     """PyYAML's safe loader with a nesting limit, checked while composing."""
 
     def __init__(self, stream: str) -> None:
