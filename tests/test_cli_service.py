@@ -19,6 +19,7 @@ from rtap_trio.bench.common import ServicePorts
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.transport.schemas import EventMessage, EventType, TranscriptMessage, parse_message
 
+from .forkserver import rtap_command
 from .support import REPO
 
 DEMO_TEXT = "what is the weather in berlin today"
@@ -113,7 +114,7 @@ def start_until_loading(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
     import threading
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "rtap_trio", "--source", "demo", *args],
+        [*rtap_command(), "--source", "demo", *args],
         cwd=REPO,
         env={**os.environ, **ServicePorts(0, 0, 0, 0, 0).env(), **AS_RUN},
         stdout=subprocess.PIPE,

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rtap_trio.devtools import speechgen
+
+from .forkserver import rtap_command
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the demo says after "computer" (the README quotes it too).
@@ -32,7 +33,7 @@ def words(text: str) -> list[str]:
 
 
 def replay_demo(profile: str) -> list[dict[str, Any]]:
-    replay = [sys.executable, "-m", "rtap_trio", "replay", str(speechgen.demo_path())]
+    replay = [*rtap_command(), "replay", str(speechgen.demo_path())]
     done = subprocess.run(
         [*replay, "--profile", profile],
         cwd=REPO,
