@@ -117,14 +117,16 @@ UNLISTED_S = 30
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto`` (pyproject.toml): one test worker more than the cores, at most 8.
+    """``-n auto`` (pyproject.toml): two test workers more than the cores, at most 8.
 
     A fifth of the suite's time is spent waiting on clocks (speech at real-time
     pace, drills, services starting), not computing: with one worker per core
     the 2-core machine was 82 % busy (425 s, 697 CPU-s); with three, 94 %
-    (316 s, 595 CPU-s). At most 8: each worker holds its own engines.
+    (316 s, 595 CPU-s). Once the services were forked (forkserver.py) the
+    waiting was a larger share: three workers 301-302 s, four 284 s (535-542
+    CPU-s, 2026-12-03). At most 8: each worker holds its own engines.
     """
-    return min((len(os.sched_getaffinity(0)) or 1) + 1, 8)
+    return min((len(os.sched_getaffinity(0)) or 1) + 2, 8)
 
 
 def pytest_configure(config: pytest.Config) -> None:
