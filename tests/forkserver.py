@@ -53,6 +53,8 @@ s.connect(sys.argv[1])
 request = {"args": sys.argv[2:], "env": dict(os.environ), "cwd": os.getcwd()}
 socket.send_fds(s, [json.dumps(request).encode()], [0, 1, 2])
 child = int(s.recv(64) or 0)
+if child <= 0:  # no fork server answered; never signal pid 0, the whole group
+    os._exit(70)
 def forward(signum, frame):
     try:
         os.kill(child, signum)
@@ -81,7 +83,8 @@ _PRELOADED = (
     "pywhispercpp.model",
 )
 
-#: Forwarded as a relay forwards them; the rest keep their defaults.
+#: The handlers a fresh interpreter starts with where they are not the default
+#: (SIGPIPE stays ignored, as the zygote inherited it from its own start).
 _PYTHON_DEFAULT_SIGNALS = {signal.SIGINT: signal.default_int_handler}
 
 
@@ -170,6 +173,8 @@ class _Zygote:
             code = 70
             try:
                 code = _run_child(request, fds)
+            except BaseException:
+                traceback.print_exc()
             finally:
                 os._exit(code)
         for fd in fds:
@@ -178,7 +183,8 @@ class _Zygote:
         self.pid_files[pid].write_text(str(pid))
         self.children[pid] = relay
         self.relays[relay] = pid
-        relay.send(str(pid).encode())
+        with contextlib.suppress(OSError):  # a relay gone already: its EOF kills the child
+            relay.send(str(pid).encode())
 
 
 def _run_child(request: dict[str, object], fds: list[int]) -> int:
