@@ -196,7 +196,7 @@ def _run_child(request: dict[str, object], fds: list[int]) -> int:
         signal.signal(signum, _PYTHON_DEFAULT_SIGNALS.get(signum, signal.SIG_DFL))
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
-    os.closerange(3, 1 << 16)  # the zygote's sockets and the passed copies
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the zygote's sockets, the passed copies
     env = request["env"]
     assert isinstance(env, dict)
     os.environ.clear()
