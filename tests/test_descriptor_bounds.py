@@ -210,6 +210,16 @@ def test_floods_meet_each_servers_cap_and_running_out_is_waited_out(tmp_path: Pa
                 time.sleep(0.05)
             with contextlib.suppress(OSError):
                 health(ports.telemetry, timeout=1)
+            # The probe waits in the HTTP port's backlog; held until the server
+            # has tried to accept it (on a busy machine, after the probe's second:
+            # a clean clone with four test workers saw the flood end first).
+            deadline = time.monotonic() + 15
+            while not any(
+                '"component": "http"' in line and "accept failed" in line
+                for line in service.stderr().splitlines()
+            ):
+                assert time.monotonic() < deadline, "the HTTP port never tried to accept"
+                time.sleep(0.1)
             assert service.process.poll() is None
         finally:
             close_all(sockets)
