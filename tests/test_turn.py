@@ -9,20 +9,28 @@ tests never download it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from rtap_trio.buffers import FullPolicy, open_channel
 from rtap_trio.devtools import speechgen
 from rtap_trio.devtools.speechgen.rendering import silence, to_pcm
 from rtap_trio.errors import ModelError
+from rtap_trio.items import EarlyTranscript, Samples
+from rtap_trio.metrics import Metrics
 from rtap_trio.settings import Settings, TurnSettings
+from rtap_trio.stages.speculative import SpeculativeTranscriber
+from rtap_trio.stages.turn import TurnJudge, TurnQuestion
 from rtap_trio.stt.whispercpp.models import mel_filters
-from rtap_trio.turn import NoTurnDetector, TurnDetector, load_turn_detector
+from rtap_trio.testing import detached_context
+from rtap_trio.turn import NoTurnDetector, TurnDetector, TurnPrediction, load_turn_detector
 from rtap_trio.turn.features import N_FRAMES, N_MELS, WINDOW_SAMPLES, LogMel, fit_window
 from rtap_trio.turn.features import mel_filterbank as turn_mel_filterbank
 from rtap_trio.turn.model import (
@@ -36,7 +44,7 @@ from rtap_trio.turn.model import (
 )
 from rtap_trio.turn.smart_turn import SmartTurnDetector
 
-from .support import assert_one_line_error, rtap
+from .support import assert_one_line_error, rtap, service_settings
 
 _WHEEL_MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 _LICENCE_MEMBER = "pipecat_ai-1.14.0.dist-info/licenses/LICENSE"
@@ -347,3 +355,114 @@ async def test_the_detector_ends_finished_turns_and_holds_broken_off_ones(
     finished = [run.transcripts[0], run.transcripts[2]]
     assert all(t.latency_ms.endpoint < 1200 for t in finished)
     assert "rtap_turn_judgements_total" in run.metrics
+
+
+# --- the order of the question and the early transcription ------------------------
+
+
+class _Voice:
+    """Voice activity as scripted: whether the next frames are speech."""
+
+    def __init__(self) -> None:
+        self.voiced = True
+
+    def is_speech(self, samples: npt.NDArray[np.int16]) -> bool:
+        return self.voiced
+
+
+class _Early:
+    """The front-end's early transcriber, recording what it is asked (this test is
+    about when, not about words)."""
+
+    first_partial_ms = 600
+
+    def __init__(self) -> None:
+        self.started: list[EarlyTranscript] = []
+
+    def start(
+        self, last_voiced_frame: int, samples: Samples, language: str | None
+    ) -> EarlyTranscript:
+        self.started.append(EarlyTranscript(last_voiced_frame, samples, language))
+        return self.started[-1]
+
+    def cancel(self) -> None:
+        pass
+
+    def pause_began(self) -> None:
+        pass
+
+    def pause_ended(self) -> None:
+        pass
+
+
+class _Questions(TurnJudge):
+    """The session's judge, keeping each question; the test answers them."""
+
+    def __init__(self) -> None:
+        super().__init__(NoTurnDetector(), sample_rate=16_000, metrics=Metrics())
+        self.asked: list[TurnQuestion] = []
+
+    def judge(self, samples: Samples) -> TurnQuestion:
+        self.asked.append(super().judge(samples))
+        return self.asked[-1]
+
+
+def _answer(question: TurnQuestion, complete: bool) -> None:
+    question.prediction = TurnPrediction(0.9 if complete else 0.1, complete)
+    question.done.set()
+
+
+def test_the_early_transcription_waits_for_the_question_and_the_second_question_for_it() -> None:
+    # Side by side on two cores, the detector's inference and whisper.cpp's two
+    # threads slowed the early transcript from ~350 to 450-700 ms (pc2's
+    # latency bench): the front-end runs them one after the other.
+    from rtap_trio.items import AudioFrame
+    from rtap_trio.stages.frontend import FrontEnd
+
+    settings = service_settings("pc2", **{"stt.partials": False})
+    frame_ms = settings.audio.frame_ms
+    pause = settings.turn.pause_ms // frame_ms
+    assert settings.vad.early_ms // frame_ms == pause  # asked together before
+    voice, early, questions = _Voice(), _Early(), _Questions()
+    _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
+    utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
+    frontend = FrontEnd(
+        detached_context(),
+        audio=settings.audio,
+        vad=settings.vad,
+        listen_timeout_ms=settings.wakeword.listen_timeout_ms,
+        budget_ms=settings.pipeline.frontend_budget_ms,
+        wake=None,
+        voice=voice,
+        frames=frames,
+        utterances=utterances,
+        early_transcriber=cast(SpeculativeTranscriber, early),
+        turn_judge=questions,
+        turn=settings.turn,
+    )
+    index = itertools.count()
+    quiet = np.zeros(settings.audio.frame_samples, dtype=np.int16)
+
+    def frames_of(count: int, voiced: bool) -> None:
+        voice.voiced = voiced
+        for _ in range(count):
+            assert frontend.process(AudioFrame(next(index), quiet, 0.0)) is None
+
+    frames_of(50, voiced=True)
+    frames_of(pause + 5, voiced=False)
+    assert len(questions.asked) == 1 and not early.started  # thinking: no transcription yet
+    _answer(questions.asked[0], complete=False)
+    frames_of(1, voiced=False)
+    assert len(early.started) == 1  # answered: the early transcription starts
+    frames_of(4 * pause, voiced=False)  # past the second question's pause length
+    assert len(questions.asked) == 1  # ... which waits for the early transcript
+    early.started[0].done.set()
+    frames_of(1, voiced=False)
+    assert len(questions.asked) == 2
+    # Speech resumes: the next pause starts over.
+    frames_of(10, voiced=True)
+    frames_of(pause, voiced=False)
+    assert len(questions.asked) == 3 and len(early.started) == 1
+    _answer(questions.asked[2], complete=True)
+    frames_of(1, voiced=False)
+    assert len(early.started) == 2

@@ -15,11 +15,13 @@ console's level meter (:mod:`.level`) are modules of their own.
 
 With an end-of-turn detector (``turn.engine``), a pause of ``turn.pause_ms``
 is also a question to it (:mod:`.turn`), asked again at four times that
-(600 ms: the default hangover) while the pause lasts. Once it and the early
-transcript have answered: words that clearly go on ("and", a comma) hold the
-utterance open as before; otherwise a turn judged complete ends the utterance
-at once (its early transcript becomes the final), and one judged incomplete
-is held open up to ``vad.max_hangover_ms``.
+(600 ms: the default hangover) while the pause lasts; the early transcription
+waits for its answer, and the second question for the early transcript (one
+after the other, not side by side on the cores). Once both have answered:
+words that clearly go on ("and", a comma) hold the utterance open as before;
+otherwise a turn judged complete ends the utterance at once (its early
+transcript becomes the final), and one judged incomplete is held open up to
+``vad.max_hangover_ms``.
 
 A service that drains (SIGTERM behind a balancer) asks each stream to end at
 its next pause (:meth:`FrontEnd.end_at_pause`): between utterances, after
@@ -172,6 +174,8 @@ class FrontEnd:
         self._turn_at = (pause, 4 * pause) if turn_judge is not None else ()
         self._turn_question: TurnQuestion | None = None
         self._turn_decided = False
+        #: how many of the pause lengths in _turn_at the detector was asked at
+        self._turn_asked = 0
         self._next_partial = 0
         #: the frame the latest partial was asked at, and whether none had words yet
         self._partial_asked = 0
@@ -429,14 +433,31 @@ class FrontEnd:
             if self._partial_frames and self._last_index >= self._next_partial:
                 self._request_partial()
             return
-        if silence in self._turn_at:
+        # The second question waits for an early transcription still running:
+        # the two side by side slowed it (below).
+        if (
+            self._turn_asked < len(self._turn_at)
+            and silence >= self._turn_at[self._turn_asked]
+            and (self._turn_asked == 0 or early is None or early.done.is_set())
+        ):
+            self._turn_asked += 1
             self._ask_about_the_turn(silence)
         if transcriber is not None and silence == self._early_frames:
             transcriber.pause_began()
         if self._early_on and transcriber is not None:
             # A blip too short to keep (it would be discarded if the pause
             # held) is not worth ~0.9 s of tiny.en that a partial then waits behind.
-            if silence == self._early_frames and early is None and self._endpointer.long_enough:
+            # It starts once the detector has answered this pause's question:
+            # beside the detector's inference, whisper.cpp's two threads on two
+            # cores wait for each other at every step, and the early transcript
+            # took 450-700 ms instead of 340-390 (pc2's latency bench, without
+            # partials, 2026-12-03); in turn it is ~90 ms later.
+            if (
+                silence >= self._early_frames
+                and early is None
+                and self._endpointer.long_enough
+                and not self._turn_pending()
+            ):
                 last_voiced = self._endpointer.last_voiced_frame
                 self._early = early = transcriber.start(
                     last_voiced, self._samples_until(last_voiced + 1 + silence), self._language
@@ -509,6 +530,7 @@ class FrontEnd:
             self._turn_judge.cancel()
         self._turn_question = None
         self._turn_decided = False
+        self._turn_asked = 0
 
     def _request_partial(self) -> None:
         """The audio so far to the transcriber, if it is idle: a partial transcript."""

@@ -1,10 +1,10 @@
 """One session's end-of-turn judgements: is the speaker done, asked at pauses.
 
 The front-end asks (:meth:`TurnJudge.judge`) when a pause reaches
-``turn.pause_ms``, and again at four times that while the pause lasts; this
-session's task runs each question on the shared
-:class:`~rtap_trio.turn.TurnDetector` in a worker thread, in parallel with the
-early transcription, and the front-end reads the answer on a later frame
+``turn.pause_ms``, and again at four times that while the pause lasts (once
+the early transcription is back); this session's task runs each question on
+the shared :class:`~rtap_trio.turn.TurnDetector` in a worker thread, before
+the early transcription starts, and the front-end reads the answer on a later frame
 (:class:`TurnQuestion`). One question runs at a time and the latest wins:
 speech that resumes makes the question moot (:meth:`TurnJudge.cancel`). A
 question costs ~10 ms of features and 50-70 ms of inference on one thread
