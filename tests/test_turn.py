@@ -442,11 +442,17 @@ def test_the_early_transcription_waits_for_the_question_and_the_second_question_
     )
     index = itertools.count()
     quiet = np.zeros(settings.audio.frame_samples, dtype=np.int16)
+    loud = np.full(settings.audio.frame_samples, 1000, dtype=np.int16)
 
     def frames_of(count: int, voiced: bool) -> None:
         voice.voiced = voiced
         for _ in range(count):
-            assert frontend.process(AudioFrame(next(index), quiet, 0.0)) is None
+            frame = AudioFrame(next(index), loud if voiced else quiet, 0.0)
+            assert frontend.process(frame) is None
+
+    def trailing_silence_ms(early: EarlyTranscript) -> float:
+        voiced = np.flatnonzero(early.samples)
+        return (early.samples.size - 1 - voiced[-1]) * 1000 / settings.audio.sample_rate
 
     frames_of(50, voiced=True)
     frames_of(pause + 5, voiced=False)
@@ -454,6 +460,8 @@ def test_the_early_transcription_waits_for_the_question_and_the_second_question_
     _answer(questions.asked[0], complete=False)
     frames_of(1, voiced=False)
     assert len(early.started) == 1  # answered: the early transcription starts
+    # ... on the audio it took before it waited: vad.early_ms of the pause (whole frames).
+    assert trailing_silence_ms(early.started[0]) == pause * frame_ms
     frames_of(4 * pause, voiced=False)  # past the second question's pause length
     assert len(questions.asked) == 1  # ... which waits for the early transcript
     early.started[0].done.set()
@@ -466,3 +474,4 @@ def test_the_early_transcription_waits_for_the_question_and_the_second_question_
     _answer(questions.asked[2], complete=True)
     frames_of(1, voiced=False)
     assert len(early.started) == 2
+    assert trailing_silence_ms(early.started[1]) == pause * frame_ms

@@ -450,8 +450,9 @@ class FrontEnd:
             # It starts once the detector has answered this pause's question:
             # beside the detector's inference, whisper.cpp's two threads on two
             # cores wait for each other at every step, and the early transcript
-            # took 450-700 ms instead of 340-390 (pc2's latency bench, without
-            # partials, 2026-12-03); in turn it is ~90 ms later.
+            # took 423-699 ms instead of 339-356 (pc2's latency bench, partials
+            # off, 2026-12-03); in turn it starts ~90 ms later, on the same
+            # audio as before (vad.early_ms of the pause, not all of it so far).
             if (
                 silence >= self._early_frames
                 and early is None
@@ -460,7 +461,9 @@ class FrontEnd:
             ):
                 last_voiced = self._endpointer.last_voiced_frame
                 self._early = early = transcriber.start(
-                    last_voiced, self._samples_until(last_voiced + 1 + silence), self._language
+                    last_voiced,
+                    self._samples_until(last_voiced + 1 + self._early_frames),
+                    self._language,
                 )
             elif (
                 early is not None
