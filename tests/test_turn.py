@@ -306,10 +306,35 @@ def test_threshold_and_timings(model_file: Path) -> None:
 TURNS = (
     speechgen.Utterance("Turn on the kitchen lights.", speechgen.EN_F2),
     speechgen.Utterance(
-        "I would like to order, | a large pizza with cheese.", speechgen.EN_M, pause_s=1.3
+        "I would like to order, | a large pizza with cheese.", speechgen.EN_M, pause_s=1.4
     ),
     speechgen.Utterance("Stop.", speechgen.EN_F2),
 )
+
+
+@needs_espeak
+@pytest.mark.parametrize(("hangover_ms", "utterances"), [(1200, 4), (1340, 3)])
+def test_the_timer_alone_cuts_the_broken_off_turn(hangover_ms: int, utterances: int) -> None:
+    """The premise of the next test, on the same audio: the 1.2 s timer alone
+    cuts the broken-off turn at its pause, and a turn held up to 1.34 s (the
+    detector's hold there) still ends before the next one."""
+    from rtap_trio.items import AudioFrame
+    from rtap_trio.testing import detached_frontend
+    from rtap_trio.vad import load_vad
+
+    pcm, _ = speechgen.render(TURNS, "turn-endpointing")
+    settings = service_settings(
+        "pc2", **{"wakeword.enabled": False, "vad.hangover_ms": hangover_ms}
+    )
+    voice = load_vad(settings.vad, settings.audio.sample_rate).stream(settings.vad)
+    frontend = detached_frontend(detached_context(), settings, wake=None, voice=voice)
+    n = settings.audio.frame_samples
+    ended = [
+        frontend.process(AudioFrame(index, pcm[start : start + n], 0.0))
+        for index, start in enumerate(range(0, pcm.size - n + 1, n))
+    ]
+    ended.append(frontend.flush())
+    assert len([u for u in ended if u is not None]) == utterances
 
 
 @needs_espeak
@@ -319,11 +344,17 @@ async def test_the_detector_ends_finished_turns_and_holds_broken_off_ones(
     tmp_path: Path,
 ) -> None:
     # A hangover of 1.2 s that the silence timer alone would wait out: a turn
-    # that ends sooner was ended by the detector; the broken-off turn's 1.3 s
-    # pause outlasts it and is held (up to 1.45 s, under the 1.5 s between
-    # turns) by the detector. No early transcription: the detector alone
-    # decides (with it, a turn also waits for the early words, which on a
-    # busy machine took 700-860 ms of tiny.en here, so the test would time STT).
+    # that ends sooner was ended by the detector. webrtcvad hears the
+    # broken-off turn's pause as 1.28 s (rendered 1.4 s) and the silence after
+    # that turn as 1.40 s (rendered 1.5 s): the timer alone would cut the pause
+    # (test_the_timer_alone_cuts_the_broken_off_turn), the detector holds it (up
+    # to 1.34 s), and even a turn held to the end of that (an answer late on a
+    # busy machine) ends before the reply; with a 1.3 s pause and 1.45 s the
+    # pause was never long enough to be cut and a held turn ran into the reply
+    # (seen once, five test workers on two cores). No early transcription: the
+    # detector alone decides (with it, a turn also waits for the early words,
+    # which on a busy machine took 700-860 ms of tiny.en here, so the test
+    # would time STT).
     from rtap_trio.audio.file import FileSource
     from rtap_trio.devtools.textmetrics import word_error_rate
 
@@ -339,7 +370,7 @@ async def test_the_detector_ends_finished_turns_and_holds_broken_off_ones(
             "audio.realtime": True,
             "turn.engine": "smart_turn",
             "vad.hangover_ms": 1200,
-            "vad.max_hangover_ms": 1450,
+            "vad.max_hangover_ms": 1340,
             "stt.partials": False,
             "vad.early_ms": 0,
         },
