@@ -24,6 +24,8 @@ from .metrics import Metrics
 from .session_context import SessionContext, publishing_context
 from .settings import Settings, SttSettings
 from .stages.frontend import FrontEnd
+from .stages.speculative import SpeculativeTranscriber
+from .stages.turn import TurnJudge
 from .stages.wakeword import WakeWordDetector
 from .stt import EngineRequest, EngineResult, SttEngine, open_engines
 from .stt.observer import EngineObserver, Observable
@@ -57,9 +59,12 @@ def detached_frontend(
     wake: WakeWordDetector | None,
     voice: VoiceActivity,
     live_from_start: bool = False,
+    early_transcriber: SpeculativeTranscriber | None = None,
+    turn_judge: TurnJudge | None = None,
 ) -> FrontEnd:
     """A front-end driven frame by frame through :meth:`FrontEnd.process`, not
-    :meth:`FrontEnd.run`: the channels it is given are never used."""
+    :meth:`FrontEnd.run`: the channels it is given are never used. With a
+    ``turn_judge`` it asks it at pauses as ``settings.turn`` says."""
     _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
     utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
     return FrontEnd(
@@ -73,6 +78,9 @@ def detached_frontend(
         frames=frames,
         utterances=utterances,
         live_from_start=live_from_start,
+        early_transcriber=early_transcriber,
+        turn_judge=turn_judge,
+        turn=settings.turn,
     )
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rtap_trio.buffers import FullPolicy, open_channel
 from rtap_trio.devtools import speechgen
 from rtap_trio.devtools.speechgen.rendering import silence, to_pcm
 from rtap_trio.errors import ModelError
@@ -29,7 +28,7 @@ from rtap_trio.settings import Settings, TurnSettings
 from rtap_trio.stages.speculative import SpeculativeTranscriber
 from rtap_trio.stages.turn import TurnJudge, TurnQuestion
 from rtap_trio.stt.whispercpp.models import mel_filters
-from rtap_trio.testing import detached_context
+from rtap_trio.testing import detached_context, detached_frontend
 from rtap_trio.turn import NoTurnDetector, TurnDetector, TurnPrediction, load_turn_detector
 from rtap_trio.turn.features import N_FRAMES, N_MELS, WINDOW_SAMPLES, LogMel, fit_window
 from rtap_trio.turn.features import mel_filterbank as turn_mel_filterbank
@@ -319,7 +318,6 @@ def test_the_timer_alone_cuts_the_broken_off_turn(hangover_ms: int, utterances: 
     cuts the broken-off turn at its pause, and a turn held up to 1.34 s (the
     detector's hold there) still ends before the next one."""
     from rtap_trio.items import AudioFrame
-    from rtap_trio.testing import detached_frontend
     from rtap_trio.vad import load_vad
 
     pcm, _ = speechgen.render(TURNS, "turn-endpointing")
@@ -445,31 +443,22 @@ def _answer(question: TurnQuestion, complete: bool) -> None:
 
 def test_the_early_transcription_waits_for_the_question_and_the_second_question_for_it() -> None:
     # Side by side on two cores, the detector's inference and whisper.cpp's two
-    # threads slowed the early transcript from ~350 to 450-700 ms (pc2's
-    # latency bench): the front-end runs them one after the other.
+    # threads slowed the early transcript from 339-356 to 423-699 ms (pc2's
+    # latency bench, partials off): the front-end runs them one after the other.
     from rtap_trio.items import AudioFrame
-    from rtap_trio.stages.frontend import FrontEnd
 
     settings = service_settings("pc2", **{"stt.partials": False})
     frame_ms = settings.audio.frame_ms
     pause = settings.turn.pause_ms // frame_ms
     assert settings.vad.early_ms // frame_ms == pause  # asked together before
     voice, early, questions = _Voice(), _Early(), _Questions()
-    _, frames = open_channel("frames", 1, FullPolicy.DROP_OLDEST)
-    utterances, _ = open_channel("utterances", 1, FullPolicy.DROP_OLDEST)
-    frontend = FrontEnd(
+    frontend = detached_frontend(
         detached_context(),
-        audio=settings.audio,
-        vad=settings.vad,
-        listen_timeout_ms=settings.wakeword.listen_timeout_ms,
-        budget_ms=settings.pipeline.frontend_budget_ms,
+        settings,
         wake=None,
         voice=voice,
-        frames=frames,
-        utterances=utterances,
         early_transcriber=cast(SpeculativeTranscriber, early),
         turn_judge=questions,
-        turn=settings.turn,
     )
     index = itertools.count()
     quiet = np.zeros(settings.audio.frame_samples, dtype=np.int16)
