@@ -346,7 +346,7 @@ class DirectWhisper:
 
         ``prompt`` primes the decoder (whisper.cpp's ``initial_prompt``);
         ``translate`` decodes Whisper's translate task (English text).
-        Blocking; abort is checked between tokens.
+        Blocking; abort is checked before the encoder and between tokens.
         """
         if self._ctx is None:
             raise RuntimeError("DirectWhisper is closed")
@@ -355,6 +355,12 @@ class DirectWhisper:
         pointer = samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         if lib.whisper_pcm_to_mel(ctx, pointer, samples.size, self._threads) != 0:
             raise RuntimeError("whisper.cpp failed to compute the log-mel spectrogram")
+        # whisper_encode takes no abort callback: once started, base's 30 s
+        # window costs its 2.9-4 s of CPU (one thread) whatever happens. An
+        # abort that came while the job waited or the mel was computed ends it
+        # here instead.
+        if should_abort is not None and should_abort():
+            return DecodedUtterance("", language or "", None, 0.0)
         if lib.whisper_encode(ctx, 0, self._threads) != 0:
             raise RuntimeError("whisper.cpp failed to encode")
 
