@@ -35,6 +35,11 @@ const el = (tag, cls, text) => {
 };
 const short = (id) => (id ? id.slice(0, 6) : "—");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// A request or a WebSocket handshake that gets no answer is given up after
+// this long and tried again: without it, a connection accepted and never
+// answered (a half-open socket, a port taken over by something else while
+// the service restarted) left the page waiting for ever.
+const ANSWER_TIMEOUT_MS = 10000;
 
 // ------------------------------------------------------------------ access
 
@@ -63,7 +68,11 @@ function askForToken() {
 
 async function api(path) {
   const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
-  const response = await fetch(path, { headers, cache: "no-store" });
+  const response = await fetch(path, {
+    headers,
+    cache: "no-store",
+    signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
+  });
   if (response.status === 401) {
     const error = new Error("token");
     error.status = 401;
@@ -131,7 +140,9 @@ async function watch() {
     const opened = await new Promise((resolve) => {
       const ws = new WebSocket(wsUrl("/", { topics: "events,transcripts,levels" }));
       let open = false;
+      const unanswered = setTimeout(() => open || ws.close(), ANSWER_TIMEOUT_MS);
       ws.onopen = () => {
+        clearTimeout(unanswered);
         open = true;
         attempt = 0;
         state.connected = true;
@@ -139,6 +150,7 @@ async function watch() {
       };
       ws.onmessage = (event) => receive(JSON.parse(event.data), lostAt);
       ws.onclose = (event) => {
+        clearTimeout(unanswered);
         state.connected = false;
         if (event.code === 1008 || event.code === 1003) notice(`Disconnected: ${event.reason}`, "bad");
         resolve(open);
