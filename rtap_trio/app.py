@@ -29,10 +29,11 @@ from loguru import logger
 
 from .access import AccessPolicy
 from .audio import AudioSource, source_from_settings
+from .bound_ports import BoundPorts
 from .connections import ConnectionCap, DescriptorBudget
-from .console import console_routes
+from .console import console_config, console_routes
 from .critical_tasks import CriticalTasks
-from .endpoints import AUDIO_PATH, WyomingServer, openai_routes
+from .endpoints import WyomingServer, openai_routes
 from .engine_loading import SttOpener, load_engines
 from .errors import ConfigError, RestartsExhaustedError
 from .events import ServiceFailing, ServiceStopping, StageError
@@ -41,6 +42,7 @@ from .health import (
     descriptors_report,
     failed_tasks,
     runtime_report,
+    service_status,
     sessions_report,
     stt_report,
     tasks_report,
@@ -70,28 +72,6 @@ __all__ = ["BoundPorts", "Service", "is_loopback"]
 
 #: Time the emitters get, after the sessions have drained, to send what is queued.
 _FLUSH_S = 0.25
-
-
-@dataclass(slots=True)
-class BoundPorts:
-    """Ports as bound: differ from the settings when those ask for port 0."""
-
-    zmq_events: int | None = None
-    zmq_transcripts: int | None = None
-    websocket: int | None = None
-    telemetry: int | None = None
-    wyoming: int | None = None
-    zmq_catchup: int | None = None
-
-    def as_dict(self) -> dict[str, int | None]:
-        return {
-            "zmq_events": self.zmq_events,
-            "zmq_transcripts": self.zmq_transcripts,
-            "zmq_catchup": self.zmq_catchup,
-            "websocket": self.websocket,
-            "telemetry": self.telemetry,
-            "wyoming": self.wyoming,
-        }
 
 
 @dataclass(slots=True)
@@ -249,7 +229,8 @@ class Service:
         (its port in ``self.ports``) before the next; returns the publishers."""
         settings = self.settings
         if settings.http.enabled:
-            routes = console_routes(self._console_config, self.outbox, self.service_id)
+            console = lambda: console_config(settings, self.service_id, self.ports.websocket)  # noqa: E731
+            routes = console_routes(console, self.outbox, self.service_id)
             if settings.openai.enabled:
                 routes += openai_routes(settings, self._serving_sessions)
             # Named "telemetry" (task, ports, errors) as before it served more.
@@ -411,19 +392,6 @@ class Service:
         (startup_checks.py); the start of :meth:`run` calls this."""
         return check_descriptors(self.settings)
 
-    def _console_config(self) -> dict[str, Any]:
-        """What the console page needs to connect: ports as bound."""
-        return {
-            "service_id": self.service_id,
-            "profile": self.settings.environment,
-            "websocket_port": self.ports.websocket,
-            "audio_path": AUDIO_PATH,
-            "token_required": self.settings.security.token is not None,
-            "heartbeat_interval_s": self.settings.output.heartbeat_interval_s,
-            "sample_rate": 16_000,
-            "wake_word": self.settings.wakeword.enabled,
-        }
-
     def stop(self) -> None:
         """Begin a graceful stop: the clients' sessions end at a pause (or
         finish) within ``sessions.drain_timeout_s``; then capture ends and
@@ -442,30 +410,13 @@ class Service:
         return max(grace, 0.0)
 
     async def _drain(self, sessions: SessionManager) -> None:
-        """The clients' sessions end by themselves: a stream at its next pause
-        (its client moves to another instance with nothing cut), an upload or
-        a Wyoming request when answered; within ``sessions.drain_timeout_s``,
-        after which they are stopped like the local session (at once)."""
-        clients = [session for session in sessions if session is not self.local_session]
-        limit = self.settings.sessions.drain_timeout_s
-        if not clients or limit <= 0:
-            return
-        log = logger.bind(component="service")
-        log.info("draining: {} sessions, for up to {:g} s", len(clients), limit)
+        """The clients' sessions end by themselves (SessionManager.drain); /health
+        says ``draining`` meanwhile."""
         self._runtime.draining = True
-        started = trio.current_time()
-        with trio.move_on_after(limit) as waited:
-            for session in clients:
-                if session.streaming:
-                    session.end_at_pause(EndReason.SERVICE_STOPPING)
-            for session in clients:
-                await session.finished.wait()
-        self._runtime.draining = False
-        left = sum(not session.finished.is_set() for session in clients)
-        if waited.cancelled_caught:
-            log.warning("drained for {:g} s: {} sessions still running are stopped", limit, left)
-        else:
-            log.info("drained in {:.2f} s", trio.current_time() - started)
+        try:
+            await sessions.drain(self.settings.sessions.drain_timeout_s, besides=self.local_session)
+        finally:
+            self._runtime.draining = False
 
     # ------------------------------------------------------------------ pieces
 
@@ -504,17 +455,10 @@ class Service:
         if local is not None:
             failed += failed_tasks(local.supervisor.statistics())
         degraded = bool(failed) or (local is not None and local.state.state is PipelineState.ERROR)
-        if not self._runtime.running:
-            status = "starting"
-        elif self._runtime.draining:
-            status = "draining"
-        elif self._runtime.stopping:
-            status = "stopping"
-        else:
-            status = "degraded" if degraded else "ok"
+        runtime = self._runtime
         outbox = self.outbox.statistics()
         return {
-            "status": status,
+            "status": service_status(runtime.running, runtime.draining, runtime.stopping, degraded),
             "service_id": self.service_id,
             "state": local.state.state.value if local else None,
             "source": local.statistics().source if local else "none",

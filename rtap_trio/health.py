@@ -26,6 +26,7 @@ __all__ = [
     "descriptors_report",
     "failed_tasks",
     "runtime_report",
+    "service_status",
     "sessions_report",
     "stt_report",
     "tasks_report",
@@ -45,6 +46,17 @@ def count_trio_tasks() -> int:
 
     root = trio.lowlevel.current_root_task()
     return count(root) if root is not None else 0
+
+
+def service_status(running: bool, draining: bool, stopping: bool, degraded: bool) -> str:
+    """``/health``'s status: "ok" answers 200, any other 503 (a balancer's check)."""
+    if not running:
+        return "starting"
+    if draining:
+        return "draining"
+    if stopping:
+        return "stopping"
+    return "degraded" if degraded else "ok"
 
 
 def runtime_report() -> dict[str, int]:

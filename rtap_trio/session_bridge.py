@@ -35,7 +35,8 @@ from .transport.outbox import Published, Subscription
 from .transport.schemas import Stream
 
 if TYPE_CHECKING:
-    from .sessions import EndReason, Session, SessionManager, SessionOptions
+    from .session_options import SessionOptions
+    from .sessions import EndReason, Session, SessionManager
 
 __all__ = ["SessionBridge", "connect_bridge", "open_bridge"]
 

@@ -18,15 +18,14 @@ session bridge, :meth:`SessionManager.open_bridge` or ``connect_bridge``
 from __future__ import annotations
 
 import enum
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
 
 import trio
+from loguru import logger
 
 from .audio.base import AudioSource
 from .audio.network import PushedAudio
@@ -36,9 +35,16 @@ from .metrics import Metrics
 from .pipeline import Engines, PipelineStatistics, SessionPipeline
 from .session_bridge import SessionBridge, connect_bridge, open_bridge
 from .session_context import SessionContext, publishing_context
+from .session_options import (
+    SessionOptions,
+    ignored_options,
+    language_problem,
+    prompt_problem,
+    task_problem,
+)
 from .session_state import PipelineState, SessionStateMachine
 from .settings import Settings
-from .stt import Decoding, Task
+from .stt import Decoding
 from .supervisor import RestartPolicy, Saboteur, Supervisor
 from .transport.outbox import Outbox, SessionOutbox
 from .transport.schemas import Stream
@@ -50,17 +56,9 @@ __all__ = [
     "Session",
     "SessionLimitError",
     "SessionManager",
-    "SessionOptions",
     "SessionStatistics",
     "new_session_id",
 ]
-
-#: A prompt longer than this many bytes per token the engine takes is refused
-#: without tokenizing it (see :meth:`SessionManager.prompt_problem`).
-_MAX_PROMPT_BYTES_PER_TOKEN = 8
-
-#: a language code as whisper names them ("en", "haw"); anything else is refused unread
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 #: Awaited before each (re)start of a supervised task: with the session's
@@ -90,46 +88,6 @@ class EndReason(enum.StrEnum):
     DISCONNECTED = "disconnected"
     PROTOCOL_ERROR = "protocol_error"
     SERVICE_STOPPING = "service_stopping"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionOptions:
-    """What a client may choose for its own session; None keeps the settings'."""
-
-    wake_word: bool | None = None
-    keywords: tuple[str, ...] | None = None
-    language: str | None = None
-    #: False: a wake word service, nothing is transcribed
-    transcribe: bool = True
-    #: the client ends each utterance itself (a Realtime manual commit), not the VAD
-    client_turns: bool = False
-    #: the vocabulary prompt ("" for none; None: ``stt.prompt``)
-    prompt: str | None = None
-    #: word times on finals (None: ``stt.words``)
-    words: bool | None = None
-    #: transcribe, or translate into English (None: transcribe)
-    task: Task | None = None
-
-    def decoding(self, settings: Settings) -> Decoding:
-        """What the session's stages ask of the decoder, the settings' defaults filled in."""
-        stt = settings.stt
-        return Decoding(
-            prompt=stt.prompt if self.prompt is None else self.prompt,
-            words=stt.words if self.words is None else self.words,
-            task=self.task or "transcribe",
-        )
-
-    def apply(self, settings: Settings) -> Settings:
-        wakeword = settings.wakeword
-        update: dict[str, Any] = {}
-        if self.wake_word is not None:
-            update["enabled"] = self.wake_word
-        if self.keywords is not None:
-            # The sensitivities were set for the configured keywords.
-            update |= {"keywords": list(self.keywords), "keyword_paths": [], "sensitivities": []}
-        if not update:
-            return settings
-        return settings.model_copy(update={"wakeword": wakeword.model_copy(update=update)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,68 +318,20 @@ class SessionManager:
         self._idle.set()
 
     def language_problem(self, language: str | None) -> str | None:
-        """Why the STT engine cannot transcribe ``language``; None when it can
-        (or none is asked). Whisper would raise only at the first utterance."""
-        if language is None:
-            return None
-        stt = self.engines.stt
-        if stt.english_only and language != "en":
-            return f"the model {stt.name} is English-only; it cannot transcribe {language[:40]!r}"
-        if not _LANGUAGE.match(language) or language not in stt.languages:
-            return f"the model {stt.name} cannot transcribe {language[:40]!r}"
-        return None
+        """Why the STT engine cannot transcribe ``language`` (session_options.py)."""
+        return language_problem(self.engines.stt, language)
 
     def prompt_problem(self, prompt: str | None) -> str | None:
-        """Why ``prompt`` is refused (too long for the engine); None when it is fine.
-
-        An engine that takes no prompt at all does not refuse one: the session
-        is told it was ignored (:meth:`ignored_options`).
-        """
-        stt = self.engines.stt
-        if not prompt or not stt.max_prompt_tokens:
-            return None
-        # Whisper's BPE makes at most a token per byte: only a long prompt is tokenized.
-        size = len(prompt.encode())
-        if size <= stt.max_prompt_tokens:
-            return None
-        # ... and only one of a sane size: whisper.cpp's tokenizer is quadratic
-        # in a word's length and runs here, on the event loop (4 KB of "x":
-        # 114 ms; a 64 KB form field: minutes, measured). Prompts run 3-5
-        # bytes a token (English ~4.5), so 8 refuses none that would fit.
-        if size > stt.max_prompt_tokens * _MAX_PROMPT_BYTES_PER_TOKEN:
-            return (
-                f"the prompt is {size} bytes; the model {stt.name} takes at most "
-                f"{stt.max_prompt_tokens} tokens"
-            )
-        tokens = stt.prompt_tokens(prompt)
-        if tokens > stt.max_prompt_tokens:
-            return (
-                f"the prompt is {tokens} tokens; the model {stt.name} takes at most "
-                f"{stt.max_prompt_tokens}"
-            )
-        return None
+        """Why the STT engine refuses ``prompt`` (session_options.py)."""
+        return prompt_problem(self.engines.stt, prompt)
 
     def task_problem(self, task: str | None) -> str | None:
-        """Why the STT engine cannot do ``task``; None when it can."""
-        if task in (None, "transcribe"):
-            return None
-        stt = self.engines.stt
-        if task != "translate":
-            return f"task must be transcribe or translate, not {task[:40]!r}"
-        if not stt.translation:
-            kind = "English-only" if stt.english_only else "not a translating model"
-            return f"the model {stt.name} is {kind}; it cannot translate"
-        return None
+        """Why the STT engine cannot do ``task`` (session_options.py)."""
+        return task_problem(self.engines.stt, task)
 
     def ignored_options(self, decoding: Decoding) -> tuple[str, ...]:
-        """The options the engine cannot honour and ignores ("prompt", "words")."""
-        stt = self.engines.stt
-        ignored = []
-        if decoding.prompt and not stt.max_prompt_tokens:
-            ignored.append("prompt")
-        if decoding.words and not stt.word_timings:
-            ignored.append("words")
-        return tuple(ignored)
+        """The options the STT engine ignores (session_options.py)."""
+        return ignored_options(self.engines.stt, decoding)
 
     def check_options(self, options: SessionOptions) -> None:
         """Raises ConfigError for options the engines cannot honour: a language
@@ -529,6 +439,29 @@ class SessionManager:
     def stop_all(self, reason: EndReason) -> None:
         for session in self:
             session.stop(reason)
+
+    async def drain(self, limit_s: float, *, besides: Session | None = None) -> None:
+        """The clients' sessions (all but ``besides``, the local one) end by
+        themselves: a stream at its next pause (its client moves to another
+        instance with nothing cut), an upload or a Wyoming request when
+        answered; for at most ``limit_s``, after which the caller stops them."""
+        clients = [session for session in self if session is not besides]
+        if not clients or limit_s <= 0:
+            return
+        log = logger.bind(component="service")
+        log.info("draining: {} sessions, for up to {:g} s", len(clients), limit_s)
+        started = trio.current_time()
+        with trio.move_on_after(limit_s) as waited:
+            for session in clients:
+                if session.streaming:
+                    session.end_at_pause(EndReason.SERVICE_STOPPING)
+            for session in clients:
+                await session.finished.wait()
+        left = sum(not session.finished.is_set() for session in clients)
+        if waited.cancelled_caught:
+            log.warning("drained for {:g} s: {} sessions still running are stopped", limit_s, left)
+        else:
+            log.info("drained in {:.2f} s", trio.current_time() - started)
 
     async def wait_idle(self) -> None:
         """Until no session runs."""

@@ -47,7 +47,8 @@ from wyoming.error import Error
 from rtap_trio.audio.network import AudioFormatError, PushedAudio
 from rtap_trio.devtools.textmetrics import word_error_rate
 from rtap_trio.errors import ConfigError
-from rtap_trio.sessions import EndReason, SessionManager, SessionOptions
+from rtap_trio.session_options import SessionOptions
+from rtap_trio.sessions import EndReason, SessionManager
 from rtap_trio.transport.schemas import (
     CatchupReply,
     EventMessage,

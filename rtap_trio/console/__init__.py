@@ -24,11 +24,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..endpoints.audio_websocket import AUDIO_PATH
 from ..errors import validation_problem
+from ..settings import Settings
 from ..transport.outbox import Outbox
 from ..transport.schemas import CatchupRequest
 
-__all__ = ["STATIC_DIR", "console_routes"]
+__all__ = ["STATIC_DIR", "console_config", "console_routes"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The page and its files change with the package: a browser must not keep old ones.
@@ -60,3 +62,19 @@ def console_routes(
         Route("/api/transcripts", api_transcripts, methods=["GET"]),
         Mount("/console", StaticFiles(directory=STATIC_DIR), name="console"),
     ]
+
+
+def console_config(
+    settings: Settings, service_id: str, websocket_port: int | None
+) -> dict[str, Any]:
+    """What ``GET /api/config`` tells the page it needs to connect (ports as bound)."""
+    return {
+        "service_id": service_id,
+        "profile": settings.environment,
+        "websocket_port": websocket_port,
+        "audio_path": AUDIO_PATH,
+        "token_required": settings.security.token is not None,
+        "heartbeat_interval_s": settings.output.heartbeat_interval_s,
+        "sample_rate": 16_000,
+        "wake_word": settings.wakeword.enabled,
+    }

@@ -39,12 +39,12 @@ from trio_websocket import WebSocketConnection
 from ..audio.network import AudioFormatError, Encoding, PushedAudio
 from ..errors import ConfigError, ModelError, find_error, only_errors, validation_problem
 from ..session_bridge import SessionBridge
+from ..session_options import SessionOptions
 from ..sessions import (
     EndReason,
     Session,
     SessionLimitError,
     SessionManager,
-    SessionOptions,
 )
 from ..settings import Settings
 from ..transport.websocket_close import (

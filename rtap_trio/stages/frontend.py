@@ -13,20 +13,12 @@ once per utterance, downstream. The wake word's frame-to-block cutting
 (:mod:`.wakeword`), the endpointer's rules (:mod:`.endpointer`) and the
 console's level meter (:mod:`.level`) are modules of their own.
 
-With an end-of-turn detector (``turn.engine``), a pause of ``turn.pause_ms``
-is also a question to it (:mod:`.turn`), asked again at four times that
-(600 ms: the default hangover) while the pause lasts; the early transcription
-waits for its answer, and the second question for the early transcript (one
-after the other, not side by side on the cores). Once both have answered:
-words that clearly go on ("and", a comma) hold the utterance open as before;
-otherwise a turn judged complete ends the utterance at once (its early
-transcript becomes the final), and one judged incomplete is held open up to
-``vad.max_hangover_ms``.
+With an end-of-turn detector (``turn.engine``), a pause is also a question to
+it, and its answer ends or holds the utterance (:mod:`.turn_taking`); when
+partial transcripts are asked for is :mod:`.partial_timing`.
 
-A service that drains (SIGTERM behind a balancer) asks each stream to end at
-its next pause (:meth:`FrontEnd.end_at_pause`): between utterances, after
-:data:`_DRAIN_PAUSE_MS` without voice, never inside one, so that its client
-reconnects to another instance with nothing said cut in two.
+A service that drains asks each stream to end at its next pause between
+utterances (:meth:`FrontEnd.end_at_pause`, :mod:`.drain_at_pause`).
 """
 
 from __future__ import annotations
@@ -42,15 +34,19 @@ import trio
 from ..buffers import PolicySendChannel, RingBuffer
 from ..clock import now
 from ..events import ListenTimeout, SpeechEnd, SpeechStart, UtteranceDiscarded, WakeWord
-from ..items import AudioFrame, EarlyTranscript, EndReason, Samples, TurnEnd, Utterance
+from ..items import AudioFrame, EndReason, Samples, TurnEnd, Utterance
 from ..session_context import SessionContext
 from ..settings import AudioSettings, TurnSettings, VadSettings
 from ..vad.base import VoiceActivity
+from .capture_start import CaptureStart
+from .drain_at_pause import DrainAtPause
+from .early_transcription import EarlyTranscription
 from .endpointer import Endpointer, SpeechEnded, SpeechStarted
-from .level import LevelMeter, dbfs, rms
-from .sentence import SentenceState, sentence_state
+from .level import LevelMeter
+from .partial_timing import PartialTiming
 from .speculative import SpeculativeTranscriber
-from .turn import TurnJudge, TurnQuestion
+from .turn import TurnJudge
+from .turn_taking import TurnTaking
 from .wakeword import WakeWordDetection, WakeWordDetector
 
 __all__ = ["FrontEnd", "FrontEndStatistics"]
@@ -58,21 +54,12 @@ __all__ = ["FrontEnd", "FrontEndStatistics"]
 # Speech after the last voiced frame that is kept: word endings fade below the
 # VAD threshold before they are inaudible.
 _TAIL_MS = 200
-#: Speech voiced within this many frames of a live source's first one was
-#: already under way when capture began (the VAD needs a few frames to call it),
-#: if those frames are loud: a cold webrtcvad calls ~80 ms of silence speech.
-_CUT_AT_START_FRAMES = 3
-_CUT_AT_START_DBFS = -45.0
 #: After an utterance ends, partials stay held back this long: the hand-over
 #: to the STT stage and its preprocessing (~1-2 ms) before the final's request.
 _FINAL_HANDOVER_S = 0.1
 #: Until a partial of the utterance has had words, the next is due this soon
 #: after the last was asked (in effect: once the engine is free, within the share).
 _NO_WORDS_YET_MS = 100
-#: A drain ends a stream only after this much unvoiced audio outside an
-#: utterance: speech whose start the VAD has not yet called (it needs a few
-#: voiced frames) is not cut off before it opens an utterance.
-_DRAIN_PAUSE_MS = 300
 
 
 class _Mode(enum.Enum):
@@ -146,40 +133,44 @@ class FrontEnd:
         self._language = language
         # Early transcription needs a pause shorter than the hangover to run in.
         self._early_on = 0 < vad.early_ms < vad.hangover_ms and early_transcriber is not None
-        #: partial transcripts every this many frames of speech (0: none)
-        self._partial_frames = (
-            partial_interval_ms // audio.frame_ms if early_transcriber is not None else 0
+        #: when partial transcripts are asked for; None: never
+        self._partials = (
+            PartialTiming(
+                interval_frames=partial_interval_ms // audio.frame_ms,
+                first_frames=max(1, early_transcriber.first_partial_ms // audio.frame_ms),
+                no_words_frames=_NO_WORDS_YET_MS // audio.frame_ms,
+            )
+            if early_transcriber is not None and partial_interval_ms // audio.frame_ms
+            else None
         )
-        self._early_transcriber = (
-            early_transcriber if self._early_on or self._partial_frames else None
-        )
-        #: the first partial this many frames after the first voiced one
-        self._first_partial_frames = (
-            max(1, early_transcriber.first_partial_ms // audio.frame_ms)
-            if early_transcriber is not None
-            else 0
-        )
-        self._no_words_frames = _NO_WORDS_YET_MS // audio.frame_ms
+        self._early_transcriber = early_transcriber if self._early_on or self._partials else None
         self._early_frames = max(1, vad.early_ms // audio.frame_ms)
-        self._sentence_endpointing = vad.sentence_endpointing
-        self._min_hangover = min(vad.min_hangover_ms, vad.hangover_ms) // audio.frame_ms
-        self._max_hangover = max(vad.max_hangover_ms, vad.hangover_ms) // audio.frame_ms
-        self._early: EarlyTranscript | None = None
-        self._pause_judged = False
-        self._turn_judge = turn_judge
-        pause = max(1, (turn.pause_ms if turn is not None else 150) // audio.frame_ms)
-        #: the pause lengths (frames) at which the turn is judged
-        # Asked again only at 4x: at 300 ms unfinished thoughts drifted
-        # towards "complete" ("I would like to order," 0.37-0.48) and were cut.
-        self._turn_at = (pause, 4 * pause) if turn_judge is not None else ()
-        self._turn_question: TurnQuestion | None = None
-        self._turn_decided = False
-        #: how many of the pause lengths in _turn_at the detector was asked at
-        self._turn_asked = 0
-        self._next_partial = 0
-        #: the frame the latest partial was asked at, and whether none had words yet
-        self._partial_asked = 0
-        self._partials_without_words = True
+        max_hangover = max(vad.max_hangover_ms, vad.hangover_ms) // audio.frame_ms
+        #: the early transcript of each pause; None: off
+        self._early = (
+            EarlyTranscription(
+                early_transcriber,
+                self._endpointer,
+                early_frames=self._early_frames,
+                min_hangover_frames=min(vad.min_hangover_ms, vad.hangover_ms) // audio.frame_ms,
+                max_hangover_frames=max_hangover,
+                sentence_endpointing=vad.sentence_endpointing,
+            )
+            if self._early_on and early_transcriber is not None
+            else None
+        )
+        #: the end-of-turn detector's questions at pauses; None: the timer alone
+        self._turns = (
+            TurnTaking(
+                turn_judge,
+                self._endpointer,
+                pause_frames=max(1, (turn.pause_ms if turn is not None else 150) // audio.frame_ms),
+                max_hangover_frames=max_hangover,
+                sentence_endpointing=vad.sentence_endpointing,
+            )
+            if turn_judge is not None
+            else None
+        )
         self._utterance_id = ""
         self._wake_only = wake_only and wake is not None
         self._client_turns = client_turns
@@ -190,10 +181,7 @@ class FrontEnd:
         self._frames = frames
         self._utterances = utterances
         self._ids = itertools.count(1)
-        self._live_from_start = live_from_start
-        self._first_index: int | None = None
-        self._loud_at_start = False
-        self._cut_at_start = False
+        self._capture_start = CaptureStart(live_from_start)
         self._level = LevelMeter(ctx.outbox, audio.frame_ms)
         # Bound metric children once: a labels() lookup per frame is waste.
         metrics = ctx.metrics
@@ -205,12 +193,7 @@ class FrontEnd:
         self._stats = dict.fromkeys(
             ("frames", "wake_words", "utterances", "discarded", "budget_exceeded"), 0
         )
-        #: unvoiced frames in a row, and how many make a pause a drain may end at
-        self._unvoiced_run = 0
-        self._drain_pause = _DRAIN_PAUSE_MS // audio.frame_ms
-        #: called once at the next pause (a drain), then every frame is ignored
-        self._end_at_pause: Callable[[], None] | None = None
-        self._ended_at_pause = False
+        self._drain = DrainAtPause(audio.frame_ms)
         self._reset()
 
     def _reset(self) -> None:
@@ -226,16 +209,17 @@ class FrontEnd:
         if self._early_transcriber is not None:
             self._early_transcriber.cancel()
             self._early_transcriber.pause_ended()
-        self._early = None
-        self._pause_judged = False
-        self._forget_turn_question()
+        if self._early is not None:
+            self._early.reset()
+        if self._turns is not None:
+            self._turns.forget()
 
     async def run(self) -> None:
         """Consume frames until the capture side closes, then flush and close."""
         self._reset()
         self._state.reset_capture()
         async for item in self._frames:
-            if self._ended_at_pause:
+            if self._drain.ended:
                 continue  # the client sends these again to the instance it moves to
             if isinstance(item, TurnEnd):
                 utterance = self.end_turn(item.language)
@@ -253,16 +237,13 @@ class FrontEnd:
         started = now()
         index = self._ring.append(frame.samples, frame.index)
         self._last_index = index
-        if self._first_index is None:
-            self._first_index = index
-        if self._live_from_start and index - self._first_index <= _CUT_AT_START_FRAMES:
-            self._loud_at_start |= dbfs(rms(frame.samples)) > _CUT_AT_START_DBFS
+        self._capture_start.frame(index, frame.samples)
         utterance = None
         # The detector adapts to the background as it goes (a cold webrtcvad
         # calls the first ~80 ms speech; Silero carries a recurrent state): it
         # hears every frame, so that it is warm when a wake word hands over.
         voiced = self._vad.is_speech(frame.samples)
-        self._unvoiced_run = 0 if voiced else self._unvoiced_run + 1
+        self._drain.frame(voiced)
         vad_done = now()
         self._vad_time.observe(vad_done - started)
         self._level.add(frame.samples, voiced)
@@ -286,7 +267,7 @@ class FrontEnd:
             elif isinstance(decision, SpeechEnded):
                 utterance = self._on_speech_end(decision)
             elif self._mode is _Mode.IN_SPEECH and (
-                self._early_transcriber is not None or self._turn_judge is not None
+                self._early_transcriber is not None or self._turns is not None
             ):
                 self._in_pause()
             elif (
@@ -296,17 +277,15 @@ class FrontEnd:
             ):
                 self._on_listen_timeout()
         self._count_frame(started)
-        if self._end_at_pause is not None and utterance is None:
-            self._end_if_paused()
+        if self._drain.asked and utterance is None:
+            self._drain.at_pause(self.between_utterances)
         return utterance
 
     def end_at_pause(self, end: Callable[[], None]) -> None:
         """Call ``end`` once, at the next pause between utterances (at once if
         this is one); the frames after it are not processed."""
-        if self._ended_at_pause:
-            return
-        self._end_at_pause = end
-        self._end_if_paused()
+        self._drain.ask(end)
+        self._drain.at_pause(self.between_utterances)
 
     @property
     def between_utterances(self) -> bool:
@@ -315,16 +294,8 @@ class FrontEnd:
         return (
             self._mode is not _Mode.IN_SPEECH
             and self._detection is None
-            and (self._unvoiced_run >= self._drain_pause or self._last_index < 0)
+            and self._drain.quiet(frames_seen=self._last_index >= 0)
         )
-
-    def _end_if_paused(self) -> None:
-        end = self._end_at_pause
-        if end is None or not self.between_utterances:
-            return
-        self._end_at_pause = None
-        self._ended_at_pause = True
-        end()
 
     def flush(self) -> Utterance | None:
         """End of stream: an utterance still open is ended and kept."""
@@ -384,17 +355,12 @@ class FrontEnd:
             # Pre-roll must not reach back into the wake word itself.
             start = max(start, self._detection.frame_index + 1)
         start = max(start, self._ring.oldest_index)
-        # Voiced from the very first frames of a live source: it began before us.
-        first = self._first_index if self._first_index is not None else 0
-        self._cut_at_start = (
-            self._loud_at_start
-            and self._detection is None
-            and decision.first_frame <= first + _CUT_AT_START_FRAMES
+        self._capture_start.speech_started(
+            decision.first_frame, after_wake_word=self._detection is not None
         )
         self._chunks = [self._ring.since(start, index + 1)]
-        # counted from the first voiced frame, not the decision
-        self._next_partial = decision.first_frame + self._first_partial_frames
-        self._partials_without_words = True
+        if self._partials is not None:
+            self._partials.speech_started(decision.first_frame)
         capture = "speech" if self._detection is None else None  # else the wake word's
         self._open_utterance(start, decision.first_frame, capture)
 
@@ -422,153 +388,53 @@ class FrontEnd:
         silence = self._endpointer.silence_frames
         transcriber = self._early_transcriber
         early = self._early
+        turns = self._turns
         if silence == 0:
-            self._forget_turn_question()
+            if turns is not None:
+                turns.forget()
             if transcriber is None:
                 return
             transcriber.pause_ended()
-            if early is not None:  # speech resumed: the early transcript is stale
-                transcriber.cancel()
-                self._early = None
-            if self._partial_frames and self._last_index >= self._next_partial:
+            if early is not None:
+                early.speech_resumed()
+            if self._partials is not None and self._partials.due(self._last_index):
                 self._request_partial()
             return
-        # The second question waits for an early transcription still running:
-        # the two side by side slowed it (below).
-        if (
-            self._turn_asked < len(self._turn_at)
-            and silence >= self._turn_at[self._turn_asked]
-            and (self._turn_asked == 0 or early is None or early.done.is_set())
-        ):
-            self._turn_asked += 1
-            self._ask_about_the_turn(silence)
+        if turns is not None:
+            turns.on_pause(silence, early.current if early else None, self._samples_until)
         if transcriber is not None and silence == self._early_frames:
             transcriber.pause_began()
-        if self._early_on and transcriber is not None:
-            # A blip too short to keep (it would be discarded if the pause
-            # held) is not worth ~0.9 s of tiny.en that a partial then waits behind.
-            # It starts once the detector has answered this pause's question:
-            # beside the detector's inference, whisper.cpp's two threads on two
-            # cores wait for each other at every step, and the early transcript
-            # took 423-699 ms instead of 339-356 (pc2's latency bench, partials
-            # off, 2026-12-03); in turn it starts ~90 ms later, on the same
-            # audio as before (vad.early_ms of the pause, not all of it so far).
-            if (
-                silence >= self._early_frames
-                and early is None
-                and self._endpointer.long_enough
-                and not self._turn_pending()
-            ):
-                last_voiced = self._endpointer.last_voiced_frame
-                self._early = early = transcriber.start(
-                    last_voiced,
-                    self._samples_until(last_voiced + 1 + self._early_frames),
-                    self._language,
-                )
-            elif (
-                early is not None
-                and self._sentence_endpointing
-                and not self._pause_judged
-                and early.done.is_set()
-                and early.result is not None
-            ):
-                self._pause_judged = True
-                state = sentence_state(early.result.text)
-                if state is SentenceState.ENDED and not self._turn_pending():
-                    self._endpointer.set_pause_hangover(self._min_hangover)
-                elif state is SentenceState.GOES_ON:
-                    self._endpointer.set_pause_hangover(self._max_hangover)
-        self._act_on_the_turn(silence, early)
-
-    def _ask_about_the_turn(self, silence: int) -> None:
-        """The pause reached a length at which the detector is asked (again,
-        unless it has already said the turn is over)."""
-        assert self._turn_judge is not None
-        question = self._turn_question
-        if question is not None and (not question.done.is_set() or question.complete):
-            return  # still thinking, or already done
-        if not self._endpointer.long_enough:
-            # A blip too short to keep cannot be a finished turn: ended, it
-            # would be discarded, and the speech after the pause cut from it
-            # (the timer alone merges them).
-            return
-        last_voiced = self._endpointer.last_voiced_frame
-        self._turn_question = self._turn_judge.judge(self._samples_until(last_voiced + 1 + silence))
-        self._turn_decided = False
-        # Held while the detector thinks (up to vad.max_hangover_ms): on a busy
-        # machine its answer (50-70 ms idle) took longer than the rest of the
-        # hangover, and the timer then ended turns broken off at a comma that
-        # the detector would have held (the quick bench's turn_taking, cut 1 of
-        # 2 with three test workers on two cores). Late beats cut.
-        self._endpointer.set_pause_hangover(self._max_hangover)
-
-    def _turn_pending(self) -> bool:
-        """The detector was asked about this pause and has not answered yet."""
-        question = self._turn_question
-        return question is not None and not question.done.is_set()
-
-    def _act_on_the_turn(self, silence: int, early: EarlyTranscript | None) -> None:
-        """End or hold the utterance once the detector (and the early transcript,
-        when there is one) have answered."""
-        question = self._turn_question
-        if question is None or self._turn_decided or not question.done.is_set():
-            return
-        if not question.complete:
-            # Held at once: the words can only hold it longer, never end it.
-            self._turn_decided = True
-            self._endpointer.set_pause_hangover(self._max_hangover)
-            return
-        if early is not None and not early.done.is_set():
-            # Its words may yet say the sentence goes on; the timer as before.
-            self._endpointer.default_pause_hangover()
-            return
-        self._turn_decided = True
-        words = early.result.text if early is not None and early.result is not None else ""
-        if self._sentence_endpointing and sentence_state(words) is SentenceState.GOES_ON:
-            return  # held open by the words (set above)
-        self._endpointer.set_pause_hangover(silence)  # ends on the next frame
-
-    def _forget_turn_question(self) -> None:
-        if self._turn_judge is not None and self._turn_question is not None:
-            self._turn_judge.cancel()
-        self._turn_question = None
-        self._turn_decided = False
-        self._turn_asked = 0
+        if early is not None:
+            early.on_pause(
+                silence,
+                turn_pending=turns is not None and turns.pending,
+                audio=self._samples_until,
+                language=self._language,
+            )
+        if turns is not None:
+            turns.act(silence, early.current if early else None)
 
     def _request_partial(self) -> None:
         """The audio so far to the transcriber, if it is idle: a partial transcript."""
-        assert self._early_transcriber is not None
+        assert self._early_transcriber is not None and self._partials is not None
         stop = self._last_index + 1
-        heard = (stop - self._chunks_start) * self._frame_samples
-        if not self._early_transcriber.ready_for_partial(self._utterance_id, heard):
-            return  # busy or over its share: not worth gathering the audio each frame
-        # Whether the partials so far had words is known now: the transcriber is idle.
-        words = self._early_transcriber.has_words(self._utterance_id)
-        if words and self._partials_without_words:
-            # The first with words: the interval runs from when it was asked.
-            self._partials_without_words = False
-            self._next_partial = self._partial_asked + self._partial_frames
-            if self._last_index < self._next_partial:
-                return
-        if self._early_transcriber.partial(
+        self._partials.request(
+            self._early_transcriber,
             self._utterance_id,
-            self._samples_until(stop),
-            round(stop * self._frame_s, 3),
-            self._language,
-        ):
-            self._partial_asked = self._last_index
-            interval = self._partial_frames if words else self._no_words_frames
-            self._next_partial = self._last_index + interval
+            stop,
+            heard_samples=(stop - self._chunks_start) * self._frame_samples,
+            audio=lambda: self._samples_until(stop),
+            stop_s=round(stop * self._frame_s, 3),
+            language=self._language,
+        )
 
     def _on_speech_end(
         self, decision: SpeechEnded, language: str | None = None
     ) -> Utterance | None:
         wake = self._detection
-        early, self._early = self._early, None
-        self._pause_judged = False
-        self._forget_turn_question()
-        if early is not None and early.last_voiced_frame != decision.last_voiced_frame:
-            early = None  # it heard less than the utterance holds
+        early = self._early.take(decision.last_voiced_frame) if self._early else None
+        if self._turns is not None:
+            self._turns.forget()
         if early is not None:  # its audio is the utterance: it was transcribed
             stop = self._chunks_start + early.samples.size // self._frame_samples
             samples = early.samples
@@ -594,7 +460,7 @@ class FrontEnd:
             ),
             utterance_id,
         )
-        cut, self._cut_at_start = self._cut_at_start, False
+        cut = self._capture_start.take_cut()
         if decision.too_short or cut:
             reason = "too_short" if decision.too_short else "began_before_capture"
             self._stats["discarded"] += 1

@@ -46,7 +46,8 @@ from ...audio.file import AudioDecoder, AudioLimitError, AudioLimits, DecodingSo
 from ...errors import AudioSourceError, ConfigError
 from ...http_server import READ_TIMEOUT_S
 from ...session_bridge import SessionBridge
-from ...sessions import SessionLimitError, SessionManager, SessionOptions
+from ...session_options import SessionOptions
+from ...sessions import SessionLimitError, SessionManager
 from ...settings import Settings
 from ...stt import Task
 from ...transport.schemas import Stream, TranscriptMessage

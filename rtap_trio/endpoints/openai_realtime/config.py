@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...sessions import SessionOptions
+from ...session_options import SessionOptions
 from ...settings import Settings
 
 __all__ = ["PCM16_RATE", "RealtimeOptions", "SessionConfig", "TurnDetection"]

