@@ -135,13 +135,46 @@ def test_one_pass_on_noise_is_no_text_and_abort_stops_it(
     assert aborted_s < decoded_s / 4, (aborted_s, decoded_s)
 
 
-def test_one_pass_is_only_for_multilingual_models_detecting_over_the_full_window() -> None:
+def test_one_pass_is_only_for_multilingual_models_detecting_the_language() -> None:
     assert not WhisperContext(_stt(model_name="tiny.en", n_threads=WHISPER_THREADS)).one_pass
     fixed = WhisperContext(
         SttSettings(language="de", whispercpp=WhisperCppSettings(n_threads=WHISPER_THREADS))
     )
     assert not fixed.one_pass  # a fixed language already costs one encoder pass
-    assert not WhisperContext(_stt(audio_ctx="auto", n_threads=WHISPER_THREADS)).one_pass
+
+
+@pytest.mark.slow
+def test_one_pass_in_a_window_sized_to_the_utterance_and_back_to_the_full_one(
+    base_engines: tuple[WhisperContext, WhisperContext],
+) -> None:
+    one_pass, _ = base_engines
+    windowed = WhisperContext(_stt(audio_ctx="auto", n_threads=WHISPER_THREADS))
+    assert windowed.one_pass
+    audio, text = _command("computer_garage.wav")
+    small = windowed.transcribe(audio)
+    assert windowed.last_audio_ctx == 768
+    full = one_pass.transcribe(audio)
+    print(f"\n768 frames: {small!r}\nfull window: {full!r}")
+    assert small.language == "en"
+    assert word_error_rate(text, small.text) <= 0.3
+    # base, two threads: ~1.6 against ~3.2 s of CPU (0.43-0.46 of the full
+    # window's on the corpus and fixtures). The window is whisper.cpp state that
+    # outlives the call, so an utterance too long for any smaller window must
+    # get the full one back, all its words included.
+    assert small.cpu_ms < 0.7 * full.cpu_ms, (small.cpu_ms, full.cpu_ms)
+    long = np.concatenate([np.zeros(27 * RATE, dtype=np.float32), audio])
+    tail = windowed.transcribe(long)
+    assert windowed.last_audio_ctx == 0
+    assert tail.cpu_ms > 1.4 * small.cpu_ms, (tail.cpu_ms, small.cpu_ms)
+    assert word_error_rate(text, tail.text) <= 0.3, tail
+    # A language it is unsure of in the smaller window is decided in the full
+    # one: this Spanish command at 768 frames is Spanish with p 0.37 (against
+    # 0.97-1.0 for the corpus's real speech), so the call pays both windows.
+    spanish, spanish_text = _command("es_restaurante.wav")
+    unsure = windowed.transcribe(spanish)
+    assert unsure.language == "es"
+    assert unsure.cpu_ms > 0.9 * full.cpu_ms, (unsure.cpu_ms, full.cpu_ms)
+    assert word_error_rate(spanish_text, unsure.text) <= 0.3, unsure
 
 
 # --------------------------------------------------------------------------- policy

@@ -207,9 +207,14 @@ class WhisperCppSettings(Section):
     # seconds) against ~290 ms on one thread (384 frames, tiny.en).
     partial_threads: int = Field(1, ge=1, le=64)
     flash_attn: bool = Field(True, description="whisper.cpp flash attention")
-    # language auto over the full window: detect the language on the encoder
-    # pass that transcribes (greedy, through libwhisper; see
-    # stt/whispercpp/direct.py) instead of whisper_full's extra encoder pass.
+    # language auto: detect the language on the encoder pass that transcribes
+    # (greedy, through libwhisper; see stt/whispercpp/direct.py) instead of
+    # whisper_full's extra encoder pass. With audio_ctx auto too, one pass in
+    # the smaller window: base took 960-981 ms a command against 2069-2128 in
+    # the full window, the default profile's end of speech -> transcript p50
+    # 2254 -> 1167 ms, but the eval sets' WER rose 2-3 points (docs/performance.md).
+    # A decode that loops there, or a language detected with p < 0.5, is done
+    # again in the full window; audio_ctx_first_floor is not used on this path.
     one_pass_language: bool = True
 
     @field_validator("audio_ctx")

@@ -2,8 +2,8 @@
 
 Two ways through whisper.cpp, one per configuration: ``whisper_full`` through
 pywhispercpp, and, where ``whisper_full`` would encode the window twice (a
-multilingual model asked to detect the language over the full window), the
-one-pass decoder of :mod:`.direct`.
+multilingual model asked to detect the language), the one-pass decoder of
+:mod:`.direct`.
 """
 
 from __future__ import annotations
@@ -119,14 +119,15 @@ class WhisperContext:
         use_gpu = self.device == "cuda"
         #: Language detection and decoding on one encoder pass (see .direct):
         #: only where whisper_full would encode twice, i.e. a multilingual model
-        #: asked to detect the language over the full window.
+        #: asked to detect the language (in the full window or one sized to the
+        #: utterance: .encoder_window).
         self._direct: DirectWhisper | None = None
         self._model: Any = None
         self._words_model: Any = None
         self._context: int | None = None
         self._words_context: int | None = None
         self._context_params: Any = {"use_gpu": use_gpu, "flash_attn": whisper.flash_attn}
-        if whisper.one_pass_language and self.default_language == "" and whisper.audio_ctx == 0:
+        if whisper.one_pass_language and self.default_language == "":
             self._direct = DirectWhisper(
                 self.model_file,
                 n_threads=whisper.n_threads,
@@ -248,7 +249,12 @@ class WhisperContext:
             self.last_audio_ctx = audio_ctx
             if self._direct is not None and not words:
                 decoded = self._direct.transcribe(
-                    audio, should_abort, language, prompt=prompt, translate=translate
+                    audio,
+                    should_abort,
+                    language,
+                    prompt=prompt,
+                    translate=translate,
+                    audio_ctx=audio_ctx,
                 )
                 return EngineResult(
                     clean_transcript(decoded.text),
