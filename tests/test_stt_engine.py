@@ -168,6 +168,7 @@ def test_one_pass_in_a_window_sized_to_the_utterance_and_back_to_the_full_one() 
     spanish, spanish_text = _command("es_restaurante.wav")
     unsure = windowed.transcribe(spanish)
     assert unsure.language == "es" and unsure.cpu_ms is not None
+    assert windowed.last_audio_ctx == 0
     assert unsure.cpu_ms > 0.9 * full.cpu_ms, (unsure.cpu_ms, full.cpu_ms)
     assert word_error_rate(spanish_text, unsure.text) <= 0.3, unsure
 

@@ -256,6 +256,8 @@ class WhisperContext:
                     translate=translate,
                     audio_ctx=audio_ctx,
                 )
+                # the full window where the smaller one looped or was unsure
+                self.last_audio_ctx = self._direct.audio_ctx
                 return EngineResult(
                     clean_transcript(decoded.text),
                     decoded.language,

@@ -315,6 +315,11 @@ class DirectWhisper:
         self._suppressed_first[[self._eot, self._token_id(b" ")]] = True
 
     @property
+    def audio_ctx(self) -> int:
+        """The encoder window of the latest transcription (0: the full 30 s)."""
+        return 0 if self._window is None else self._window.audio_ctx
+
+    @property
     def context(self) -> int | None:
         """The ``whisper_context *`` it decodes on (None once closed)."""
         return self._ctx
