@@ -152,24 +152,17 @@ def test_one_pass_in_a_window_sized_to_the_utterance_and_back_to_the_full_one() 
     assert windowed.last_audio_ctx == 768
     assert small.language == "en"
     assert word_error_rate(text, small.text) <= 0.3, small
-    # The window is whisper.cpp state that outlives the call, so an utterance
-    # too long for any smaller window must get the full one back, all its words
-    # included; and the smaller one costs less than half (base, two threads:
-    # ~1.6 against ~3.4 s of CPU; 0.43-0.46 on the corpus and fixtures).
-    long = np.concatenate([np.zeros(27 * RATE, dtype=np.float32), audio])
-    full = windowed.transcribe(long)
-    assert windowed.last_audio_ctx == 0
-    assert word_error_rate(text, full.text) <= 0.3, full
-    assert small.cpu_ms is not None and full.cpu_ms is not None
-    assert small.cpu_ms < 0.7 * full.cpu_ms, (small.cpu_ms, full.cpu_ms)
     # A language it is unsure of in the smaller window is decided in the full
     # one: this Spanish command at 768 frames is Spanish with p 0.37 (against
-    # 0.97-1.0 for the corpus's real speech), so the call pays both windows.
+    # 0.97-1.0 for the corpus's real speech), so the call pays both windows
+    # (base, two threads: the smaller one ~0.45 of the full one's CPU). The
+    # window is whisper.cpp state that outlives a call: it must be set back.
     spanish, spanish_text = _command("es_restaurante.wav")
     unsure = windowed.transcribe(spanish)
-    assert unsure.language == "es" and unsure.cpu_ms is not None
+    assert unsure.language == "es"
     assert windowed.last_audio_ctx == 0
-    assert unsure.cpu_ms > 0.9 * full.cpu_ms, (unsure.cpu_ms, full.cpu_ms)
+    assert small.cpu_ms is not None and unsure.cpu_ms is not None
+    assert unsure.cpu_ms > 2.2 * small.cpu_ms, (unsure.cpu_ms, small.cpu_ms)
     assert word_error_rate(spanish_text, unsure.text) <= 0.3, unsure
 
 
