@@ -39,7 +39,7 @@ import numpy.typing as npt
 from ...errors import ModelError
 from ...items import Float32
 from ..hallucination import compression_ratio
-from .encoder_window import EncoderWindow
+from .encoder_window import EncoderWindow, bind_whisper_full
 from .text import clean_transcript
 from .window import final_token_cap
 
@@ -155,6 +155,7 @@ def libwhisper() -> ctypes.CDLL:
     library.whisper_lang_id.restype = c_int
     library.whisper_full_get_segment_no_speech_prob.argtypes = [ctx, c_int]
     library.whisper_full_get_segment_no_speech_prob.restype = ctypes.c_float
+    bind_whisper_full(library)
     return library
 
 
@@ -366,6 +367,7 @@ class DirectWhisper:
         """
         if self._ctx is None:
             raise RuntimeError("DirectWhisper is closed")
+        asked = language
         samples = np.ascontiguousarray(audio, dtype=np.float32)
         lib, ctx = self._lib, self._ctx
         pointer = samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
@@ -395,7 +397,7 @@ class DirectWhisper:
             language_token = int(self._language_tokens[best])
             if audio_ctx and probability < _SURE_LANGUAGE:
                 return self.transcribe(
-                    audio, should_abort, None, prompt=prompt, translate=translate
+                    audio, should_abort, asked, prompt=prompt, translate=translate
                 )
         else:
             language_token = self.language_token(language)
@@ -451,9 +453,7 @@ class DirectWhisper:
             # A window smaller than 30 s is what makes Whisper loop
             # (docs/cuda.md): decode again in the full one, as pc2's finals
             # do after a first try that loops.
-            return self.transcribe(
-                audio, should_abort, language, prompt=prompt, translate=translate
-            )
+            return self.transcribe(audio, should_abort, asked, prompt=prompt, translate=translate)
         if scoring and logprob_sum / (len(tokens) + 1) < _LOGPROB_THRESHOLD:
             return silent
         text = b"".join(pieces).decode("utf-8", errors="replace").strip()

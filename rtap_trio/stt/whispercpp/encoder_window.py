@@ -29,7 +29,7 @@ from typing import Any
 
 from ...errors import ModelError
 
-__all__ = ["EncoderWindow"]
+__all__ = ["EncoderWindow", "bind_whisper_full"]
 
 _GREEDY = 0  # enum whisper_sampling_strategy
 
@@ -140,21 +140,21 @@ def _defaults_match(params: _FullParams) -> bool:
     )
 
 
+def bind_whisper_full(library: Any) -> None:
+    """Declare the signatures this module calls (once, with the library's others)."""
+    library.whisper_full_default_params_by_ref.restype = ctypes.POINTER(_FullParams)
+    library.whisper_full_default_params_by_ref.argtypes = [ctypes.c_int]
+    library.whisper_free_params.argtypes = [ctypes.POINTER(_FullParams)]
+    library.whisper_full.argtypes = [_P, _FullParams, ctypes.POINTER(ctypes.c_float), ctypes.c_int]
+    library.whisper_full.restype = ctypes.c_int
+
+
 class EncoderWindow:
     """The window ``whisper_encode`` uses on one context; not thread-safe (the
     engine's lock holds it with the context)."""
 
     def __init__(self, library: Any, context: int, n_threads: int) -> None:
-        library.whisper_full_default_params_by_ref.restype = ctypes.POINTER(_FullParams)
-        library.whisper_full_default_params_by_ref.argtypes = [ctypes.c_int]
-        library.whisper_free_params.argtypes = [ctypes.POINTER(_FullParams)]
-        library.whisper_full.argtypes = [
-            _P,
-            _FullParams,
-            ctypes.POINTER(ctypes.c_float),
-            ctypes.c_int,
-        ]
-        library.whisper_full.restype = ctypes.c_int
+        """``library``: bound by :func:`bind_whisper_full`."""
         defaults = library.whisper_full_default_params_by_ref(_GREEDY)
         params = _FullParams.from_buffer_copy(defaults.contents)
         library.whisper_free_params(defaults)
