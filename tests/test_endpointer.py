@@ -62,3 +62,20 @@ def test_end_of_stream_flushes_open_utterance() -> None:
     end = decisions[-1]
     assert isinstance(end, SpeechEnded)
     assert end.reason is EndReason.END_OF_STREAM and end.last_voiced_frame == 9
+
+
+def test_a_hangover_shortened_to_the_silence_so_far_ends_on_that_frame() -> None:
+    # What the end-of-turn detector or the early transcript says is read on a
+    # frame of the pause; the utterance ends on that frame, 20 ms before the next.
+    endpointer = Endpointer(VadSettings(speech_start_frames=1, hangover_ms=600), FRAME_MS)
+    for index in range(10):
+        endpointer.push(index, voiced=True)
+    assert endpointer.ended_by_hangover(9) is None  # speaking: no pause to end
+    for index in range(10, 15):
+        assert endpointer.push(index, voiced=False) is None
+        assert endpointer.ended_by_hangover(index) is None  # the default hangover holds
+    endpointer.set_pause_hangover(endpointer.silence_frames)
+    end = endpointer.ended_by_hangover(14)
+    assert isinstance(end, SpeechEnded)
+    assert (end.last_voiced_frame, end.decided_frame, end.reason) == (9, 14, EndReason.SILENCE)
+    assert endpointer.ended_by_hangover(15) is None and not endpointer.in_speech

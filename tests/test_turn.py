@@ -450,7 +450,8 @@ def test_the_early_transcription_waits_for_the_question_and_the_second_question_
     settings = service_settings("pc2", **{"stt.partials": False})
     frame_ms = settings.audio.frame_ms
     pause = settings.turn.pause_ms // frame_ms
-    assert settings.vad.early_ms // frame_ms == pause  # asked together before
+    early_frames = settings.vad.early_ms // frame_ms
+    assert pause < early_frames  # the question is asked first, then the transcript is due
     voice, early, questions = _Voice(), _Early(), _Questions()
     frontend = detached_frontend(
         detached_context(),
@@ -475,13 +476,13 @@ def test_the_early_transcription_waits_for_the_question_and_the_second_question_
         return (early.samples.size - 1 - voiced[-1]) * 1000 / settings.audio.sample_rate
 
     frames_of(50, voiced=True)
-    frames_of(pause + 5, voiced=False)
+    frames_of(early_frames + 5, voiced=False)
     assert len(questions.asked) == 1 and not early.started  # thinking: no transcription yet
     _answer(questions.asked[0], complete=False)
     frames_of(1, voiced=False)
     assert len(early.started) == 1  # answered: the early transcription starts
     # ... on the audio it took before it waited: vad.early_ms of the pause (whole frames).
-    assert trailing_silence_ms(early.started[0]) == pause * frame_ms
+    assert trailing_silence_ms(early.started[0]) == early_frames * frame_ms
     frames_of(4 * pause, voiced=False)  # past the second question's pause length
     assert len(questions.asked) == 1  # ... which waits for the early transcript
     early.started[0].done.set()
@@ -491,7 +492,11 @@ def test_the_early_transcription_waits_for_the_question_and_the_second_question_
     frames_of(10, voiced=True)
     frames_of(pause, voiced=False)
     assert len(questions.asked) == 3 and len(early.started) == 1
-    _answer(questions.asked[2], complete=True)
+    _answer(questions.asked[2], complete=True)  # answered before vad.early_ms
+    # ... the transcription is not due yet, and the turn, complete, is not
+    # ended without its words (frames_of: no utterance comes out).
+    frames_of(early_frames - pause - 1, voiced=False)
+    assert len(early.started) == 1
     frames_of(1, voiced=False)
     assert len(early.started) == 2
-    assert trailing_silence_ms(early.started[1]) == pause * frame_ms
+    assert trailing_silence_ms(early.started[1]) == early_frames * frame_ms

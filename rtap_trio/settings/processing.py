@@ -138,8 +138,11 @@ class TurnSettings(Section):
     # Smart Turn's own cut-off is 0.5.
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     # How long a pause must be before the turn so far is judged (issue 18:
-    # try 100-200 ms); judged at pauses only, never per frame.
-    pause_ms: int = Field(150, ge=20, le=5000)
+    # try 100-200 ms); judged at pauses only, never per frame. 100 rather
+    # than 150: its answer (90-130 ms on pc2) is then back about when the
+    # early transcription is due (vad.early_ms), and no more turns were cut in
+    # five runs; at 50 one of the paused sentences was (docs/performance.md).
+    pause_ms: int = Field(100, ge=20, le=5000)
     # Default: smart-turn-v3.2-cpu.onnx in the model cache ($RTAP_MODEL_CACHE),
     # put there by `python -m rtap_trio models fetch smart-turn` and checked
     # against its pinned sha256 at load. A path given here is loaded as it is.

@@ -70,7 +70,7 @@ class Endpointer:
 
     def set_pause_hangover(self, frames: int) -> None:
         """The hangover of the current pause: the utterance ends once the silence
-        reaches it (at the next frame, if it already has)."""
+        reaches it (on the frame that set it, if it already has: :meth:`ended_by_hangover`)."""
         self._hangover_frames = max(1, frames)
 
     def default_pause_hangover(self) -> None:
@@ -110,6 +110,14 @@ class Endpointer:
         if self._silence >= self._hangover_frames:
             return self._end(frame_index, EndReason.SILENCE)
         return None
+
+    def ended_by_hangover(self, frame_index: int) -> SpeechEnded | None:
+        """The end, if the pause's hangover was shortened to what is already
+        silent since :meth:`push` took ``frame_index``: decided on that frame,
+        not the next (an answer read on a frame ends the utterance 20 ms sooner)."""
+        if self._first is None or self._silence == 0 or self._silence < self._hangover_frames:
+            return None
+        return self._end(frame_index, EndReason.SILENCE)
 
     def flush(self, frame_index: int) -> SpeechEnded | None:
         """The stream ended: close an open utterance, if any."""

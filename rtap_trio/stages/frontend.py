@@ -270,6 +270,11 @@ class FrontEnd:
                 self._early_transcriber is not None or self._turns is not None
             ):
                 self._in_pause()
+                # What the detector or the early transcript said on this frame
+                # may end the pause now.
+                ended = self._endpointer.ended_by_hangover(index)
+                if ended is not None:
+                    utterance = self._on_speech_end(ended)
             elif (
                 self._mode is _Mode.AWAIT_SPEECH
                 and self._detection is not None
@@ -412,7 +417,10 @@ class FrontEnd:
                 language=self._language,
             )
         if turns is not None:
-            turns.act(silence, early.current if early else None)
+            # Asked at turn.pause_ms, the detector may answer before the early
+            # transcription is due (vad.early_ms): its words are still to come.
+            due = early is not None and early.current is None and silence < self._early_frames
+            turns.act(silence, early.current if early else None, early_due=due)
 
     def _request_partial(self) -> None:
         """The audio so far to the transcriber, if it is idle: a partial transcript."""
