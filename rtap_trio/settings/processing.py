@@ -141,7 +141,7 @@ class TurnSettings(Section):
     # try 100-200 ms); judged at pauses only, never per frame. 100 rather
     # than 150: its answer (90-130 ms on pc2) is then back about when the
     # early transcription is due (vad.early_ms), and no more turns were cut in
-    # five runs; at 50 one of the paused sentences was (docs/performance.md).
+    # six runs; at 50 one of the paused sentences was (docs/performance.md).
     pause_ms: int = Field(100, ge=20, le=5000)
     # Default: smart-turn-v3.2-cpu.onnx in the model cache ($RTAP_MODEL_CACHE),
     # put there by `python -m rtap_trio models fetch smart-turn` and checked

@@ -40,7 +40,7 @@ class TurnTaking:
         self._endpointer = endpointer
         #: the pause lengths (frames) at which the turn is judged
         # Asked again only at 4x (600 ms, now 400: no more turns of the bench's
-        # sets cut in five runs): at 300 ms unfinished thoughts drifted
+        # sets cut in six runs): at 300 ms unfinished thoughts drifted
         # towards "complete" ("I would like to order," 0.37-0.48) and were cut.
         self._at = (pause_frames, 4 * pause_frames)
         self._max_hangover = max_hangover_frames
