@@ -35,6 +35,60 @@ def test_summarize_is_ordered_and_empty_safe() -> None:
     assert summarize([]) == {"n": 0}
 
 
+def test_recorded_turns_are_scored_by_where_their_pieces_fall() -> None:
+    # Two recorded clips as two turns, 2.5 s of silence around each; the first
+    # came out in two pieces (cut), the second whole.
+    import numpy as np
+
+    from rtap_trio.bench.common import Clip
+    from rtap_trio.bench.turns import _recorded, _score
+
+    one = Clip("one.wav", np.ones(16_000, dtype=np.int16), "en", "ask not what your country")
+    two = Clip("two.wav", np.ones(8_000, dtype=np.int16), "en", "turn on the lamp")
+    pcm, timings = _recorded([one, two])
+    assert pcm.size == 3 * 40_000 + 24_000 and int(pcm.sum()) == 24_000
+    assert [(t["command_start_s"], t["command_end_s"]) for t in timings] == [
+        (2.5, 3.5),
+        (6.0, 6.5),
+    ]
+
+    def row(start: float, end: float) -> dict[str, float]:
+        return {"audio_start_s": start, "audio_end_s": end, "endpoint": 400.0, "total": 420.0}
+
+    result = {
+        "per_utterance": [row(2.5, 2.9), row(3.0, 3.5), row(6.0, 6.5)],
+        "texts": ["Ask not", "what your country.", "Turn on the lamp."],
+    }
+    scored = _score(timings, result)
+    assert (scored["turns"], scored["cut"], scored["lost"]) == (2, 1, 0)
+    assert scored["cut_turns"] == ["Ask not | what your country."]
+    assert scored["wer"] == 0.0
+
+
+def test_recorded_commands_are_headline_figures_with_pc2s_targets() -> None:
+    from rtap_trio.bench.report import headline
+
+    def stats(p50: float, p95: float) -> dict[str, Any]:
+        return {"total": {"n": 6, "p50": p50, "p95": p95}}
+
+    report = {
+        "model": "tiny.en",
+        "latency": {
+            "ms": stats(810.0, 1200.0),
+            "real_speech": {"ms": stats(363.0, 398.0), "without_turn": {"ms": stats(603.0, 603.0)}},
+        },
+    }
+    rows = {row["figure"]: row for row in headline(report)}
+    recorded = rows["end of speech -> ZeroMQ transcript p50, recorded commands"]
+    assert (recorded["target"], recorded["met"]) == (400.0, True)
+    assert rows["end of speech -> ZeroMQ transcript p95, recorded commands"]["target"] == 500.0
+    assert rows["end of speech -> ZeroMQ transcript p50"]["met"] is False
+    without = rows[
+        "end of speech -> ZeroMQ transcript p50, recorded commands, without the detector"
+    ]
+    assert without["value"] == 603.0 and without["target"] is None
+
+
 def test_tiny_en_ct2_directory_is_loadable_by_faster_whisper() -> None:
     model_dir = ct2_model_dir("tiny.en", None)
     for name in ("model.bin", "config.json", "tokenizer.json"):

@@ -37,6 +37,7 @@ __all__ = [
     "Clip",
     "concatenate",
     "corpus_clips",
+    "corpus_commands",
     "default_corpus",
     "fixture_clips",
     "progress",
@@ -146,6 +147,24 @@ def corpus_clips(corpus: Path) -> list[Clip]:
         if path.is_file():
             clips.append(Clip(name, load_audio(path, SAMPLE_RATE), language, text))
     return clips
+
+
+#: Recorded English commands (../shared/corpus): what the latency section measures
+#: besides the generated ones, because the end-of-turn detector hears espeak-ng's
+#: speech differently from one host's CPU to the next and recorded speech not.
+_CORPUS_COMMANDS = {
+    "living_room_light_en.wav": "Turn on the living room light.",
+    "turn_on_the_living_room_lamp.wav": "Turn on the living room lamp.",
+}
+
+
+def corpus_commands(corpus: Path) -> list[Clip]:
+    """The corpus's recorded English commands, read in place (16 kHz mono)."""
+    return [
+        Clip(name, load_audio(corpus / name, SAMPLE_RATE), "en", text)
+        for name, text in _CORPUS_COMMANDS.items()
+        if (corpus / name).is_file()
+    ]
 
 
 def concatenate(clips: Sequence[Clip], gap_s: float, total_s: float | None = None) -> Samples:

@@ -161,11 +161,21 @@ def _partials(receiver: ZmqReceiver, source: ArraySource) -> dict[str, Any]:
 
 
 async def measure_latency_ab(
-    settings: Settings, audio: Samples, limit_s: float, *, compare_turn: bool = True
+    settings: Settings,
+    audio: Samples,
+    limit_s: float,
+    *,
+    compare_turn: bool = True,
+    real_speech: Samples | None = None,
 ) -> dict[str, Any]:
     """The profile as it is; the plain silence timer (no early or partial
     transcription, no end-of-turn detector); and, where the profile has a
-    detector and ``compare_turn``, the profile without it. Same audio."""
+    detector and ``compare_turn``, the profile without it. Same audio.
+
+    ``real_speech`` (recorded commands, the corpus's) is measured too, with the
+    profile as it is and without its detector: the detector's answers on
+    espeak-ng's speech depend on the host's CPU (docs/performance.md, "The
+    detector's answers and the host's CPU"); on recorded speech they did not."""
     no_turn = settings.turn.model_copy(update={"engine": "none"})
     off = settings.model_copy(
         update={
@@ -192,7 +202,29 @@ async def measure_latency_ab(
         word_error_rate(" ".join(without["texts"]), " ".join(on["texts"])), 4
     )
     on["peer"] = await trio.to_thread.run_sync(_peer_policy, settings, audio, without)
+    if real_speech is not None:
+        on["real_speech"] = await _measure_real_speech(settings, real_speech, limit_s)
     return on
+
+
+async def _measure_real_speech(
+    settings: Settings, audio: Samples, limit_s: float
+) -> dict[str, Any]:
+    """End of speech -> transcript on recorded commands: the profile, and the
+    profile without its detector where it has one."""
+    measured = await measure_latency(settings, audio, limit_s)
+    result: dict[str, Any] = {
+        "utterances": measured["utterances"],
+        "ms": measured["ms"],
+        "texts": measured["texts"],
+    }
+    if settings.turn.engine != "none":
+        no_turn = settings.turn.model_copy(update={"engine": "none"})
+        without = await measure_latency(
+            settings.model_copy(update={"turn": no_turn}), audio, limit_s
+        )
+        result["without_turn"] = {"utterances": without["utterances"], "ms": without["ms"]}
+    return result
 
 
 def _peer_policy(settings: Settings, audio: Samples, without: dict[str, Any]) -> dict[str, Any]:

@@ -111,6 +111,24 @@ TARGETS: dict[str, tuple[tuple[str, ...], str, float | None, str]] = {
     ),
     "end of speech -> ZeroMQ transcript p50": (("latency", "ms", "total", "p50"), "<=", None, "ms"),
     "end of speech -> ZeroMQ transcript p95": (("latency", "ms", "total", "p95"), "<=", None, "ms"),
+    "end of speech -> ZeroMQ transcript p50, recorded commands": (
+        ("latency", "real_speech", "ms", "total", "p50"),
+        "<=",
+        None,
+        "ms",
+    ),
+    "end of speech -> ZeroMQ transcript p95, recorded commands": (
+        ("latency", "real_speech", "ms", "total", "p95"),
+        "<=",
+        None,
+        "ms",
+    ),
+    "end of speech -> ZeroMQ transcript p50, recorded commands, without the detector": (
+        ("latency", "real_speech", "without_turn", "ms", "total", "p50"),
+        "<=",
+        None,
+        "ms",
+    ),
     "waiting for an STT worker p95": (("latency", "ms", "queue", "p95"), "<=", None, "ms"),
     "peer policy (fixed silence, then faster-whisper int8) p50": (
         ("latency", "peer", "ms", "p50"),
@@ -204,9 +222,19 @@ def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
         if name == "replay throughput" and tiny:
             name, target = "replay throughput, tiny.en", 10.0
         # The targets of pc2 and of the default profile (issue 18).
-        if name == "end of speech -> ZeroMQ transcript p50":
+        if name in (
+            "end of speech -> ZeroMQ transcript p50",
+            "end of speech -> ZeroMQ transcript p50, recorded commands",
+        ):
             target = 400.0 if tiny else 1200.0
-        if name == "end of speech -> ZeroMQ transcript p95" and tiny:
+        if (
+            name
+            in (
+                "end of speech -> ZeroMQ transcript p95",
+                "end of speech -> ZeroMQ transcript p95, recorded commands",
+            )
+            and tiny
+        ):
             target = 500.0
         if name == "first partial after speech start p50" and tiny:
             target = 900.0
@@ -217,6 +245,22 @@ def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
             {"figure": name, "value": value, "unit": unit, "target": target, "op": op, "met": met}
         )
     return rows
+
+
+def _real_speech_lines(real: Any) -> list[str]:
+    """The recorded commands' end of speech -> transcript, with and without the detector."""
+    if not isinstance(real, dict) or not real.get("utterances"):
+        return []
+    total = real["ms"]["total"]
+    line = (
+        f"Recorded commands (../shared/corpus, {real['utterances']} utterances): end of "
+        f"speech -> transcript p50 {total['p50']:g} ms, p95 {total['p95']:g} ms"
+    )
+    without = real.get("without_turn")
+    if isinstance(without, dict) and without.get("utterances"):
+        other = without["ms"]["total"]
+        line += f"; without the end-of-turn detector {other['p50']:g} / {other['p95']:g} ms"
+    return ["", line + "."]
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -276,6 +320,7 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"{latency.get('without_early', {}).get('cpu_s')} s without; final words "
                 f"against without: WER {latency.get('same_words_wer')}.",
             ]
+        lines += _real_speech_lines(latency.get("real_speech"))
     lines += _vad_table(report.get("vad"))
     lines += _turns_table(report.get("turns"))
     lines += _concurrency_table(report.get("concurrency"))
@@ -303,6 +348,14 @@ def _turns_table(turns: Any) -> list[str]:
                 f"| {row['wer']} | {endpoint.get('p50', '-')} | {endpoint.get('p95', '-')} "
                 f"| {total.get('p50', '-')} | {total.get('p95', '-')} |"
             )
+    cuts = [
+        f"- {name}, {engine}: " + "; ".join(f'"{pieces}"' for pieces in row["cut_turns"])
+        for name, policies in turns["sets"].items()
+        for engine, row in policies.items()
+        if row.get("cut_turns")
+    ]
+    if cuts:
+        lines += ["", "Cut turns, as they came out (the pieces between bars):", "", *cuts]
     return lines
 
 

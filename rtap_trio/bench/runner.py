@@ -25,6 +25,7 @@ from .common import (
     Clip,
     concatenate,
     corpus_clips,
+    corpus_commands,
     default_corpus,
     fixture_clips,
     progress,
@@ -65,6 +66,7 @@ class BenchOptions:
 class _Audio:
     fixtures: list[Clip]
     corpus: list[Clip]
+    commands: list[Clip]
 
     @property
     def speech(self) -> list[Clip]:
@@ -144,9 +146,16 @@ def _sections(options: BenchOptions, audio: _Audio) -> dict[str, Callable[[], di
                 concatenate(short[:1], 0.0) if quick else concatenate(speech[:6], 1.5),
                 60 if quick else 240,
                 compare_turn=not quick,
+                # Each recorded command three times, 2.5 s apart (six utterances).
+                real_speech=None
+                if quick or not audio.commands
+                else concatenate(audio.commands * 3, 2.5),
             )
         ),
-        "turns": lambda: measure_turns(settings, quick=quick),
+        # Recorded speech as turns: JFK's paused sentence, then the commands.
+        "turns": lambda: measure_turns(
+            settings, quick=quick, recorded=audio.named("jfk.wav") + audio.commands
+        ),
         "vad": lambda: measure_vad(settings, quick=quick),
         "memory": memory,
         "fanout": lambda: trio.run(measure_fanout, 100, 10 if quick else 50, 0.02),
@@ -193,7 +202,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "sections": {},
     }
     corpus = options.corpus or default_corpus()
-    audio = _Audio(fixture_clips(), corpus_clips(corpus))
+    audio = _Audio(fixture_clips(), corpus_clips(corpus), corpus_commands(corpus))
     report["audio"] = {
         "fixtures": [clip.name for clip in audio.fixtures],
         "corpus": str(corpus),

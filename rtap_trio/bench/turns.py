@@ -10,18 +10,28 @@ none``, the profile's hangover) and with the end-of-turn detector
 utterance), turns *lost* (no transcript), and how long the policy waited after
 the speech (the endpoint) and the transcript took (end of speech to a ZeroMQ
 subscriber).
+
+A third set, ``recorded`` (when ``../shared/corpus`` is there), is real speech:
+JFK's sentence, one turn with pauses inside it of 0.9 s (after "Americans,",
+which the 600 ms timer cuts) and 0.54 s, then the corpus's recorded commands,
+each a turn. The detector hears espeak-ng's fragments as finished (they end on
+a final fall) and recorded speech by its tune; this set says what it does with
+the second.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import trio
 
 from ..devtools.speechgen import PAUSED, TURN_TAKING, Utterance, render
 from ..devtools.textmetrics import word_error_rate
+from ..items import Samples
 from ..settings import Settings
-from .common import progress, summarize
+from .common import SAMPLE_RATE, Clip, progress, summarize
 from .latency import measure_latency
 
 __all__ = ["measure_turns"]
@@ -45,6 +55,7 @@ def _score(timings: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, A
     rows = result["per_utterance"]
     texts = result["texts"]
     cut = lost = 0
+    cut_turns: list[str] = []  # what each cut turn came out as, its pieces
     endpoint: list[float] = []
     total: list[float] = []
     errors: list[float] = []
@@ -58,7 +69,9 @@ def _score(timings: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, A
         if not inside:
             lost += 1
             continue
-        cut += len(inside) > 1
+        if len(inside) > 1:
+            cut += 1
+            cut_turns.append(" | ".join(text for _, text in inside))
         last, _ = inside[-1]
         endpoint.append(last["endpoint"])
         total.append(last["total"])
@@ -67,6 +80,7 @@ def _score(timings: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, A
         "turns": len(timings),
         "utterances": len(rows),
         "cut": cut,
+        "cut_turns": cut_turns,
         "lost": lost,
         "endpoint_ms": summarize(endpoint, 1),
         "speech_end_to_transcript_ms": summarize(total, 1),
@@ -74,13 +88,45 @@ def _score(timings: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, A
     }
 
 
-def measure_turns(settings: Settings, quick: bool = False) -> dict[str, Any]:
+#: Silence before, between and after the recorded turns: longer than the
+#: detector's longest hold (vad.max_hangover_ms, 1.2 s), so that no turn is
+#: held into the next.
+_RECORDED_GAP_S = 2.5
+
+
+def _recorded(clips: Sequence[Clip]) -> tuple[Samples, list[dict[str, Any]]]:
+    """The recorded clips one after another, each one turn (its whole file)."""
+    gap = np.zeros(round(_RECORDED_GAP_S * SAMPLE_RATE), dtype=np.int16)
+    parts: list[Samples] = [gap]
+    timings: list[dict[str, Any]] = []
+    position = gap.size
+    for clip in clips:
+        timings.append(
+            {
+                "text": clip.text or "",
+                "command_start_s": position / SAMPLE_RATE,
+                "command_end_s": (position + clip.samples.size) / SAMPLE_RATE,
+            }
+        )
+        parts += [clip.samples, gap]
+        position += clip.samples.size + gap.size
+    return np.concatenate(parts), timings
+
+
+def measure_turns(
+    settings: Settings, quick: bool = False, recorded: Sequence[Clip] = ()
+) -> dict[str, Any]:
     """Every set under every policy; the quick run: the detector on the first
-    two turns of the turn-taking set ("Yes." and a broken-off order)."""
+    two turns of the turn-taking set ("Yes." and a broken-off order).
+    ``recorded``: real speech, each clip one turn (not in the quick run)."""
     report: dict[str, Any] = {"hangover_ms": settings.vad.hangover_ms, "sets": {}}
-    sets = {"turn_taking": TURN_TAKING[:2]} if quick else _SETS
-    for name, utterances in sets.items():
-        pcm, timings = render(utterances, f"bench {name}")
+    sets: dict[str, tuple[Samples, list[dict[str, Any]]]] = {
+        name: render(utterances, f"bench {name}")
+        for name, utterances in ({"turn_taking": TURN_TAKING[:2]} if quick else _SETS).items()
+    }
+    if recorded and not quick:
+        sets["recorded"] = _recorded(recorded)
+    for name, (pcm, timings) in sets.items():
         scored: dict[str, Any] = {}
         for engine in ("smart_turn",) if quick else _POLICIES:
             progress(f"turns: {name} with turn.engine {engine}")
