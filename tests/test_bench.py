@@ -65,6 +65,23 @@ def test_recorded_turns_are_scored_by_where_their_pieces_fall() -> None:
     assert scored["wer"] == 0.0
 
 
+def test_concurrent_sessions_stream_different_orders_and_do_not_start_together() -> None:
+    import numpy as np
+
+    from rtap_trio.bench.common import Clip
+    from rtap_trio.bench.concurrency import _STAGGER_S, _rotations
+
+    a = Clip("a.wav", np.full(8_000, 1, dtype=np.int16), "en", "a")
+    b = Clip("b.wav", np.full(8_000, 2, dtype=np.int16), "en", "b")
+    audios = _rotations([a, b], 3, seconds=1.0, gap_s=0.5, tail_s=0.5)
+    lead = round(_STAGGER_S * 16_000)
+    firsts = [int(np.flatnonzero(audio)[0]) for audio in audios]
+    assert firsts == [0, lead, 2 * lead]
+    assert [int(audio[first]) for audio, first in zip(audios, firsts, strict=True)] == [1, 2, 1]
+    # The same speech, only later: sessions 0 and 2 stream a's clip first.
+    assert np.array_equal(audios[0], audios[2][2 * lead :])
+
+
 def test_recorded_commands_are_headline_figures_with_pc2s_targets() -> None:
     from rtap_trio.bench.report import headline
 

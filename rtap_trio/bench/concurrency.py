@@ -3,8 +3,9 @@
 The service is the real command, ``python -m rtap_trio --source none``, in a
 child process with the bench's profile, so that its CPU and memory are its
 own. For N = 1, 2, 4, 8 the clients connect, then stream at once, each a
-different rotation of the speech clips, paced like a microphone (offset ``x``
-of a client's audio has been sent by ``t0 + x``). A transcript's latency is
+different rotation of the speech clips, client k's speech 0.35 k s late (talkers
+do not end together), paced like a microphone (offset ``x`` of a client's audio
+has been sent by ``t0 + x``). A transcript's latency is
 its arrival at its client minus ``t0 +`` the end of speech (the end of the
 last voiced frame, from the session's ``speech_end`` event): what a speaker
 waits. Reported per N: latency p50/p95, the STT queue wait (in the session and
@@ -53,6 +54,13 @@ __all__ = ["measure_concurrency"]
 _CHUNK_S = 0.02
 #: The target: N sessions "within 2x the single-session p95".
 _WITHIN = 2.0
+#: Session k starts speaking k times this late: independent talkers do not end
+#: their utterances on the same 20 ms frame. With two clips (the corpus's English)
+#: sessions k and k + 2 streamed the same audio from the same instant, so their
+#: finals reached the one engine together, every time: four sessions at 2.90x the
+#: single-session p95 that way (p95 1878 ms), 2.15-2.17x staggered (1249-1310 ms;
+#: 2026-12-04, pc2, docs/performance.md). Not a multiple of the clips' gap (1.5 s).
+_STAGGER_S = 0.35
 
 
 class _Resources:
@@ -194,13 +202,16 @@ async def _idle_cost(
 def _rotations(
     clips: Sequence[Clip], count: int, seconds: float, gap_s: float = 1.5, tail_s: float = 1.5
 ) -> list[Samples]:
-    """A different order of the clips for each session, ``seconds`` long, silence at the end."""
+    """A different order of the clips for each session, ``seconds`` long, silence at the
+    end; session k's speech starts ``k * _STAGGER_S`` late."""
     audios = []
     for index in range(count):
         shift = index % len(clips)
         order = [*clips[shift:], *clips[:shift]]
         speech = concatenate(order, gap_s, seconds)
-        audios.append(np.concatenate((speech, np.zeros(int(tail_s * SAMPLE_RATE), np.int16))))
+        lead = np.zeros(round(index * _STAGGER_S * SAMPLE_RATE), np.int16)
+        tail = np.zeros(int(tail_s * SAMPLE_RATE), np.int16)
+        audios.append(np.concatenate((lead, speech, tail)))
     return audios
 
 
