@@ -110,23 +110,35 @@ async def _stream(
         await client.stop(limit_s)
 
 
-def _latencies(client: AudioSessionClient) -> tuple[list[float], list[float], int, int]:
-    """(latency ms, queue ms) of each transcript, utterances ended, utterances dropped."""
+def _latencies(client: AudioSessionClient) -> tuple[dict[str, list[float]], int, int]:
+    """Each transcript's latency and its parts (ms), utterances ended, utterances dropped.
+
+    Parts: ``endpoint`` (the wait after the speech: timer or detector),
+    ``queue`` (for an engine), ``after_endpoint`` (the rest: STT or the wait for
+    the early transcript, and delivery)."""
     ends: dict[str, float] = {}
     for message in client.events:
         event = parse_event(message)
         if isinstance(event, SpeechEnd) and message.utterance_id:
             ends[message.utterance_id] = event.offset_s
-    latency, queue = [], []
+    parts: dict[str, list[float]] = {
+        "latency": [],
+        "endpoint": [],
+        "queue": [],
+        "after_endpoint": [],
+    }
     for transcript in client.transcripts:
         uid = transcript.utterance_id
         if uid in ends and uid in client.arrived_at:
-            latency.append((client.arrived_at[uid] - (client.stream_started + ends[uid])) * 1000)
-            queue.append(transcript.latency_ms.queue)
+            latency = (client.arrived_at[uid] - (client.stream_started + ends[uid])) * 1000
+            parts["latency"].append(latency)
+            parts["endpoint"].append(transcript.latency_ms.endpoint)
+            parts["queue"].append(transcript.latency_ms.queue)
+            parts["after_endpoint"].append(latency - transcript.latency_ms.endpoint)
     dropped = sum(
         1 for e in client.events if e.type in (EventType.UTTERANCE_DROPPED, EventType.STT_TIMEOUT)
     )
-    return latency, queue, len(ends), dropped
+    return parts, len(ends), dropped
 
 
 async def _run_level(
@@ -147,21 +159,24 @@ async def _run_level(
         cpu = resources.cpu_s() - cpu_before
         wall = time.perf_counter() - wall_before
         nursery.cancel_scope.cancel()
-    latencies, queues, utterances, dropped = [], [], 0, 0
+    parts: dict[str, list[float]] = {}
+    utterances = dropped = 0
     for client in clients.connected:
-        latency, queue, ended, lost = _latencies(client)
-        latencies += latency
-        queues += queue
+        client_parts, ended, lost = _latencies(client)
+        for name, values in client_parts.items():
+            parts.setdefault(name, []).extend(values)
         utterances += ended
         dropped += lost
     return {
         "sessions": len(audios),
         "audio_s_per_session": round(max(a.size for a in audios) / SAMPLE_RATE, 1),
         "utterances": utterances,
-        "transcripts": len(latencies),
+        "transcripts": len(parts.get("latency", [])),
         "dropped_or_timed_out": dropped,
-        "latency_ms": summarize(latencies, 1),
-        "queue_ms": summarize(queues, 1),
+        "latency_ms": summarize(parts.get("latency", []), 1),
+        "queue_ms": summarize(parts.get("queue", []), 1),
+        "endpoint_ms": summarize(parts.get("endpoint", []), 1),
+        "after_endpoint_ms": summarize(parts.get("after_endpoint", []), 1),
         "cpu_percent": round(100 * cpu / wall, 1) if wall else None,
         "peak_rss_mb": round(resources.peak_rss / 2**20, 1),
         "seconds": round(wall, 1),

@@ -435,15 +435,19 @@ def _concurrency_table(concurrency: Any) -> list[str]:
         + "); latency is end of speech -> transcript at the client:",
         "",
         "| sessions | utterances | transcripts | lost | p50 | p95 | p95 / 1 session "
-        "| queue p50 | queue p95 | service CPU | peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| endpoint p50 / p95 | after it p50 / p95 | queue p50 | queue p95 "
+        "| service CPU | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in concurrency["runs"]:
         latency, queue = run["latency_ms"], run["queue_ms"]
+        endpoint, after = run.get("endpoint_ms", {}), run.get("after_endpoint_ms", {})
         lines.append(
             f"| {run['sessions']} | {run['utterances']} | {run['transcripts']} "
             f"| {run['dropped_or_timed_out']} | {latency.get('p50', '-'):g} ms "
             f"| {latency.get('p95', '-'):g} ms | {run['p95_vs_single']:g} x "
+            f"| {endpoint.get('p50', '-')} / {endpoint.get('p95', '-')} ms "
+            f"| {after.get('p50', '-')} / {after.get('p95', '-')} ms "
             f"| {queue.get('p50', '-'):g} ms | {queue.get('p95', '-'):g} ms "
             f"| {run['cpu_percent']:g} % | {run['peak_rss_mb']:g} MB |"
         )
