@@ -2,7 +2,8 @@
 
 The service is the real command, ``python -m rtap_trio --source none``, in a
 child process with the bench's profile, so that its CPU and memory are its
-own. For N = 1, 2, 4, 8 the clients connect, then stream at once, each a
+own. For N = 1, 2, 4, 8 (the single session three times as long: it is the
+ratios' denominator) the clients connect, then stream at once, each a
 different rotation of the speech clips, client k's speech 0.35 k s late (talkers
 do not end together), paced like a microphone (offset ``x`` of a client's audio
 has been sent by ``t0 + x``). A transcript's latency is
@@ -61,6 +62,8 @@ _WITHIN = 2.0
 #: single-session p95 that way (p95 1878 ms), 2.15-2.17x staggered (1249-1310 ms;
 #: 2026-12-04, pc2, docs/performance.md). Not a multiple of the clips' gap (1.5 s).
 _STAGGER_S = 0.35
+#: How much longer the single session streams than each of several (below).
+_SINGLE_SESSION_FACTOR = 3
 
 
 class _Resources:
@@ -264,8 +267,12 @@ async def _measure(
         runs = []
         for count in levels:
             progress(f"concurrency: {count} session(s) streaming")
-            audios = _rotations(clips, count, seconds, gap_s, tail_s)
-            runs.append(await _run_level(port, audios, resources, 60 + 30 * count))
+            # The single session is the ratios' denominator: three times the
+            # audio, so that its p95 is not just the largest of four utterances
+            # (580-830 ms from run to run, pc2, 2026-12-04).
+            level_s = seconds * _SINGLE_SESSION_FACTOR if count == 1 and not quick else seconds
+            audios = _rotations(clips, count, level_s, gap_s, tail_s)
+            runs.append(await _run_level(port, audios, resources, 60 + 30 * count + level_s))
         hwm = sum(proc_status_kb(pid).get("VmHWM", 0) for pid in pids)
     single = runs[0]["latency_ms"].get("p95") if runs else None
     within = [
