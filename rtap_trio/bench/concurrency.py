@@ -60,7 +60,9 @@ _WITHIN = 2.0
 #: sessions k and k + 2 streamed the same audio from the same instant, so their
 #: finals reached the one engine together, every time: four sessions at 2.90x the
 #: single-session p95 that way (p95 1878 ms), 2.15-2.17x staggered (1249-1310 ms;
-#: 2026-12-04, pc2, docs/performance.md). Not a multiple of the clips' gap (1.5 s).
+#: both against the largest of the single session's four utterances, before
+#: _SINGLE_SESSION_FACTOR; 2026-12-04, pc2, docs/performance.md). Not a multiple
+#: of the clips' gap (1.5 s).
 _STAGGER_S = 0.35
 #: How much longer the single session streams than each of several (below).
 _SINGLE_SESSION_FACTOR = 3
