@@ -184,9 +184,13 @@ async def measure_latency_ab(
             "turn": no_turn,
         }
     )
+    # The profile without its detector (None: it has none).
+    without_detector = (
+        settings.model_copy(update={"turn": no_turn}) if settings.turn.engine != "none" else None
+    )
     variants = [("without_early", off), ("with_early", settings)]
-    if compare_turn and settings.turn.engine != "none":
-        variants.insert(1, ("without_turn", settings.model_copy(update={"turn": no_turn})))
+    if compare_turn and without_detector is not None:
+        variants.insert(1, ("without_turn", without_detector))
     results = {}
     for name, variant in variants:
         process = psutil.Process()
@@ -203,12 +207,14 @@ async def measure_latency_ab(
     )
     on["peer"] = await trio.to_thread.run_sync(_peer_policy, settings, audio, without)
     if real_speech is not None:
-        on["real_speech"] = await _measure_real_speech(settings, real_speech, limit_s)
+        on["real_speech"] = await _measure_real_speech(
+            settings, without_detector, real_speech, limit_s
+        )
     return on
 
 
 async def _measure_real_speech(
-    settings: Settings, audio: Samples, limit_s: float
+    settings: Settings, without_detector: Settings | None, audio: Samples, limit_s: float
 ) -> dict[str, Any]:
     """End of speech -> transcript on recorded commands: the profile, and the
     profile without its detector where it has one."""
@@ -218,11 +224,8 @@ async def _measure_real_speech(
         "ms": measured["ms"],
         "texts": measured["texts"],
     }
-    if settings.turn.engine != "none":
-        no_turn = settings.turn.model_copy(update={"engine": "none"})
-        without = await measure_latency(
-            settings.model_copy(update={"turn": no_turn}), audio, limit_s
-        )
+    if without_detector is not None:
+        without = await measure_latency(without_detector, audio, limit_s)
         result["without_turn"] = {"utterances": without["utterances"], "ms": without["ms"]}
     return result
 
