@@ -8,6 +8,7 @@ conversions share one session-wide cache so each model is converted once.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -27,6 +28,7 @@ import pytest
 
 from rtap_trio.errors import ModelError
 from rtap_trio.stt.whispercpp import models as whisper
+from rtap_trio.stt.whispercpp.devices import loaded_libggml
 from rtap_trio.stt.whispercpp.models import (
     GGML_MAGIC,
     KNOWN_MODELS,
@@ -36,6 +38,7 @@ from rtap_trio.stt.whispercpp.models import (
     convert_ct2_to_ggml,
     default_cache_dir,
     mel_filters,
+    quantize_q5_0,
     quantize_q8_0,
     resolve_whisper_model,
 )
@@ -50,6 +53,10 @@ TINY_EN_Q8_0_SIZE = 43_550_795  # whisper.cpp's quantize tool on ggml-tiny.en.bi
 # sha256 of what whisper.cpp 1.8.5's own `whisper-quantize ggml-tiny.en.bin out q8_0`
 # writes from the f16 file this converter makes (built from pywhispercpp 1.5.1's sdist).
 TINY_EN_Q8_0_SHA256 = "61e9a0e72b4561f999906d79ed8f98e1e724c86130bb429a4f9fd9cb562d0b78"
+# q5_0: blocks checked against ggml's own quantize_row_q5_0_ref below; the file's
+# hash pins what those blocks make of tiny.en (converted 2026-12-04).
+TINY_EN_Q5_0_SIZE = 29_889_227
+TINY_EN_Q5_0_SHA256 = "f91e712b24468fce4eeac07e83db9527d4cb56516b4b2f23f0a937b049b3b076"
 JFK_WAV = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "jfk.wav"
 JFK_PHRASE = "ask not what your country can do for you"
 
@@ -243,6 +250,46 @@ def test_tiny_en_q8_0_is_byte_identical_to_the_quantize_tool_and_transcribes_jfk
     assert tiny_en.path.stat().st_size == TINY_EN_F16_SIZE  # the f16 file is kept apart
     text = _transcribe(path, "en")
     print(f"\ntiny.en q8_0: {text!r}")
+    assert JFK_PHRASE in _normalise(text)
+
+
+def _ggml_reference(function: str, rows: np.ndarray, block_bytes: int) -> bytes:
+    """ggml's reference quantiser ``function`` of ``rows``, from the libggml that
+    pywhispercpp loaded (its -base library holds the quantisers)."""
+    path = loaded_libggml()
+    assert path is not None
+    quantize = getattr(ctypes.CDLL(str(path)), function)
+    quantize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    quantize.restype = None
+    x = np.ascontiguousarray(rows, dtype=np.float32).ravel()
+    out = np.zeros(x.size // 32 * block_bytes, dtype=np.uint8)
+    quantize(x.ctypes.data, out.ctypes.data, x.size)
+    return out.tobytes()
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.05, 1.0, 30.0])
+def test_q5_0_and_q8_0_blocks_are_ggml_s_own(scale: float) -> None:
+    # f16 values (what whisper-quantize reads), 20,000 blocks; an all-zero
+    # block (scale 0) and ties for the largest magnitude (the first one wins).
+    rng = np.random.default_rng(0)
+    rows = (rng.standard_normal((500, 1280)) * scale).astype(np.float16).astype(np.float32)
+    rows[0, :32] = 0.0
+    rows[0, 32:64] = 1.0
+    rows[0, 64:66] = (-1.0, 1.0)
+    assert quantize_q5_0(rows).tobytes() == _ggml_reference("quantize_row_q5_0_ref", rows, 22)
+    assert quantize_q8_0(rows).tobytes() == _ggml_reference("quantize_row_q8_0_ref", rows, 34)
+
+
+def test_tiny_en_q5_0_transcribes_jfk(tiny_en: Converted, model_cache: Path) -> None:
+    path = resolve_whisper_model("tiny.en", model_cache, ftype="q5_0")
+    assert path == model_cache / "ggml-tiny.en-q5_0.bin"
+    assert path.stat().st_size == TINY_EN_Q5_0_SIZE
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == TINY_EN_Q5_0_SHA256
+    # whisper.cpp reads GGML_QNT_VERSION (2) * 1000 + GGML_FTYPE_MOSTLY_Q5_0 (8).
+    assert _header(path)[-1] == 2008
+    check_ggml_file(path)
+    text = _transcribe(path, "en")
+    print(f"\ntiny.en q5_0: {text!r}")
     assert JFK_PHRASE in _normalise(text)
 
 

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--dtype",
         action="append",
-        choices=("f16", "q8_0"),
+        choices=("f16", "q8_0", "q5_0"),
         help="weight type, repeatable (default: the profile's stt.whispercpp.compute_dtype)",
     )
     fetch = models_commands.add_parser(

@@ -169,9 +169,10 @@ class WhisperCppSettings(Section):
     model_cache_dir: Path | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     # Weight type of the converted model. q8_0 (int8 blocks, as whisper.cpp's
-    # quantize tool makes them) is 45 % smaller and faster on CPU; f32 is not
-    # offered: whisper.cpp 1.8.5 aborts on f32 conv weights (GGML_ASSERT).
-    compute_dtype: Literal["f16", "q8_0"] = "q8_0"
+    # quantize tool makes them) is 45 % smaller and faster on CPU; q5_0 is 63 %
+    # smaller, slower on CPU and garbled a German command (docs/cuda.md); f32 is
+    # not offered: whisper.cpp 1.8.5 aborts on f32 conv weights (GGML_ASSERT).
+    compute_dtype: Literal["f16", "q8_0", "q5_0"] = "q8_0"
     n_threads: int = Field(2, ge=1, le=64)
     # whisper.cpp encodes a 30 s window (1500 frames of 20 ms) whatever the
     # utterance length; encoding only the utterance is the largest CPU saving,

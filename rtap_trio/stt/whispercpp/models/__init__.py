@@ -14,7 +14,7 @@ Modules, one concept each:
 * :mod:`.ggml`: the ggml format (constants, header, tensor sizes) and
   :func:`check_ggml_file`.
 * :mod:`.plan`: which CT2 variable becomes which ggml tensor.
-* :mod:`.quantize`: ggml's q8_0.
+* :mod:`.quantize`: ggml's q8_0 and q5_0.
 * :mod:`.mel`: the mel filterbank stored in the header.
 * :mod:`.vocabulary`: the byte-level BPE token table.
 * :mod:`.atomic`: publishing a file atomically.
@@ -28,7 +28,7 @@ from .cache import cached_model_path, default_cache_dir, resolve_whisper_model
 from .convert import convert_ct2_to_ggml, convert_known_model
 from .ggml import GGML_MAGIC, FType, check_ggml_file
 from .mel import mel_filters
-from .quantize import quantize_q8_0
+from .quantize import quantize_q5_0, quantize_q8_0
 from .registry import KNOWN_MODELS, KnownModel, PackageResource
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "convert_known_model",
     "default_cache_dir",
     "mel_filters",
+    "quantize_q5_0",
     "quantize_q8_0",
     "resolve_whisper_model",
 ]

@@ -187,14 +187,14 @@ def resolve_whisper_model(
     * An existing file path is checked with :func:`check_ggml_file` and
       returned as given (after ``~`` expansion).
     * A known name (see :data:`KNOWN_MODELS`) maps to
-      ``<cache>/ggml-<name>.bin`` (``ggml-<name>-q8_0.bin`` for q8_0). It is
+      ``<cache>/ggml-<name>.bin`` (``ggml-<name>-q8_0.bin`` for q8_0, likewise q5_0). It is
       used if its size and its sha256 match (the hash recorded at conversion
       in ``<file>.sha256``); otherwise, missing, damaged or unrecorded, it is
       converted (again) from its wheel and the hash recorded.
       ``convert=False`` turns that conversion into an error.
     * Anything else raises :class:`ModelError`.
 
-    ``ftype`` applies to known names only: "f16" or "q8_0". An f32 model
+    ``ftype`` applies to known names only: "f16", "q8_0" or "q5_0". An f32 model
     would load and then abort the whole process in whisper.cpp 1.8.5 (see
     :func:`convert_ct2_to_ggml`), so it is refused here, at startup.
 

@@ -1,7 +1,7 @@
 """Converting a CTranslate2 Whisper model to whisper.cpp's ggml file.
 
 The output has exactly the size of the official ggml files (tiny.en f16:
-77,704,715 bytes; base f16: 147,951,465 bytes), and for q8_0 the bytes of
+77,704,715 bytes; base f16: 147,951,465 bytes), and for q8_0 and q5_0 the bytes of
 whisper.cpp's own quantize tool. Only numpy is used.
 """
 
@@ -24,10 +24,10 @@ from rtap_trio.errors import ModelError
 
 from .atomic import atomic_output
 from .ct2 import Ct2Model, Ct2Source, open_ct2
-from .ggml import GGML_F16, GGML_Q8_0, HPARAM_FTYPE, FType
+from .ggml import GGML_F16, HPARAM_FTYPE, FType
 from .mel import mel_filters
 from .plan import TensorPlan, hparams_of, plan_tensors
-from .quantize import quantize_q8_0
+from .quantize import QUANTIZERS
 from .registry import expected_size, find_vocabulary, known_model, require
 from .vocabulary import VocabularySource, encode_vocabulary, load_tokens
 
@@ -55,17 +55,18 @@ def _write_tensor(out: BinaryIO, ct2: Ct2Model, plan: TensorPlan) -> None:
     rows_per_block = max(1, _BLOCK_BYTES // row_bytes)
     want = np.dtype("<f2" if plan.ggml_type == GGML_F16 else "<f4")
     bf16 = ct2.is_bf16(plan.source)
+    quantize = QUANTIZERS.get(plan.ggml_type)
     for start in range(first, last, rows_per_block):
         stop = min(start + rows_per_block, last)
         block = src[start:stop]
         if bf16:
             # bf16 is the top half of an f32; numpy has no bf16 dtype.
             block = (block.astype(np.uint32) << 16).view(np.float32)
-        if plan.ggml_type == GGML_Q8_0:
+        if quantize is not None:
             # whisper-quantize works from the f16 file: quantise f16 values,
             # so an f32 source gives the same bytes as an f16 one.
             f16 = block.astype("<f2", copy=False)
-            out.write(quantize_q8_0(f16.astype(np.float32)).data)
+            out.write(quantize(f16.astype(np.float32)).data)
         else:
             # copy=False: an f16 -> f16 block is written straight from the mapping.
             out.write(np.ascontiguousarray(block.astype(want, copy=False)).data)
@@ -87,14 +88,14 @@ def convert_ct2_to_ggml(
     directory, fsync, ``os.replace``), so a crash leaves the previous file or
     nothing, never a truncated one.
 
-    ``ftype="q8_0"`` writes what whisper.cpp's ``quantize`` tool makes of the
-    f16 file: 2-D weights in q8_0, the rest as in f16.
+    ``ftype="q8_0"`` (or ``"q5_0"``) writes what whisper.cpp's ``quantize``
+    tool makes of the f16 file: 2-D weights in q8_0 (q5_0), the rest as in f16.
 
     ``ftype="f32"`` writes the layout convert-pt-to-ggml.py writes with
     ``use-f32``, but whisper.cpp 1.8.5's CPU backend cannot run it: its 1-D
     convolution goes through an f16-only im2col, and the process dies on
     ``GGML_ASSERT(src0->type == GGML_TYPE_F16)`` (an abort, not an exception)
-    at the first transcription. Only f16 and q8_0 are used for whisper.cpp.
+    at the first transcription. Only f16, q8_0 and q5_0 are used for whisper.cpp.
     """
     if ftype not in HPARAM_FTYPE:
         raise ModelError(f"unsupported ggml ftype {ftype!r}; use one of {', '.join(HPARAM_FTYPE)}")

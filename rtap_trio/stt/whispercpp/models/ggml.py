@@ -27,7 +27,7 @@ from rtap_trio.errors import ModelError
 
 from .mel import N_FFT
 
-FType = Literal["f16", "f32", "q8_0"]
+FType = Literal["f16", "f32", "q8_0", "q5_0"]
 
 #: "ggml" as a little-endian int32: whisper.cpp's legacy (pre-GGUF) file magic.
 GGML_MAGIC = 0x67676D6C
@@ -43,6 +43,11 @@ GGML_Q8_0 = 8
 # q8_0: blocks of 32 weights along a row, each one f16 scale and 32 int8.
 Q8_0_BLOCK = 32
 Q8_0_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", (Q8_0_BLOCK,))])
+# q5_0: blocks of 32, each one f16 scale, the fifth bits of the 32 weights in
+# one little-endian uint32 (bit j: weight j), and their low four bits packed in
+# 16 bytes (byte j: weight j below, weight j + 16 above).
+Q5_0_BLOCK = 32
+Q5_0_DTYPE = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", (Q5_0_BLOCK // 2,))])
 #: (elements per block, bytes per block) of every ggml tensor type a whisper
 #: file may hold: f32, f16, and the quantised q4_0, q4_1, q5_0, q5_1, q8_0.
 GGML_BLOCKS: Mapping[int, tuple[int, int]] = MappingProxyType(
@@ -51,7 +56,7 @@ GGML_BLOCKS: Mapping[int, tuple[int, int]] = MappingProxyType(
         GGML_F16: (1, 2),
         GGML_Q4_0: (32, 18),
         GGML_Q4_1: (32, 20),
-        GGML_Q5_0: (32, 22),
+        GGML_Q5_0: (Q5_0_BLOCK, Q5_0_DTYPE.itemsize),
         GGML_Q5_1: (32, 24),
         GGML_Q8_0: (Q8_0_BLOCK, Q8_0_DTYPE.itemsize),
     }
@@ -69,8 +74,11 @@ def ggml_nbytes(ggml_type: int, elements: int) -> int:
 
 
 # whisper.cpp reads ftype as GGML_QNT_VERSION * 1000 + ggml_ftype for quantised
-# files (quantize.cpp); GGML_FTYPE_MOSTLY_Q8_0 is 7, the version 2.
-HPARAM_FTYPE: Mapping[str, int] = MappingProxyType({"f32": 0, "f16": 1, "q8_0": 2 * 1000 + 7})
+# files (quantize.cpp); GGML_FTYPE_MOSTLY_Q8_0 is 7, GGML_FTYPE_MOSTLY_Q5_0 8,
+# the version 2.
+HPARAM_FTYPE: Mapping[str, int] = MappingProxyType(
+    {"f32": 0, "f16": 1, "q8_0": 2 * 1000 + 7, "q5_0": 2 * 1000 + 8}
+)
 _GGML_QNT_VERSION_FACTOR = 1000
 _GGML_QNT_VERSION = 2
 # ggml_ftype -> the ggml type whisper.cpp allocates the 2-D weights in

@@ -10,7 +10,10 @@ import numpy as np
 from rtap_trio.errors import ModelError
 
 from .ct2 import Ct2Model
-from .ggml import GGML_F16, GGML_F32, GGML_Q8_0, Q8_0_BLOCK, FType, Hparams, ggml_nbytes
+from .ggml import GGML_BLOCKS, GGML_F16, GGML_F32, GGML_Q5_0, GGML_Q8_0, FType, Hparams, ggml_nbytes
+
+# The quantised weight types: what the 2-D weights become.
+_QUANTISED = {"q8_0": GGML_Q8_0, "q5_0": GGML_Q5_0}
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class TensorPlan:
     source: str
     rows: tuple[int, int] | None  # slice of a fused q/k/v projection
     shape: tuple[int, ...]  # numpy (row-major) shape as written
-    ggml_type: int  # GGML_F32, GGML_F16 or GGML_Q8_0
+    ggml_type: int  # GGML_F32, GGML_F16, GGML_Q8_0 or GGML_Q5_0
 
     @property
     def nbytes(self) -> int:
@@ -69,7 +72,7 @@ def plan_tensors(ct2: Ct2Model, hp: Hparams, ftype: FType) -> list[TensorPlan]:
     whisper.cpp fails the load on an unknown tensor, a missing tensor, or a
     tensor of a type other than the one it allocated, so the types mirror
     convert-pt-to-ggml.py: 1-D tensors, conv biases and positional embeddings
-    in f32, everything else in f16 (or all f32). For q8_0 the 2-D weights
+    in f32, everything else in f16 (or all f32). For q8_0 and q5_0 the 2-D weights
     are quantised as whisper.cpp's quantize tool does it, which leaves the 3-D
     convolution kernels in f16 (whisper.cpp allocates them f16 for any
     quantised type).
@@ -85,10 +88,12 @@ def plan_tensors(ct2: Ct2Model, hp: Hparams, ftype: FType) -> list[TensorPlan]:
             ggml_type = GGML_F32
         elif ggml_name.endswith("positional_embedding") or ftype == "f32" or len(shape) < 2:
             ggml_type = GGML_F32
-        elif ftype == "q8_0" and len(shape) == 2:
-            if shape[1] % Q8_0_BLOCK:
-                raise ModelError(f"{ggml_name}: rows of {shape[1]} do not split into q8_0 blocks")
-            ggml_type = GGML_Q8_0
+        elif ftype in _QUANTISED and len(shape) == 2:
+            ggml_type = _QUANTISED[ftype]
+            if shape[1] % GGML_BLOCKS[ggml_type][0]:
+                raise ModelError(
+                    f"{ggml_name}: rows of {shape[1]} do not split into {ftype} blocks"
+                )
         else:
             ggml_type = GGML_F16
         plans.append(TensorPlan(ggml_name, source, rows, shape, ggml_type))

