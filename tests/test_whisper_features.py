@@ -39,6 +39,8 @@ from rtap_trio.devtools.speechgen.rendering import (
     to_pcm,
     write_wav,
 )
+from rtap_trio.settings import load_settings
+from rtap_trio.stt.whispercpp.context import WhisperContext
 from rtap_trio.stt.whispercpp.words import TimedToken, join_words
 
 from .support import free_port, service_process
@@ -173,6 +175,23 @@ def test_a_prompt_spells_the_names_and_words_are_timed(
     )
     assert within >= SHARE_WITHIN, errors
     assert len(prompted) > len(spoken) / 2, (prompted, spoken)  # most names
+    assert len(prompted) > len(plain), (prompted, plain)
+
+
+def test_a_prompt_holds_for_its_own_request_only(commands: list[Spoken]) -> None:
+    # pywhispercpp keeps each call's parameters on its model; the prompt goes in
+    # as tokens and is cleared (a null pointer) by the next request without one,
+    # since whisper_full crashed on an initial_prompt of "" in a CUDA build.
+    context = WhisperContext(load_settings("pc2").stt)
+    plain: set[str] = set()
+    prompted: set[str] = set()
+    for command in commands:
+        audio, rate = soundfile.read(command.path, dtype="float32")
+        assert rate == SAMPLE_RATE
+        before = context.transcribe(audio).text
+        plain |= names_heard(before)
+        prompted |= names_heard(context.transcribe(audio, prompt=PROMPT).text)
+        assert context.transcribe(audio).text == before
     assert len(prompted) > len(plain), (prompted, plain)
 
 

@@ -22,7 +22,7 @@ from ...items import Float32
 from ...settings import SttSettings
 from ..engine import EngineResult, Task
 from .devices import gpu_devices
-from .direct import DirectWhisper, context_pointer, count_tokens, no_speech_after_sot
+from .direct import DirectWhisper, context_pointer, count_tokens, no_speech_after_sot, tokenize
 from .logs import route_whisper_logs
 from .models import resolve_whisper_model
 from .text import clean_transcript
@@ -98,8 +98,6 @@ class WhisperContext:
             "no_timestamps": True,
             "suppress_blank": True,
             "audio_ctx": 0,
-            # Per request (see transcribe); reset on every call, as the rest.
-            "initial_prompt": "",
             "token_timestamps": False,
             "translate": False,
         }
@@ -278,11 +276,21 @@ class WhisperContext:
                 "max_tokens": max_tokens,
                 "n_threads": threads,
                 "temperature_inc": temperature_inc,
-                "initial_prompt": prompt,
                 "translate": translate,
                 # whisper.cpp computes DTW times only with token timestamps
                 "token_timestamps": words,
             }
+            pointer = self._words_context if words else self._context
+            if pointer is not None:
+                # The prompt as tokens, and None (a null pointer) for none. An
+                # initial_prompt of "" (how no prompt was asked for) made every
+                # whisper_full crash (SIGSEGV) in pywhispercpp 1.5.1 built with
+                # CUDA on an H200 (docs/cuda.md), and pywhispercpp can set it to
+                # "" but never back to null. whisper_full would tokenize an
+                # initial_prompt with this very tokenizer: the same decoder input.
+                call["prompt_tokens"] = tokenize(pointer, prompt) if prompt else None
+            else:
+                call["initial_prompt"] = prompt
             segments = None
             decoded_again = False
             if first_try is not None:
@@ -322,7 +330,6 @@ class WhisperContext:
                 segments = model.transcribe(samples, abort_callback=should_abort, **call)
             no_speech = None
             aborted = should_abort is not None and should_abort()
-            pointer = self._words_context if words else self._context
             if pointer is not None and not aborted:  # an aborted result is dropped
                 no_speech = no_speech_after_sot(pointer, threads)
             detected = asked

@@ -51,6 +51,7 @@ __all__ = [
     "libwhisper",
     "loaded_libwhisper",
     "no_speech_after_sot",
+    "tokenize",
 ]
 
 _NO_SPEECH_THRESHOLD = 0.6  # whisper_full_default_params: no_speech_thold
@@ -205,6 +206,11 @@ def context_pointer(context: Any) -> int | None:
 def count_tokens(context: int, text: str) -> int:
     """How many tokens whisper.cpp's tokenizer makes of ``text``."""
     return len(_tokenize(context, text))
+
+
+def tokenize(context: int, text: str) -> tuple[int, ...]:
+    """The tokens whisper.cpp's tokenizer makes of ``text`` (none for "")."""
+    return tuple(_tokenize(context, text))
 
 
 def _tokenize(context: int, text: str) -> list[int]:
