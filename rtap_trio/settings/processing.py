@@ -219,6 +219,7 @@ class WhisperCppSettings(Section):
     # 2254 -> 1167 ms, but the eval sets' WER rose 2-3 points (docs/performance.md).
     # A decode that loops there, or a language detected with p < 0.5, is done
     # again in the full window; audio_ctx_first_floor is not used on this path.
+    # CPU only: on a GPU whisper_full runs (docs/cuda.md, 2026-12-04).
     one_pass_language: bool = True
 
     @field_validator("audio_ctx")

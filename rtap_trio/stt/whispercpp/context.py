@@ -118,14 +118,17 @@ class WhisperContext:
         #: Language detection and decoding on one encoder pass (see .direct):
         #: only where whisper_full would encode twice, i.e. a multilingual model
         #: asked to detect the language (in the full window or one sized to the
-        #: utterance: .encoder_window).
+        #: utterance: .encoder_window), and on the CPU: on an H200 it crashed
+        #: (SIGSEGV at the warm-up, cause not found in the time lent), while
+        #: whisper_full detected and transcribed a command in 38-44 ms there,
+        #: its second encoder pass included (docs/cuda.md).
         self._direct: DirectWhisper | None = None
         self._model: Any = None
         self._words_model: Any = None
         self._context: int | None = None
         self._words_context: int | None = None
         self._context_params: Any = {"use_gpu": use_gpu, "flash_attn": whisper.flash_attn}
-        if whisper.one_pass_language and self.default_language == "":
+        if whisper.one_pass_language and self.default_language == "" and not use_gpu:
             self._direct = DirectWhisper(
                 self.model_file,
                 n_threads=whisper.n_threads,
