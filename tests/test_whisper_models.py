@@ -237,19 +237,28 @@ def test_q8_0_blocks_follow_ggml_reference_quantisation() -> None:
     assert np.max(np.abs(restored - first)) <= float(blocks["d"][0]) / 2 + 1e-3
 
 
-def test_tiny_en_q8_0_is_byte_identical_to_the_quantize_tool_and_transcribes_jfk(
-    tiny_en: Converted, model_cache: Path
+# whisper.cpp reads a quantised file's ftype as GGML_QNT_VERSION (2) * 1000 +
+# GGML_FTYPE_MOSTLY_Q8_0 (7) or _Q5_0 (8).
+QUANTISED_TINY_EN = {
+    "q8_0": (TINY_EN_Q8_0_SIZE, TINY_EN_Q8_0_SHA256, 2007),
+    "q5_0": (TINY_EN_Q5_0_SIZE, TINY_EN_Q5_0_SHA256, 2008),
+}
+
+
+@pytest.mark.parametrize("ftype", list(QUANTISED_TINY_EN))
+def test_tiny_en_quantised_is_the_pinned_file_and_transcribes_jfk(
+    tiny_en: Converted, model_cache: Path, ftype: whisper.FType
 ) -> None:
-    path = resolve_whisper_model("tiny.en", model_cache, ftype="q8_0")
-    assert path == model_cache / "ggml-tiny.en-q8_0.bin"
-    assert path.stat().st_size == TINY_EN_Q8_0_SIZE
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == TINY_EN_Q8_0_SHA256
-    # whisper.cpp reads GGML_QNT_VERSION (2) * 1000 + GGML_FTYPE_MOSTLY_Q8_0 (7).
-    assert _header(path)[-1] == 2007
+    size, sha256, header_ftype = QUANTISED_TINY_EN[ftype]
+    path = resolve_whisper_model("tiny.en", model_cache, ftype=ftype)
+    assert path == model_cache / f"ggml-tiny.en-{ftype}.bin"
+    assert path.stat().st_size == size
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    assert _header(path)[-1] == header_ftype
     check_ggml_file(path)
     assert tiny_en.path.stat().st_size == TINY_EN_F16_SIZE  # the f16 file is kept apart
     text = _transcribe(path, "en")
-    print(f"\ntiny.en q8_0: {text!r}")
+    print(f"\ntiny.en {ftype}: {text!r}")
     assert JFK_PHRASE in _normalise(text)
 
 
@@ -278,19 +287,6 @@ def test_q5_0_and_q8_0_blocks_are_ggml_s_own(scale: float) -> None:
     rows[0, 64:66] = (-1.0, 1.0)
     assert quantize_q5_0(rows).tobytes() == _ggml_reference("quantize_row_q5_0_ref", rows, 22)
     assert quantize_q8_0(rows).tobytes() == _ggml_reference("quantize_row_q8_0_ref", rows, 34)
-
-
-def test_tiny_en_q5_0_transcribes_jfk(tiny_en: Converted, model_cache: Path) -> None:
-    path = resolve_whisper_model("tiny.en", model_cache, ftype="q5_0")
-    assert path == model_cache / "ggml-tiny.en-q5_0.bin"
-    assert path.stat().st_size == TINY_EN_Q5_0_SIZE
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == TINY_EN_Q5_0_SHA256
-    # whisper.cpp reads GGML_QNT_VERSION (2) * 1000 + GGML_FTYPE_MOSTLY_Q5_0 (8).
-    assert _header(path)[-1] == 2008
-    check_ggml_file(path)
-    text = _transcribe(path, "en")
-    print(f"\ntiny.en q5_0: {text!r}")
-    assert JFK_PHRASE in _normalise(text)
 
 
 def test_tokenizer_json_gives_the_same_file_as_vocabulary_txt(

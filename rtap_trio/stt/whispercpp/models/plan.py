@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -13,7 +15,7 @@ from .ct2 import Ct2Model
 from .ggml import GGML_BLOCKS, GGML_F16, GGML_F32, GGML_Q5_0, GGML_Q8_0, FType, Hparams, ggml_nbytes
 
 # The quantised weight types: what the 2-D weights become.
-_QUANTISED = {"q8_0": GGML_Q8_0, "q5_0": GGML_Q5_0}
+_QUANTISED: Mapping[str, int] = MappingProxyType({"q8_0": GGML_Q8_0, "q5_0": GGML_Q5_0})
 
 
 @dataclass(frozen=True)
