@@ -106,6 +106,16 @@ def test_recorded_commands_are_headline_figures_with_pc2s_targets() -> None:
     assert without["value"] == 603.0 and without["target"] is None
 
 
+def test_four_sessions_are_pc2s_target_only() -> None:
+    from rtap_trio.bench.report import headline
+
+    figure = "real-time sessions within 2x the single-session p95"
+    for model, target, met in (("tiny.en", 4.0, False), ("base", None, None)):
+        report = {"model": model, "concurrency": {"max_sessions_within_2x_p95": 1}}
+        row = {row["figure"]: row for row in headline(report)}[figure]
+        assert (row["value"], row["target"], row["met"]) == (1, target, met)
+
+
 def test_tiny_en_ct2_directory_is_loadable_by_faster_whisper() -> None:
     model_dir = ct2_model_dir("tiny.en", None)
     for name in ("model.bin", "config.json", "tokenizer.json"):
